@@ -2,3 +2,5 @@
 //! activity-store: an event-sourced activity store.
 
 pub mod model;
+pub mod log;
+pub mod ops;

@@ -1,0 +1,1 @@
+CREATE TABLE projection_checkpoints (projection text PRIMARY KEY, version integer, position bigint);

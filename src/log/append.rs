@@ -1,0 +1,191 @@
+//! `append_batch`: a batch of events into the log in one transaction, each command once for ever.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::copy::{EVENT_COLUMNS, encode_events};
+use super::partitions::{self, Month};
+use super::{LogError, db};
+use crate::model::NewEvent;
+
+/// Serialises appends (advisory lock key, "ACTVAPND"): positions are handed out and
+/// committed in one order, so a reader that sees position N has seen every position below it.
+pub const APPEND_LOCK: i64 = 0x4143_5456_4150_4e44;
+/// The channel `append` notifies with the last position of each committed batch.
+pub const APPEND_CHANNEL: &str = "activity_events";
+/// How many months past the current one are created when the log is opened.
+pub const MONTHS_AHEAD: usize = 3;
+
+/// What one append did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Events written.
+    pub appended: usize,
+    /// Positions given to them, first and last, in the batch's order.
+    pub positions: Option<(i64, i64)>,
+    /// Command ids already in the log (or twice in the batch): nothing was written for them.
+    pub duplicates: Vec<Uuid>,
+}
+
+/// The event log: appends, with a cache of the month partitions known to exist.
+pub struct EventLog {
+    pool: PgPool,
+    known_months: Mutex<HashSet<Month>>,
+}
+
+impl EventLog {
+    /// Opens the log on a migrated database and creates this month's partition and a few ahead.
+    pub async fn open(pool: PgPool) -> Result<EventLog, LogError> {
+        let log = EventLog {
+            pool,
+            known_months: Mutex::new(HashSet::new()),
+        };
+        let this_month = Month::of(chrono::Utc::now());
+        log.ensure_months(&Month::range(this_month, MONTHS_AHEAD + 1))
+            .await?;
+        Ok(log)
+    }
+
+    /// The pool the log writes through.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Creates the partitions for these months, unless known to exist.
+    pub async fn ensure_months(&self, months: &[Month]) -> Result<(), LogError> {
+        let missing: Vec<Month> = {
+            let known = self.known_months.lock().expect("month cache poisoned");
+            months.iter().copied().filter(|m| !known.contains(m)).collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut conn = db(self.pool.acquire().await, "connect to create partitions")?;
+        partitions::ensure(&mut conn, &missing).await?;
+        self.known_months
+            .lock()
+            .expect("month cache poisoned")
+            .extend(missing);
+        Ok(())
+    }
+
+    /// Makes sure every month these events fall in has its partition. Call before opening the
+    /// transaction an `append_in` runs in: partition DDL must not wait behind it.
+    pub async fn prepare(&self, events: &[NewEvent]) -> Result<(), LogError> {
+        let mut months: Vec<Month> = events.iter().map(|e| Month::of(e.occurred_at)).collect();
+        months.sort_unstable();
+        months.dedup();
+        self.ensure_months(&months).await
+    }
+
+    /// Appends a batch in one transaction of its own.
+    pub async fn append_batch(&self, events: &[NewEvent]) -> Result<AppendOutcome, LogError> {
+        self.prepare(events).await?;
+        let mut tx = db(self.pool.begin().await, "begin append")?;
+        let outcome = append_in(&mut tx, events).await;
+        if let Err(LogError::NoPartition(_)) = outcome {
+            // Someone detached a month we thought we had: forget the cache, let the caller retry.
+            self.known_months.lock().expect("month cache poisoned").clear();
+        }
+        let outcome = outcome?;
+        db(tx.commit().await, "commit append")?;
+        Ok(outcome)
+    }
+}
+
+/// Appends `events` inside the caller's transaction, which must already be open, after
+/// `EventLog::prepare`. Takes the append lock until that transaction ends.
+pub async fn append_in(conn: &mut PgConnection, events: &[NewEvent]) -> Result<AppendOutcome, LogError> {
+    let started = Instant::now();
+    let mut outcome = AppendOutcome::default();
+    if events.is_empty() {
+        return Ok(outcome);
+    }
+    db(
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(APPEND_LOCK)
+            .execute(&mut *conn)
+            .await,
+        "take the append lock",
+    )?;
+    let mut seen = HashSet::with_capacity(events.len());
+    let mut candidates: Vec<Uuid> = Vec::with_capacity(events.len());
+    for e in events {
+        if seen.insert(e.command_id) {
+            candidates.push(e.command_id);
+        } else {
+            outcome.duplicates.push(e.command_id);
+        }
+    }
+    let fresh: HashSet<Uuid> = db(
+        sqlx::query_scalar(
+            "INSERT INTO command_ledger (command_id) SELECT unnest($1::uuid[]) \
+             ON CONFLICT DO NOTHING RETURNING command_id",
+        )
+        .bind(&candidates)
+        .fetch_all(&mut *conn)
+        .await,
+        "record command ids",
+    )?
+    .into_iter()
+    .collect();
+    outcome
+        .duplicates
+        .extend(candidates.iter().filter(|id| !fresh.contains(id)));
+    let mut first_seen = HashSet::with_capacity(fresh.len());
+    let to_write: Vec<&NewEvent> = events
+        .iter()
+        .filter(|e| fresh.contains(&e.command_id) && first_seen.insert(e.command_id))
+        .collect();
+    if to_write.is_empty() {
+        return Ok(outcome);
+    }
+    let n = to_write.len() as i64;
+    let last: i64 = db(
+        sqlx::query_scalar("SELECT setval('events_position_seq', nextval('events_position_seq') + $1 - 1)")
+            .bind(n)
+            .fetch_one(&mut *conn)
+            .await,
+        "allocate positions",
+    )?;
+    let first = last - n + 1;
+    let payload = encode_events((first..=last).zip(to_write.iter().copied()));
+    let statement = format!("COPY events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)");
+    let mut copy = db(conn.copy_in_raw(&statement).await, "start COPY into the log")?;
+    if let Err(e) = copy.send(payload).await {
+        let _ = copy.abort("send failed").await;
+        return Err(classify(e));
+    }
+    copy.finish().await.map_err(classify)?;
+    db(
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(APPEND_CHANNEL)
+            .bind(last.to_string())
+            .execute(&mut *conn)
+            .await,
+        "notify projectors",
+    )?;
+    outcome.appended = to_write.len();
+    outcome.positions = Some((first, last));
+    metrics::counter!("activity_events_appended_total").increment(outcome.appended as u64);
+    metrics::histogram!("activity_append_seconds").record(started.elapsed().as_secs_f64());
+    Ok(outcome)
+}
+
+fn classify(e: sqlx::Error) -> LogError {
+    let no_partition = e
+        .as_database_error()
+        .is_some_and(|d| d.code().as_deref() == Some("23514") && d.message().contains("no partition"));
+    if no_partition {
+        LogError::NoPartition(e.to_string())
+    } else {
+        LogError::Database {
+            action: "COPY into the log",
+            source: e,
+        }
+    }
+}

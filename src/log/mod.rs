@@ -1,0 +1,49 @@
+//! The event log: migrations, month partitions and batched, idempotent appends.
+
+mod append;
+pub mod copy;
+pub mod migrate;
+pub mod partitions;
+
+pub use append::{APPEND_CHANNEL, APPEND_LOCK, AppendOutcome, EventLog, MONTHS_AHEAD, append_in};
+
+/// What can go wrong writing to or managing the log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// PostgreSQL refused a statement or could not be reached.
+    #[error("database error while trying to {action}: {source}")]
+    Database {
+        /// What was being done.
+        action: &'static str,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// A migration could not be applied or reverted.
+    #[error("migration failed: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// An event's month has no partition (it was detached while the store ran).
+    #[error("an event's month has no partition of the log ({0}); run `activity-store partitions ensure`")]
+    NoPartition(String),
+}
+
+impl LogError {
+    /// Whether retrying later may succeed (the database was unreachable or restarting).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            LogError::Database { source, .. } => matches!(
+                source,
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Protocol(_)
+            ) || source
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01"),
+            LogError::NoPartition(_) => true,
+            LogError::Migrate(_) => false,
+        }
+    }
+}
+
+/// Wraps a driver result with what was being done.
+pub(crate) fn db<T>(r: Result<T, sqlx::Error>, action: &'static str) -> Result<T, LogError> {
+    r.map_err(|source| LogError::Database { action, source })
+}

@@ -1,0 +1,143 @@
+//! One partition of `events` a month, named `events_pYYYYMM`, created ahead of need.
+
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use sqlx::PgConnection;
+
+use super::{LogError, db};
+
+/// Serialises partition DDL between processes (advisory lock key, "ACTVPART").
+const PARTITION_LOCK: i64 = 0x4143_5456_5041_5254;
+
+/// A calendar month in UTC: the range of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Month {
+    year: i32,
+    month: u32,
+}
+
+impl Month {
+    /// The month `t` falls in.
+    pub fn of(t: DateTime<Utc>) -> Month {
+        Month {
+            year: t.year(),
+            month: t.month(),
+        }
+    }
+
+    /// The month after this one.
+    pub fn next(self) -> Month {
+        if self.month == 12 {
+            Month { year: self.year + 1, month: 1 }
+        } else {
+            Month { year: self.year, month: self.month + 1 }
+        }
+    }
+
+    /// Midnight UTC on the first day.
+    pub fn start(self) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(self.year, self.month, 1, 0, 0, 0)
+            .single()
+            .expect("the first of a month exists")
+    }
+
+    /// The partition's table name.
+    pub fn table_name(self) -> String {
+        format!("events_p{:04}{:02}", self.year, self.month)
+    }
+
+    /// `from` and the months after it, `count` in all.
+    pub fn range(from: Month, count: usize) -> Vec<Month> {
+        std::iter::successors(Some(from), |m| Some(m.next())).take(count).collect()
+    }
+}
+
+/// Creates the partitions of `months` that do not exist yet; returns those it created.
+pub async fn ensure(conn: &mut PgConnection, months: &[Month]) -> Result<Vec<Month>, LogError> {
+    let mut tx = db(sqlx::Connection::begin(conn).await, "begin partition creation")?;
+    db(
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(PARTITION_LOCK)
+            .execute(&mut *tx)
+            .await,
+        "lock partition creation",
+    )?;
+    let existing: Vec<String> = db(
+        sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'events'::regclass",
+        )
+        .fetch_all(&mut *tx)
+        .await,
+        "list partitions",
+    )?;
+    let mut created = Vec::new();
+    for &m in months {
+        if existing.contains(&m.table_name()) || created.contains(&m) {
+            continue;
+        }
+        // A SECURITY DEFINER function: the application role may add months, not other DDL.
+        db(
+            sqlx::query("SELECT create_event_partition($1)")
+                .bind(m.start())
+                .execute(&mut *tx)
+                .await,
+            "create partition",
+        )?;
+        created.push(m);
+    }
+    db(tx.commit().await, "commit partition creation")?;
+    Ok(created)
+}
+
+/// One partition of the log, as `partitions list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// The table's name.
+    pub name: String,
+    /// The partition bound, as PostgreSQL prints it.
+    pub bound: String,
+    /// The planner's row estimate (-1 before the first ANALYZE).
+    pub estimated_rows: i64,
+    /// Table and index size on disk.
+    pub total_bytes: i64,
+}
+
+/// The partitions of the log, oldest first.
+pub async fn list(conn: &mut PgConnection) -> Result<Vec<PartitionInfo>, LogError> {
+    let rows: Vec<(String, String, i64, i64)> = db(
+        sqlx::query_as(
+            "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid), c.reltuples::bigint, \
+                    pg_total_relation_size(c.oid) \
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'events'::regclass ORDER BY c.relname",
+        )
+        .fetch_all(conn)
+        .await,
+        "list partitions",
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, bound, estimated_rows, total_bytes)| PartitionInfo {
+            name,
+            bound,
+            estimated_rows,
+            total_bytes,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_roll_over_the_year() {
+        let dec = Month::of(Utc.with_ymd_and_hms(2024, 12, 31, 23, 59, 59).unwrap());
+        assert_eq!(dec.table_name(), "events_p202412");
+        assert_eq!(dec.next().table_name(), "events_p202501");
+        assert_eq!(dec.next().start().to_rfc3339(), "2025-01-01T00:00:00+00:00");
+        let r = Month::range(dec, 3);
+        assert_eq!(r.iter().map(|m| m.table_name()).collect::<Vec<_>>(),
+            ["events_p202412", "events_p202501", "events_p202502"]);
+    }
+}

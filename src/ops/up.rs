@@ -1,0 +1,1 @@
+//! `activity-store up`: the embedded default.

@@ -1,0 +1,93 @@
+//! Events and raw rows for tests.
+
+use activity_store::model::{EventType, Lineage, NewEvent};
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+/// An `activity_recorded` event with fresh ids.
+pub fn activity(tenant: &str, user: &str, at: DateTime<Utc>, metadata: Value) -> NewEvent {
+    let Value::Object(data) = metadata else { panic!("metadata must be an object") };
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        command_id: Uuid::new_v4(),
+        tenant: tenant.into(),
+        user_id: Some(user.into()),
+        event_type: EventType::ActivityRecorded,
+        activity_type: Some("login".into()),
+        data,
+        occurred_at: at,
+        received_at: Utc::now(),
+        lineage: Lineage { subject: Some(format!("activity.commands.{tenant}")), stream_seq: Some(1), delivery_count: Some(1) },
+    }
+}
+
+/// A plain activity at a fixed time.
+pub fn login(tenant: &str, user: &str) -> NewEvent {
+    activity(tenant, user, jan(15), json!({"ip": "10.0.0.1"}))
+}
+
+/// 2025-01-DAY 10:30 UTC.
+pub fn jan(day: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 1, day, 10, 30, 0).unwrap()
+}
+
+/// `n` activities for `users` users of one tenant, spread over January 2025, metadata ~200 bytes.
+pub fn many(tenant: &str, users: usize, n: usize) -> Vec<NewEvent> {
+    (0..n)
+        .map(|i| {
+            let at = jan(1) + chrono::Duration::seconds((i as i64 * 97) % (28 * 86_400));
+            let meta = json!({"path": format!("/items/{i}"), "ua": "Mozilla/5.0 (X11; Linux x86_64)",
+                "ref": "https://example.com/landing?campaign=winter", "n": i, "tags": ["a", "b"]});
+            activity(tenant, &format!("user-{}", i % users), at, meta)
+        })
+        .collect()
+}
+
+/// Inserts one row straight into `events` with SQL, overriding columns: for constraint tests.
+pub async fn insert_raw(pool: &sqlx::PgPool, overrides: &[(&str, &str)]) -> Result<(), sqlx::Error> {
+    let mut cols: Map<String, Value> = Map::new();
+    for (k, v) in [
+        ("position", "nextval('events_position_seq')"),
+        ("event_id", "gen_random_uuid()"),
+        ("command_id", "gen_random_uuid()"),
+        ("tenant", "'acme'"),
+        ("user_id", "'u1'"),
+        ("event_type", "'activity_recorded'"),
+        ("activity_type", "'login'"),
+        ("data", "'{}'"),
+        ("occurred_at", "'2025-01-15T10:30:00Z'"),
+        ("received_at", "now()"),
+    ] {
+        cols.insert(k.into(), Value::String(v.into()));
+    }
+    for (k, v) in overrides {
+        cols.insert((*k).into(), Value::String((*v).into()));
+    }
+    let names: Vec<&str> = cols.keys().map(String::as_str).collect();
+    let values: Vec<&str> = cols.values().map(|v| v.as_str().unwrap()).collect();
+    let sql = format!("INSERT INTO events ({}) VALUES ({})", names.join(", "), values.join(", "));
+    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await.map(|_| ())
+}
+
+/// The SQLSTATE of a failed statement.
+pub fn sqlstate(r: Result<impl std::fmt::Debug, sqlx::Error>) -> String {
+    let e = r.expect_err("the statement should have been refused");
+    e.as_database_error()
+        .and_then(|d| d.code().map(|c| c.into_owned()))
+        .unwrap_or_else(|| panic!("not a database error: {e}"))
+}
+
+/// A JSON value with nesting, unicode and numbers of every kind.
+pub fn tricky_metadata() -> Value {
+    json!({
+        "nested": {"deeper": {"list": [1, 2.5, -3, null, true, {"k": "v"}]}},
+        "unicode": "naïve café — 日本語 🎉 \u{2028}",
+        "escapes": "quote \" backslash \\ tab \t newline \n",
+        "big": 9007199254740993u64,
+        "neg": -12345678901234i64,
+        "float": 0.1,
+        "empty_obj": {}, "empty_list": [],
+        "emoji_key_🔑": "x"
+    })
+}

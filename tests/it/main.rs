@@ -1,0 +1,10 @@
+//! Integration tests against a real PostgreSQL and nats-server (see `tests/support`).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod append;
+mod fixtures;
+mod migrations;
+mod schema;
+mod schema_privileges;
