@@ -1,1 +1,2 @@
-DROP TABLE users; DROP TABLE tenants;
+DROP TABLE users;
+DROP TABLE tenants;
