@@ -59,7 +59,11 @@ impl EventLog {
     pub async fn ensure_months(&self, months: &[Month]) -> Result<(), LogError> {
         let missing: Vec<Month> = {
             let known = self.known_months.lock().expect("month cache poisoned");
-            months.iter().copied().filter(|m| !known.contains(m)).collect()
+            months
+                .iter()
+                .copied()
+                .filter(|m| !known.contains(m))
+                .collect()
         };
         if missing.is_empty() {
             return Ok(());
@@ -89,7 +93,10 @@ impl EventLog {
         let outcome = append_in(&mut tx, events).await;
         if let Err(LogError::NoPartition(_)) = outcome {
             // Someone detached a month we thought we had: forget the cache, let the caller retry.
-            self.known_months.lock().expect("month cache poisoned").clear();
+            self.known_months
+                .lock()
+                .expect("month cache poisoned")
+                .clear();
         }
         let outcome = outcome?;
         db(tx.commit().await, "commit append")?;
@@ -99,7 +106,10 @@ impl EventLog {
 
 /// Appends `events` inside the caller's transaction, which must already be open, after
 /// `EventLog::prepare`. Takes the append lock until that transaction ends.
-pub async fn append_in(conn: &mut PgConnection, events: &[NewEvent]) -> Result<AppendOutcome, LogError> {
+pub async fn append_in(
+    conn: &mut PgConnection,
+    events: &[NewEvent],
+) -> Result<AppendOutcome, LogError> {
     let started = Instant::now();
     let mut outcome = AppendOutcome::default();
     if events.is_empty() {
@@ -146,16 +156,21 @@ pub async fn append_in(conn: &mut PgConnection, events: &[NewEvent]) -> Result<A
     }
     let n = to_write.len() as i64;
     let last: i64 = db(
-        sqlx::query_scalar("SELECT setval('events_position_seq', nextval('events_position_seq') + $1 - 1)")
-            .bind(n)
-            .fetch_one(&mut *conn)
-            .await,
+        sqlx::query_scalar(
+            "SELECT setval('events_position_seq', nextval('events_position_seq') + $1 - 1)",
+        )
+        .bind(n)
+        .fetch_one(&mut *conn)
+        .await,
         "allocate positions",
     )?;
     let first = last - n + 1;
     let payload = encode_events((first..=last).zip(to_write.iter().copied()));
     let statement = format!("COPY events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)");
-    let mut copy = db(conn.copy_in_raw(&statement).await, "start COPY into the log")?;
+    let mut copy = db(
+        conn.copy_in_raw(&statement).await,
+        "start COPY into the log",
+    )?;
     if let Err(e) = copy.send(payload).await {
         let _ = copy.abort("send failed").await;
         return Err(classify(e));
@@ -177,9 +192,9 @@ pub async fn append_in(conn: &mut PgConnection, events: &[NewEvent]) -> Result<A
 }
 
 fn classify(e: sqlx::Error) -> LogError {
-    let no_partition = e
-        .as_database_error()
-        .is_some_and(|d| d.code().as_deref() == Some("23514") && d.message().contains("no partition"));
+    let no_partition = e.as_database_error().is_some_and(|d| {
+        d.code().as_deref() == Some("23514") && d.message().contains("no partition")
+    });
     if no_partition {
         LogError::NoPartition(e.to_string())
     } else {

@@ -36,7 +36,8 @@ impl CopyRows {
     }
 
     fn field(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+        self.buf
+            .extend_from_slice(&(bytes.len() as i32).to_be_bytes());
         self.buf.extend_from_slice(bytes);
     }
 
@@ -123,7 +124,11 @@ pub fn encode_events<'a>(events: impl Iterator<Item = (i64, &'a NewEvent)>) -> V
         rows.timestamptz(e.received_at);
         rows.opt_text(e.lineage.subject.as_deref());
         rows.opt_int8(e.lineage.stream_seq.map(|s| s as i64));
-        rows.opt_int4(e.lineage.delivery_count.map(|d| d.min(i32::MAX as u64) as i32));
+        rows.opt_int4(
+            e.lineage
+                .delivery_count
+                .map(|d| d.min(i32::MAX as u64) as i32),
+        );
     }
     rows.finish()
 }

@@ -24,7 +24,10 @@ pub async fn down(pool: &PgPool, steps: usize) -> Result<Vec<i64>, LogError> {
     applied.sort_unstable();
     let keep = applied.len().saturating_sub(steps);
     let target = if keep == 0 { 0 } else { applied[keep - 1] };
-    MIGRATOR.undo(pool, target).await.map_err(LogError::Migrate)?;
+    MIGRATOR
+        .undo(pool, target)
+        .await
+        .map_err(LogError::Migrate)?;
     Ok(applied[keep..].iter().rev().copied().collect())
 }
 

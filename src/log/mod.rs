@@ -22,7 +22,9 @@ pub enum LogError {
     #[error("migration failed: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
     /// An event's month has no partition (it was detached while the store ran).
-    #[error("an event's month has no partition of the log ({0}); run `activity-store partitions ensure`")]
+    #[error(
+        "an event's month has no partition of the log ({0}); run `activity-store partitions ensure`"
+    )]
     NoPartition(String),
 }
 
@@ -30,13 +32,20 @@ impl LogError {
     /// Whether retrying later may succeed (the database was unreachable or restarting).
     pub fn is_transient(&self) -> bool {
         match self {
-            LogError::Database { source, .. } => matches!(
-                source,
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Protocol(_)
-            ) || source
-                .as_database_error()
-                .and_then(|d| d.code())
-                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01"),
+            LogError::Database { source, .. } => {
+                matches!(
+                    source,
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::Protocol(_)
+                ) || source
+                    .as_database_error()
+                    .and_then(|d| d.code())
+                    .is_some_and(|c| {
+                        c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01"
+                    })
+            }
             LogError::NoPartition(_) => true,
             LogError::Migrate(_) => false,
         }

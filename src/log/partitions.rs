@@ -27,9 +27,15 @@ impl Month {
     /// The month after this one.
     pub fn next(self) -> Month {
         if self.month == 12 {
-            Month { year: self.year + 1, month: 1 }
+            Month {
+                year: self.year + 1,
+                month: 1,
+            }
         } else {
-            Month { year: self.year, month: self.month + 1 }
+            Month {
+                year: self.year,
+                month: self.month + 1,
+            }
         }
     }
 
@@ -47,13 +53,18 @@ impl Month {
 
     /// `from` and the months after it, `count` in all.
     pub fn range(from: Month, count: usize) -> Vec<Month> {
-        std::iter::successors(Some(from), |m| Some(m.next())).take(count).collect()
+        std::iter::successors(Some(from), |m| Some(m.next()))
+            .take(count)
+            .collect()
     }
 }
 
 /// Creates the partitions of `months` that do not exist yet; returns those it created.
 pub async fn ensure(conn: &mut PgConnection, months: &[Month]) -> Result<Vec<Month>, LogError> {
-    let mut tx = db(sqlx::Connection::begin(conn).await, "begin partition creation")?;
+    let mut tx = db(
+        sqlx::Connection::begin(conn).await,
+        "begin partition creation",
+    )?;
     db(
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(PARTITION_LOCK)
@@ -137,7 +148,9 @@ mod tests {
         assert_eq!(dec.next().table_name(), "events_p202501");
         assert_eq!(dec.next().start().to_rfc3339(), "2025-01-01T00:00:00+00:00");
         let r = Month::range(dec, 3);
-        assert_eq!(r.iter().map(|m| m.table_name()).collect::<Vec<_>>(),
-            ["events_p202412", "events_p202501", "events_p202502"]);
+        assert_eq!(
+            r.iter().map(|m| m.table_name()).collect::<Vec<_>>(),
+            ["events_p202412", "events_p202501", "events_p202502"]
+        );
     }
 }

@@ -96,9 +96,8 @@ pub fn decode(
             ),
         ));
     }
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        Rejection::whole(Reason::Malformed, format!("not valid UTF-8 JSON: {e}"))
-    })?;
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| Rejection::whole(Reason::Malformed, format!("not valid UTF-8 JSON: {e}")))?;
     let Value::Object(mut obj) = value else {
         return Err(Rejection::whole(
             Reason::Malformed,
@@ -129,10 +128,7 @@ pub fn decode(
         return Err(Rejection {
             reason: Reason::InvalidField,
             field: None,
-            message: format!(
-                "`{}` is not a field of {type_name}",
-                extra.escape_default()
-            ),
+            message: format!("`{}` is not a field of {type_name}", extra.escape_default()),
         });
     }
     let body = match type_name.as_str() {

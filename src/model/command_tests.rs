@@ -11,7 +11,11 @@ fn now() -> DateTime<Utc> {
 }
 
 fn run(v: Value) -> Result<Command, Rejection> {
-    decode(&serde_json::to_vec(&v).unwrap(), now(), &TimeWindow::default())
+    decode(
+        &serde_json::to_vec(&v).unwrap(),
+        now(),
+        &TimeWindow::default(),
+    )
 }
 
 fn rejected(v: Value) -> (Reason, Option<&'static str>) {
@@ -31,18 +35,38 @@ fn activity(extra: Value) -> Value {
 #[test]
 fn decodes_each_command_type() {
     let cases = [
-        (json!({"type": "create_tenant", "id": ID, "tenant": "acme", "name": "Acme"}),
-            CommandBody::CreateTenant { name: "Acme".into() }),
-        (json!({"type": "register_user", "id": ID, "tenant": "acme", "user": "u1", "email": "u@x.io"}),
-            CommandBody::RegisterUser { user: "u1".into(), email: "u@x.io".into(), name: None }),
-        (json!({"type": "change_user_email", "id": ID, "tenant": "acme", "user": "u1", "email": "v@x.io"}),
-            CommandBody::ChangeUserEmail { user: "u1".into(), email: "v@x.io".into() }),
-        (json!({"type": "forget_user", "id": ID, "tenant": "acme", "user": "u1"}),
-            CommandBody::ForgetUser { user: "u1".into() }),
+        (
+            json!({"type": "create_tenant", "id": ID, "tenant": "acme", "name": "Acme"}),
+            CommandBody::CreateTenant {
+                name: "Acme".into(),
+            },
+        ),
+        (
+            json!({"type": "register_user", "id": ID, "tenant": "acme", "user": "u1", "email": "u@x.io"}),
+            CommandBody::RegisterUser {
+                user: "u1".into(),
+                email: "u@x.io".into(),
+                name: None,
+            },
+        ),
+        (
+            json!({"type": "change_user_email", "id": ID, "tenant": "acme", "user": "u1", "email": "v@x.io"}),
+            CommandBody::ChangeUserEmail {
+                user: "u1".into(),
+                email: "v@x.io".into(),
+            },
+        ),
+        (
+            json!({"type": "forget_user", "id": ID, "tenant": "acme", "user": "u1"}),
+            CommandBody::ForgetUser { user: "u1".into() },
+        ),
     ];
     for (input, body) in cases {
         let c = run(input).unwrap();
-        assert_eq!((c.id.to_string().as_str(), c.tenant.as_str(), &c.body), (ID, "acme", &body));
+        assert_eq!(
+            (c.id.to_string().as_str(), c.tenant.as_str(), &c.body),
+            (ID, "acme", &body)
+        );
         assert_eq!(c.body.type_name(), body.type_name());
     }
 }
@@ -50,7 +74,14 @@ fn decodes_each_command_type() {
 #[test]
 fn activity_defaults_to_received_time_and_empty_metadata() {
     let c = run(activity(json!({}))).unwrap();
-    let CommandBody::RecordActivity { occurred_at, metadata, .. } = c.body else { panic!() };
+    let CommandBody::RecordActivity {
+        occurred_at,
+        metadata,
+        ..
+    } = c.body
+    else {
+        panic!()
+    };
     assert_eq!(occurred_at, now());
     assert!(metadata.is_empty());
 }
@@ -62,7 +93,9 @@ fn activity_time_is_normalised_to_utc() {
         ("2025-01-20 14:45:00", "2025-01-20T14:45:00+00:00"),
     ] {
         let c = run(activity(json!({"occurred_at": input}))).unwrap();
-        let CommandBody::RecordActivity { occurred_at, .. } = c.body else { panic!() };
+        let CommandBody::RecordActivity { occurred_at, .. } = c.body else {
+            panic!()
+        };
         assert_eq!(occurred_at.to_rfc3339(), want);
     }
 }
@@ -70,7 +103,14 @@ fn activity_time_is_normalised_to_utc() {
 #[test]
 fn malformed_bytes() {
     let window = TimeWindow::default();
-    for bytes in [&b"not json"[..], b"", b"\xff\xfe{}", b"[1,2]", b"\"s\"", b"{\"type\": "] {
+    for bytes in [
+        &b"not json"[..],
+        b"",
+        b"\xff\xfe{}",
+        b"[1,2]",
+        b"\"s\"",
+        b"{\"type\": ",
+    ] {
         let r = decode(bytes, now(), &window).unwrap_err();
         assert_eq!(r.reason, Reason::Malformed, "{bytes:?}");
     }
@@ -88,24 +128,62 @@ fn invalid_fields_name_the_field() {
     let cases = [
         (json!({"id": ID, "tenant": "acme"}), "type"),
         (json!({"type": 7, "id": ID, "tenant": "acme"}), "type"),
-        (json!({"type": "forget_user", "tenant": "acme", "user": "u"}), "id"),
-        (json!({"type": "forget_user", "id": "nope", "tenant": "acme", "user": "u"}), "id"),
-        (json!({"type": "forget_user", "id": ID, "user": "u"}), "tenant"),
-        (json!({"type": "forget_user", "id": ID, "tenant": "Acme!", "user": "u"}), "tenant"),
-        (json!({"type": "forget_user", "id": ID, "tenant": "acme"}), "user"),
-        (json!({"type": "forget_user", "id": ID, "tenant": "acme", "user": 5}), "user"),
-        (json!({"type": "create_tenant", "id": ID, "tenant": "acme"}), "name"),
-        (json!({"type": "register_user", "id": ID, "tenant": "acme", "user": "u", "email": "x"}), "email"),
-        (json!({"type": "register_user", "id": ID, "tenant": "acme", "user": "u", "email": "u@x.io", "name": ""}), "name"),
-        (activity(json!({"activity_type": "Bad Type"})), "activity_type"),
+        (
+            json!({"type": "forget_user", "tenant": "acme", "user": "u"}),
+            "id",
+        ),
+        (
+            json!({"type": "forget_user", "id": "nope", "tenant": "acme", "user": "u"}),
+            "id",
+        ),
+        (
+            json!({"type": "forget_user", "id": ID, "user": "u"}),
+            "tenant",
+        ),
+        (
+            json!({"type": "forget_user", "id": ID, "tenant": "Acme!", "user": "u"}),
+            "tenant",
+        ),
+        (
+            json!({"type": "forget_user", "id": ID, "tenant": "acme"}),
+            "user",
+        ),
+        (
+            json!({"type": "forget_user", "id": ID, "tenant": "acme", "user": 5}),
+            "user",
+        ),
+        (
+            json!({"type": "create_tenant", "id": ID, "tenant": "acme"}),
+            "name",
+        ),
+        (
+            json!({"type": "register_user", "id": ID, "tenant": "acme", "user": "u", "email": "x"}),
+            "email",
+        ),
+        (
+            json!({"type": "register_user", "id": ID, "tenant": "acme", "user": "u", "email": "u@x.io", "name": ""}),
+            "name",
+        ),
+        (
+            activity(json!({"activity_type": "Bad Type"})),
+            "activity_type",
+        ),
         (activity(json!({"occurred_at": "yesterday"})), "occurred_at"),
         (activity(json!({"occurred_at": 1700000000})), "occurred_at"),
         (activity(json!({"metadata": [1, 2]})), "metadata"),
     ];
     for (input, field) in cases {
         let r = run(input.clone()).unwrap_err();
-        assert_eq!((r.reason, r.field), (Reason::InvalidField, Some(field)), "{input}");
-        assert!(r.message.contains(field), "message `{}` names `{field}`", r.message);
+        assert_eq!(
+            (r.reason, r.field),
+            (Reason::InvalidField, Some(field)),
+            "{input}"
+        );
+        assert!(
+            r.message.contains(field),
+            "message `{}` names `{field}`",
+            r.message
+        );
     }
 }
 
@@ -126,9 +204,16 @@ fn out_of_range_times() {
         rejected(activity(json!({"occurred_at": "2025-02-02T12:00:01Z"}))),
         (Reason::OutOfRange, Some("occurred_at"))
     );
-    let narrow = TimeWindow { past: chrono::Duration::days(1), future: chrono::Duration::zero() };
-    let bytes = serde_json::to_vec(&activity(json!({"occurred_at": "2025-01-15T10:30:00Z"}))).unwrap();
-    assert_eq!(decode(&bytes, now(), &narrow).unwrap_err().reason, Reason::OutOfRange);
+    let narrow = TimeWindow {
+        past: chrono::Duration::days(1),
+        future: chrono::Duration::zero(),
+    };
+    let bytes =
+        serde_json::to_vec(&activity(json!({"occurred_at": "2025-01-15T10:30:00Z"}))).unwrap();
+    assert_eq!(
+        decode(&bytes, now(), &narrow).unwrap_err().reason,
+        Reason::OutOfRange
+    );
 }
 
 #[test]
@@ -143,7 +228,10 @@ fn too_large() {
 
 #[test]
 fn nul_characters_that_postgres_refuses_are_invalid() {
-    assert_eq!(rejected(activity(json!({"user": "a\u{0}b"}))), (Reason::InvalidField, Some("user")));
+    assert_eq!(
+        rejected(activity(json!({"user": "a\u{0}b"}))),
+        (Reason::InvalidField, Some("user"))
+    );
     assert_eq!(
         rejected(activity(json!({"metadata": {"k": "a\u{0}"}}))),
         (Reason::InvalidField, Some("metadata"))

@@ -138,9 +138,11 @@ mod tests {
 
     #[test]
     fn an_activity_carries_its_type_time_and_metadata() {
-        let e = event_of(json!({"type": "record_activity", "id": "6f1d3c1e-8f4a-4a57-9d1e-1f0b2c3d4e5f",
+        let e = event_of(
+            json!({"type": "record_activity", "id": "6f1d3c1e-8f4a-4a57-9d1e-1f0b2c3d4e5f",
             "tenant": "acme", "user": "u1", "activity_type": "login",
-            "occurred_at": "2025-01-15T10:30:00Z", "metadata": {"ip": "10.0.0.1"}}));
+            "occurred_at": "2025-01-15T10:30:00Z", "metadata": {"ip": "10.0.0.1"}}),
+        );
         assert_eq!(e.event_type, EventType::ActivityRecorded);
         assert_eq!(e.activity_type.as_deref(), Some("login"));
         assert_eq!(e.occurred_at.to_rfc3339(), "2025-01-15T10:30:00+00:00");
@@ -150,15 +152,27 @@ mod tests {
 
     #[test]
     fn other_events_occur_when_received() {
-        let e = event_of(json!({"type": "create_tenant", "id": "6f1d3c1e-8f4a-4a57-9d1e-1f0b2c3d4e5f",
-            "tenant": "acme", "name": "Acme"}));
-        assert_eq!((e.event_type, e.user_id.as_deref()), (EventType::TenantCreated, None));
+        let e = event_of(
+            json!({"type": "create_tenant", "id": "6f1d3c1e-8f4a-4a57-9d1e-1f0b2c3d4e5f",
+            "tenant": "acme", "name": "Acme"}),
+        );
+        assert_eq!(
+            (e.event_type, e.user_id.as_deref()),
+            (EventType::TenantCreated, None)
+        );
         assert_eq!(e.occurred_at, e.received_at);
-        let e = event_of(json!({"type": "register_user", "id": "6f1d3c1e-8f4a-4a57-9d1e-1f0b2c3d4e5f",
-            "tenant": "acme", "user": "u", "email": "u@x.io", "name": "U"}));
-        assert_eq!(Value::Object(e.data), json!({"email": "u@x.io", "name": "U"}));
-        let e = event_of(json!({"type": "forget_user", "id": "6f1d3c1e-8f4a-4a57-9d1e-1f0b2c3d4e5f",
-            "tenant": "acme", "user": "u"}));
+        let e = event_of(
+            json!({"type": "register_user", "id": "6f1d3c1e-8f4a-4a57-9d1e-1f0b2c3d4e5f",
+            "tenant": "acme", "user": "u", "email": "u@x.io", "name": "U"}),
+        );
+        assert_eq!(
+            Value::Object(e.data),
+            json!({"email": "u@x.io", "name": "U"})
+        );
+        let e = event_of(
+            json!({"type": "forget_user", "id": "6f1d3c1e-8f4a-4a57-9d1e-1f0b2c3d4e5f",
+            "tenant": "acme", "user": "u"}),
+        );
         assert_eq!((e.event_type, e.data.len()), (EventType::UserForgotten, 0));
         assert_eq!(EventType::UserEmailChanged.as_str(), "user_email_changed");
     }

@@ -171,7 +171,9 @@ pub fn metadata(value: Value) -> Result<Map<String, Value>, Rejection> {
     let Value::Object(map) = value else {
         return Err(Rejection::invalid("metadata", "must be a JSON object"));
     };
-    let size = serde_json::to_vec(&map).map(|v| v.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(&map)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
     if size > MAX_METADATA_BYTES {
         return Err(Rejection::field(
             Reason::TooLarge,

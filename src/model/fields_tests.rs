@@ -10,17 +10,32 @@ fn tenant_slugs() {
     }
     for bad in ["", "-acme", "_a", "Acme", "ac me", "acmé", &"a".repeat(64)] {
         let r = tenant_slug("tenant", bad).unwrap_err();
-        assert_eq!((r.reason, r.field), (Reason::InvalidField, Some("tenant")), "{bad}");
+        assert_eq!(
+            (r.reason, r.field),
+            (Reason::InvalidField, Some("tenant")),
+            "{bad}"
+        );
     }
 }
 
 #[test]
 fn user_ids_are_1_to_128_chars() {
     assert!(user_id("u").is_ok());
-    assert!(user_id(&"é".repeat(128)).is_ok(), "counted in characters, not bytes");
+    assert!(
+        user_id(&"é".repeat(128)).is_ok(),
+        "counted in characters, not bytes"
+    );
     assert_eq!(user_id("").unwrap_err().field, Some("user"));
-    assert!(user_id(&"u".repeat(129)).unwrap_err().message.contains("1-128"));
-    assert!(user_id("a\0b").is_err(), "NUL is refused by PostgreSQL text");
+    assert!(
+        user_id(&"u".repeat(129))
+            .unwrap_err()
+            .message
+            .contains("1-128")
+    );
+    assert!(
+        user_id("a\0b").is_err(),
+        "NUL is refused by PostgreSQL text"
+    );
 }
 
 #[test]
@@ -29,19 +44,14 @@ fn emails() {
         assert!(email(ok).is_ok(), "{ok} should pass");
     }
     for bad in [
-        "",
-        "plain",
-        "a@b",
-        "a@@b.co",
-        "a@b@c.co",
-        "@b.co",
-        "a@.co",
-        "a@b.",
-        "a b@c.co",
-        "a@b..co",
+        "", "plain", "a@b", "a@@b.co", "a@b@c.co", "@b.co", "a@.co", "a@b.", "a b@c.co", "a@b..co",
     ] {
         let r = email(bad).unwrap_err();
-        assert_eq!((r.reason, r.field), (Reason::InvalidField, Some("email")), "{bad}");
+        assert_eq!(
+            (r.reason, r.field),
+            (Reason::InvalidField, Some("email")),
+            "{bad}"
+        );
     }
     let long = format!("{}@{}.com", "a".repeat(64), "b".repeat(190));
     assert!(email(&long).unwrap_err().message.contains("254"));
@@ -54,7 +64,11 @@ fn activity_types() {
         assert!(activity_type(ok).is_ok(), "{ok}");
     }
     for bad in ["", "Login", "page view", "ü", &"x".repeat(51)] {
-        assert_eq!(activity_type(bad).unwrap_err().field, Some("activity_type"), "{bad}");
+        assert_eq!(
+            activity_type(bad).unwrap_err().field,
+            Some("activity_type"),
+            "{bad}"
+        );
     }
 }
 
@@ -64,13 +78,26 @@ fn timestamps_normalise_to_utc() {
         ("2025-01-15T10:30:00Z", "2025-01-15T10:30:00+00:00"),
         ("2025-01-20 14:45:00", "2025-01-20T14:45:00+00:00"),
         ("2025-01-15T12:30:00+02:00", "2025-01-15T10:30:00+00:00"),
-        ("2025-01-15T10:30:00.123456-05:00", "2025-01-15T15:30:00.123456+00:00"),
+        (
+            "2025-01-15T10:30:00.123456-05:00",
+            "2025-01-15T15:30:00.123456+00:00",
+        ),
     ];
     for (input, want) in cases {
         assert_eq!(timestamp(input).unwrap().to_rfc3339(), want, "{input}");
     }
-    for bad in ["", "2025-01-15", "2025-13-01 00:00:00", "15/01/2025 10:30", "2025-01-15T10:30:00"] {
-        assert_eq!(timestamp(bad).unwrap_err().field, Some("occurred_at"), "{bad}");
+    for bad in [
+        "",
+        "2025-01-15",
+        "2025-13-01 00:00:00",
+        "15/01/2025 10:30",
+        "2025-01-15T10:30:00",
+    ] {
+        assert_eq!(
+            timestamp(bad).unwrap_err().field,
+            Some("occurred_at"),
+            "{bad}"
+        );
     }
 }
 
@@ -82,7 +109,10 @@ fn window_edges() {
     assert!(within_window(earliest, now, &w).is_ok());
     assert!(within_window(latest, now, &w).is_ok());
     let early = within_window(earliest - Duration::seconds(1), now, &w).unwrap_err();
-    assert_eq!((early.reason, early.field), (Reason::OutOfRange, Some("occurred_at")));
+    assert_eq!(
+        (early.reason, early.field),
+        (Reason::OutOfRange, Some("occurred_at"))
+    );
     assert!(within_window(latest + Duration::seconds(1), now, &w).is_err());
     assert!(earliest < Utc.with_ymd_and_hms(2021, 6, 2, 0, 0, 0).unwrap());
 }
@@ -90,12 +120,18 @@ fn window_edges() {
 #[test]
 fn metadata_rules() {
     assert!(metadata(json!({"a": {"b": [1, "ü"]}})).is_ok());
-    assert_eq!(metadata(json!([1])).unwrap_err().reason, Reason::InvalidField);
+    assert_eq!(
+        metadata(json!([1])).unwrap_err().reason,
+        Reason::InvalidField
+    );
     assert_eq!(metadata(json!("x")).unwrap_err().field, Some("metadata"));
     let big = json!({ "k": "x".repeat(MAX_METADATA_BYTES) });
     assert_eq!(metadata(big).unwrap_err().reason, Reason::TooLarge);
     let just_fits = json!({ "k": "x".repeat(MAX_METADATA_BYTES - 8) });
-    assert!(metadata(just_fits).is_ok(), "16 KiB including braces and key");
+    assert!(
+        metadata(just_fits).is_ok(),
+        "16 KiB including braces and key"
+    );
     assert!(metadata(json!({"deep": [{"s": "a\u{0}"}]})).is_err());
     assert!(metadata(json!({"k\u{0}": 1})).is_err());
 }

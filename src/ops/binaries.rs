@@ -33,7 +33,7 @@ fn postgres_bin_dirs() -> Vec<PathBuf> {
             Some((v, e.path().join("bin")))
         })
         .collect();
-    versions.sort_by(|a, b| b.0.cmp(&a.0));
+    versions.sort_by_key(|v| std::cmp::Reverse(v.0));
     versions.into_iter().map(|(_, p)| p).collect()
 }
 
@@ -82,4 +82,32 @@ pub fn free_port() -> Result<u16, EmbeddedError> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| EmbeddedError::io("find a free loopback port", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_binary_names_the_package_to_install() {
+        let e = find("no-such-server-binary", "some-package").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("`no-such-server-binary` was not found"),
+            "{msg}"
+        );
+        assert!(msg.contains("apt-get install some-package"), "{msg}");
+    }
+
+    #[test]
+    fn finds_an_executable_on_path() {
+        let sh = find("sh", "dash").expect("sh is on PATH");
+        assert!(sh.ends_with("sh"));
+    }
+
+    #[test]
+    fn a_free_port_is_bindable() {
+        let port = free_port().unwrap();
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+    }
 }

@@ -51,14 +51,24 @@ impl PgServer {
             None => binaries::free_port()?,
         };
         let mut cmd = Command::new(postgres);
-        cmd.arg("-D").arg(&config.data_dir).arg("-p").arg(port.to_string());
+        cmd.arg("-D")
+            .arg(&config.data_dir)
+            .arg("-p")
+            .arg(port.to_string());
         let mut settings = vec![
             "listen_addresses=127.0.0.1".to_owned(),
             format!("unix_socket_directories={}", config.data_dir.display()),
             "max_connections=200".to_owned(),
         ];
         if !config.durable {
-            settings.extend(["fsync=off", "synchronous_commit=off", "full_page_writes=off"].map(String::from));
+            settings.extend(
+                [
+                    "fsync=off",
+                    "synchronous_commit=off",
+                    "full_page_writes=off",
+                ]
+                .map(String::from),
+            );
         }
         for s in settings {
             cmd.arg("-c").arg(s);
@@ -70,16 +80,22 @@ impl PgServer {
             password: config.password.clone(),
         };
         let url = server.url("postgres");
-        wait_ready("PostgreSQL", &mut server.child, &config.log_file, || async {
-            sqlx::PgConnection::connect(&url).await.map(|_| ())
-        })
+        wait_ready(
+            "PostgreSQL",
+            &mut server.child,
+            &config.log_file,
+            || async { sqlx::PgConnection::connect(&url).await.map(|_| ()) },
+        )
         .await?;
         Ok(server)
     }
 
     /// The URL of database `db` as the superuser.
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres:{}@127.0.0.1:{}/{db}", self.password, self.port)
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/{db}",
+            self.password, self.port
+        )
     }
 
     /// The server's process id.
@@ -96,7 +112,8 @@ impl PgServer {
 async fn init_cluster(config: &PgConfig, user: Option<ServiceUser>) -> Result<(), EmbeddedError> {
     let initdb = binaries::find("initdb", "postgresql")?;
     let dir = &config.data_dir;
-    std::fs::create_dir_all(dir).map_err(|e| EmbeddedError::io(format!("create {}", dir.display()), e))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| EmbeddedError::io(format!("create {}", dir.display()), e))?;
     let pwfile = dir.with_extension("pwfile");
     write_private(&pwfile, &config.password)?;
     if let Some(u) = user {
@@ -104,7 +121,9 @@ async fn init_cluster(config: &PgConfig, user: Option<ServiceUser>) -> Result<()
         u.own(&pwfile)?;
     }
     let mut cmd = Command::new(initdb);
-    cmd.arg("-D").arg(dir).args(["-U", "postgres", "-E", "UTF8", "--locale=C"]);
+    cmd.arg("-D")
+        .arg(dir)
+        .args(["-U", "postgres", "-E", "UTF8", "--locale=C"]);
     cmd.args(["--auth-local=trust", "--auth-host=scram-sha-256"]);
     cmd.arg(format!("--pwfile={}", pwfile.display()));
     if !config.durable {
@@ -113,7 +132,10 @@ async fn init_cluster(config: &PgConfig, user: Option<ServiceUser>) -> Result<()
     if let Some(u) = user {
         cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
     }
-    let out = cmd.output().await.map_err(|e| EmbeddedError::io("run initdb", e));
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| EmbeddedError::io("run initdb", e));
     let _ = std::fs::remove_file(&pwfile);
     let out = out?;
     if !out.status.success() {
@@ -159,11 +181,16 @@ impl NatsServer {
         let child = spawn_logged(cmd, None, &config.log_file)?;
         let mut server = NatsServer { child, port };
         let url = server.url();
-        wait_ready("nats-server", &mut server.child, &config.log_file, || async {
-            let client = async_nats::connect(&url).await?;
-            client.flush().await?;
-            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
-        })
+        wait_ready(
+            "nats-server",
+            &mut server.child,
+            &config.log_file,
+            || async {
+                let client = async_nats::connect(&url).await?;
+                client.flush().await?;
+                Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+            },
+        )
         .await?;
         Ok(server)
     }
@@ -184,7 +211,11 @@ impl NatsServer {
     }
 }
 
-fn spawn_logged(mut cmd: Command, user: Option<ServiceUser>, log: &Path) -> Result<Child, EmbeddedError> {
+fn spawn_logged(
+    mut cmd: Command,
+    user: Option<ServiceUser>,
+    log: &Path,
+) -> Result<Child, EmbeddedError> {
     let open = || {
         std::fs::OpenOptions::new()
             .create(true)
@@ -197,7 +228,8 @@ fn spawn_logged(mut cmd: Command, user: Option<ServiceUser>, log: &Path) -> Resu
         cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
     }
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-    cmd.spawn().map_err(|e| EmbeddedError::io("start server", e))
+    cmd.spawn()
+        .map_err(|e| EmbeddedError::io("start server", e))
 }
 
 async fn wait_ready<F, Fut, E>(
@@ -231,7 +263,11 @@ where
     }
 }
 
-async fn stop_child(mut child: Child, signal: Signal, server: &'static str) -> Result<(), EmbeddedError> {
+async fn stop_child(
+    mut child: Child,
+    signal: Signal,
+    server: &'static str,
+) -> Result<(), EmbeddedError> {
     if let Some(pid) = child.id() {
         let _ = kill(Pid::from_raw(pid as i32), signal);
     }

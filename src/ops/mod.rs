@@ -2,16 +2,19 @@
 
 mod binaries;
 mod embedded;
-pub mod up;
+mod up;
 
 pub use binaries::{ServiceUser, free_port};
 pub use embedded::{NatsConfig, NatsServer, PgConfig, PgServer, write_private};
+pub use up::{DATABASE, Embedded, UpError, read_env_file};
 
 /// What can go wrong starting or stopping the embedded servers.
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
     /// A server binary is not installed.
-    #[error("`{binary}` was not found on PATH, in /usr/lib/postgresql/*/bin or /usr/sbin; install it with `sudo apt-get install {package}`")]
+    #[error(
+        "`{binary}` was not found on PATH, in /usr/lib/postgresql/*/bin or /usr/sbin; install it with `sudo apt-get install {package}`"
+    )]
     MissingBinary {
         /// The binary looked for.
         binary: &'static str,
@@ -19,7 +22,9 @@ pub enum EmbeddedError {
         package: &'static str,
     },
     /// Running as root without a `postgres` user to run PostgreSQL as.
-    #[error("PostgreSQL refuses to run as root and there is no `postgres` user to run it as; install the `postgresql` package or run as an ordinary user")]
+    #[error(
+        "PostgreSQL refuses to run as root and there is no `postgres` user to run it as; install the `postgresql` package or run as an ordinary user"
+    )]
     NoServiceUser,
     /// A file-system or process step failed.
     #[error("could not {action}: {source}")]

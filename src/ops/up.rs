@@ -1,1 +1,191 @@
-//! `activity-store up`: the embedded default.
+//! `activity-store up`: a private PostgreSQL and NATS under one folder, migrated and ready.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use sqlx::Connection;
+
+use super::binaries::ServiceUser;
+use super::{EmbeddedError, NatsConfig, NatsServer, PgConfig, PgServer, write_private};
+use crate::log::{EventLog, LogError, migrate};
+
+/// The database `up` keeps the store in.
+pub const DATABASE: &str = "activity";
+
+/// What can go wrong bringing the embedded default up or down.
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    /// A server could not be started or stopped.
+    #[error(transparent)]
+    Server(#[from] EmbeddedError),
+    /// The database could not be prepared.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The data folder cannot be used.
+    #[error("{0}")]
+    DataDir(String),
+}
+
+/// The embedded default: both servers running with their data under one folder.
+#[derive(Debug)]
+pub struct Embedded {
+    pg: PgServer,
+    nats: NatsServer,
+    env_file: PathBuf,
+}
+
+impl Embedded {
+    /// Starts (or restarts, reusing its data) the servers under `data_dir`, creates and
+    /// migrates the database, and writes `DATABASE_URL` and `NATS_URL` to `data_dir/env`.
+    pub async fn start(data_dir: &Path) -> Result<Embedded, UpError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| UpError::DataDir(format!("cannot create {}: {e}", data_dir.display())))?;
+        let data_dir = data_dir
+            .canonicalize()
+            .map_err(|e| UpError::DataDir(format!("cannot resolve {}: {e}", data_dir.display())))?;
+        if let Some(user) = ServiceUser::for_postgres()? {
+            check_traversable(&data_dir, user)?;
+        }
+        let password = password(&data_dir)?;
+        let env_file = data_dir.join("env");
+        let pg = PgServer::start(&PgConfig {
+            data_dir: data_dir.join("pg"),
+            password,
+            port: previous_port(&env_file, "DATABASE_URL"),
+            durable: true,
+            log_file: data_dir.join("postgres.log"),
+        })
+        .await?;
+        let nats = match NatsServer::start(&NatsConfig {
+            store_dir: data_dir.join("nats"),
+            port: previous_port(&env_file, "NATS_URL"),
+            log_file: data_dir.join("nats.log"),
+        })
+        .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = pg.stop().await;
+                return Err(e.into());
+            }
+        };
+        let embedded = Embedded { pg, nats, env_file };
+        if let Err(e) = embedded.prepare().await {
+            let _ = embedded.stop().await;
+            return Err(e);
+        }
+        Ok(embedded)
+    }
+
+    async fn prepare(&self) -> Result<(), UpError> {
+        let db = |source| LogError::Database {
+            action: "create the store's database",
+            source,
+        };
+        let mut admin = sqlx::PgConnection::connect(&self.pg.url("postgres"))
+            .await
+            .map_err(db)?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(DATABASE)
+                .fetch_one(&mut admin)
+                .await
+                .map_err(db)?;
+        if !exists {
+            sqlx::query("CREATE DATABASE activity")
+                .execute(&mut admin)
+                .await
+                .map_err(db)?;
+        }
+        let pool = sqlx::PgPool::connect(&self.database_url())
+            .await
+            .map_err(db)?;
+        migrate::up(&pool).await?;
+        EventLog::open(pool.clone()).await?;
+        pool.close().await;
+        let env = format!(
+            "DATABASE_URL={}\nNATS_URL={}\n",
+            self.database_url(),
+            self.nats_url()
+        );
+        write_private(&self.env_file, &env)?;
+        Ok(())
+    }
+
+    /// The store's database.
+    pub fn database_url(&self) -> String {
+        self.pg.url(DATABASE)
+    }
+
+    /// The NATS server.
+    pub fn nats_url(&self) -> String {
+        self.nats.url()
+    }
+
+    /// The file holding both URLs.
+    pub fn env_file(&self) -> &Path {
+        &self.env_file
+    }
+
+    /// Stops both servers cleanly.
+    pub async fn stop(self) -> Result<(), UpError> {
+        let nats = self.nats.stop().await;
+        self.pg.stop().await?;
+        nats?;
+        Ok(())
+    }
+}
+
+/// Reads `KEY=value` lines of an env file written by `up`.
+pub fn read_env_file(path: &Path, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// The port a previous `up` used, if it is free again: URLs users saved keep working.
+fn previous_port(env_file: &Path, key: &str) -> Option<u16> {
+    let url = read_env_file(env_file, key)?;
+    let after_host = url.rsplit_once('@').map_or(url.as_str(), |(_, h)| h);
+    let port: u16 = after_host
+        .rsplit_once(':')?
+        .1
+        .split('/')
+        .next()?
+        .parse()
+        .ok()?;
+    std::net::TcpListener::bind(("127.0.0.1", port))
+        .ok()
+        .map(|_| port)
+}
+
+fn password(data_dir: &Path) -> Result<String, UpError> {
+    let file = data_dir.join("pg-password");
+    if let Ok(existing) = std::fs::read_to_string(&file) {
+        return Ok(existing.trim().to_owned());
+    }
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    write_private(&file, &password)?;
+    Ok(password)
+}
+
+/// PostgreSQL runs as `postgres` when we are root: it must be able to reach the data folder.
+fn check_traversable(dir: &Path, user: ServiceUser) -> Result<(), UpError> {
+    use std::os::unix::fs::MetadataExt;
+    for ancestor in dir.ancestors().skip(1) {
+        let Ok(meta) = ancestor.metadata() else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        let reachable = mode & 0o001 != 0 || (meta.uid() == user.uid.as_raw() && mode & 0o100 != 0);
+        if !reachable {
+            return Err(UpError::DataDir(format!(
+                "PostgreSQL runs as the `postgres` user, which cannot enter {}; choose a --data-dir it can reach (e.g. under /var/tmp) or run as an ordinary user",
+                ancestor.display()
+            )));
+        }
+    }
+    Ok(())
+}

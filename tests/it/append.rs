@@ -24,15 +24,28 @@ async fn a_batch_gets_consecutive_positions_and_its_lineage() {
     let (db, log) = log().await;
     let events = many("acme", 10, 1_000);
     let out = log.append_batch(&events).await.unwrap();
-    assert_eq!((out.appended, out.positions, out.duplicates.len()), (1_000, Some((1, 1_000)), 0));
+    assert_eq!(
+        (out.appended, out.positions, out.duplicates.len()),
+        (1_000, Some((1, 1_000)), 0)
+    );
     let rows: Vec<(i64, uuid::Uuid, Option<String>, Option<i64>)> = sqlx::query_as(
-        "SELECT position, command_id, subject, stream_seq FROM events ORDER BY position")
-        .fetch_all(&db.pool).await.unwrap();
+        "SELECT position, command_id, subject, stream_seq FROM events ORDER BY position",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
     let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.command_id).collect();
-    assert_eq!(rows.iter().map(|r| r.1).collect::<Vec<_>>(), ids, "positions follow the batch order");
+    assert_eq!(
+        rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+        ids,
+        "positions follow the batch order"
+    );
     assert_eq!(rows[0].2.as_deref(), Some("activity.commands.acme"));
     assert_eq!(rows[0].3, Some(1));
-    assert_eq!(count(&db, "SELECT count(*) FROM command_ledger").await, 1_000);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM command_ledger").await,
+        1_000
+    );
 }
 
 #[tokio::test]
@@ -42,15 +55,29 @@ async fn a_command_applied_twice_has_the_effect_of_once() {
     let mut retry = first.clone();
     retry.occurred_at = jan(20); // a retry after the window: new time, new event id
     retry.event_id = uuid::Uuid::now_v7();
-    log.append_batch(&[first.clone()]).await.unwrap();
-    let again = log.append_batch(&[retry.clone(), login("acme", "u2")]).await.unwrap();
+    log.append_batch(std::slice::from_ref(&first))
+        .await
+        .unwrap();
+    let again = log
+        .append_batch(&[retry.clone(), login("acme", "u2")])
+        .await
+        .unwrap();
     assert_eq!(again.appended, 1);
     assert_eq!(again.duplicates, vec![first.command_id]);
-    let in_batch = log.append_batch(&[retry.clone(), retry.clone()]).await.unwrap();
+    let in_batch = log
+        .append_batch(&[retry.clone(), retry.clone()])
+        .await
+        .unwrap();
     assert_eq!((in_batch.appended, in_batch.duplicates.len()), (0, 2));
     let twice = login("acme", "u3");
-    let same_batch = log.append_batch(&[twice.clone(), twice.clone()]).await.unwrap();
-    assert_eq!((same_batch.appended, same_batch.duplicates), (1, vec![twice.command_id]));
+    let same_batch = log
+        .append_batch(&[twice.clone(), twice.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        (same_batch.appended, same_batch.duplicates),
+        (1, vec![twice.command_id])
+    );
     assert_eq!(count(&db, "SELECT count(*) FROM events").await, 3);
 }
 
@@ -58,9 +85,11 @@ async fn a_command_applied_twice_has_the_effect_of_once() {
 async fn deduplication_has_no_time_limit() {
     let (db, log) = log().await;
     let e = login("acme", "u1");
-    log.append_batch(&[e.clone()]).await.unwrap();
+    log.append_batch(std::slice::from_ref(&e)).await.unwrap();
     sqlx::query("UPDATE command_ledger SET recorded_at = now() - interval '10 years'")
-        .execute(&db.pool).await.unwrap();
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let mut later = e.clone();
     later.occurred_at = Utc::now();
     assert_eq!(log.append_batch(&[later]).await.unwrap().appended, 0);
@@ -73,27 +102,55 @@ async fn a_rolled_back_append_leaves_no_trace() {
     let e = login("acme", "u1");
     log.prepare(std::slice::from_ref(&e)).await.unwrap();
     let mut tx = db.pool.begin().await.unwrap();
-    assert_eq!(append_in(&mut tx, std::slice::from_ref(&e)).await.unwrap().appended, 1);
+    assert_eq!(
+        append_in(&mut tx, std::slice::from_ref(&e))
+            .await
+            .unwrap()
+            .appended,
+        1
+    );
     tx.rollback().await.unwrap();
     assert_eq!(count(&db, "SELECT count(*) FROM command_ledger").await, 0);
-    assert_eq!(log.append_batch(&[e]).await.unwrap().appended, 1, "the command can still be applied");
+    assert_eq!(
+        log.append_batch(&[e]).await.unwrap().appended,
+        1,
+        "the command can still be applied"
+    );
 }
 
 #[tokio::test]
 async fn partitions_are_created_for_the_months_a_batch_needs() {
     let (db, log) = log().await;
     let old = Utc::now() - chrono::Duration::days(3 * 365);
-    let out = log.append_batch(&[activity("acme", "u1", old, json!({}))]).await.unwrap();
+    let out = log
+        .append_batch(&[activity("acme", "u1", old, json!({}))])
+        .await
+        .unwrap();
     assert_eq!(out.appended, 1);
     let mut conn = db.pool.acquire().await.unwrap();
-    let names: Vec<String> = partitions::list(&mut conn).await.unwrap().into_iter().map(|p| p.name).collect();
-    assert!(names.contains(&partitions::Month::of(old).table_name()), "{names:?}");
+    let names: Vec<String> = partitions::list(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert!(
+        names.contains(&partitions::Month::of(old).table_name()),
+        "{names:?}"
+    );
     let this_month = partitions::Month::of(Utc::now());
     for m in partitions::Month::range(this_month, activity_store::log::MONTHS_AHEAD + 1) {
-        assert!(names.contains(&m.table_name()), "{} created ahead: {names:?}", m.table_name());
+        assert!(
+            names.contains(&m.table_name()),
+            "{} created ahead: {names:?}",
+            m.table_name()
+        );
     }
     let again = partitions::ensure(&mut conn, &[this_month]).await.unwrap();
-    assert!(again.is_empty(), "ensuring an existing month creates nothing");
+    assert!(
+        again.is_empty(),
+        "ensuring an existing month creates nothing"
+    );
 }
 
 #[tokio::test]
@@ -105,7 +162,9 @@ async fn concurrent_appenders_get_dense_distinct_positions() {
         let log = log.clone();
         tasks.spawn(async move {
             for b in 0..25 {
-                log.append_batch(&many(&format!("t{w}"), 5, 20 + b)).await.unwrap();
+                log.append_batch(&many(&format!("t{w}"), 5, 20 + b))
+                    .await
+                    .unwrap();
             }
         });
     }
@@ -113,14 +172,26 @@ async fn concurrent_appenders_get_dense_distinct_positions() {
         r.unwrap();
     }
     let positions: Vec<i64> = sqlx::query_scalar("SELECT position FROM events ORDER BY position")
-        .fetch_all(&db.pool).await.unwrap();
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
     let expected: i64 = 4 * (0..25).map(|b| 20 + b).sum::<i64>();
     assert_eq!(positions.len() as i64, expected);
-    assert_eq!(positions.iter().collect::<HashSet<_>>().len() as i64, expected);
-    assert_eq!(positions.last(), Some(&expected), "serialised appends leave no gaps");
+    assert_eq!(
+        positions.iter().collect::<HashSet<_>>().len() as i64,
+        expected
+    );
+    assert_eq!(
+        positions.last(),
+        Some(&expected),
+        "serialised appends leave no gaps"
+    );
     let commit_order_matches: bool = sqlx::query_scalar(
         "SELECT bool_and(ok) FROM (SELECT tx_id >= lag(tx_id) OVER (ORDER BY position) \
-         OR lag(tx_id) OVER (ORDER BY position) IS NULL AS ok FROM events) s")
-        .fetch_one(&db.pool).await.unwrap();
+         OR lag(tx_id) OVER (ORDER BY position) IS NULL AS ok FROM events) s",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert!(commit_order_matches, "position order is transaction order");
 }

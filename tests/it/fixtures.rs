@@ -7,7 +7,9 @@ use uuid::Uuid;
 
 /// An `activity_recorded` event with fresh ids.
 pub fn activity(tenant: &str, user: &str, at: DateTime<Utc>, metadata: Value) -> NewEvent {
-    let Value::Object(data) = metadata else { panic!("metadata must be an object") };
+    let Value::Object(data) = metadata else {
+        panic!("metadata must be an object")
+    };
     NewEvent {
         event_id: Uuid::now_v7(),
         command_id: Uuid::new_v4(),
@@ -18,7 +20,11 @@ pub fn activity(tenant: &str, user: &str, at: DateTime<Utc>, metadata: Value) ->
         data,
         occurred_at: at,
         received_at: Utc::now(),
-        lineage: Lineage { subject: Some(format!("activity.commands.{tenant}")), stream_seq: Some(1), delivery_count: Some(1) },
+        lineage: Lineage {
+            subject: Some(format!("activity.commands.{tenant}")),
+            stream_seq: Some(1),
+            delivery_count: Some(1),
+        },
     }
 }
 
@@ -45,7 +51,10 @@ pub fn many(tenant: &str, users: usize, n: usize) -> Vec<NewEvent> {
 }
 
 /// Inserts one row straight into `events` with SQL, overriding columns: for constraint tests.
-pub async fn insert_raw(pool: &sqlx::PgPool, overrides: &[(&str, &str)]) -> Result<(), sqlx::Error> {
+pub async fn insert_raw(
+    pool: &sqlx::PgPool,
+    overrides: &[(&str, &str)],
+) -> Result<(), sqlx::Error> {
     let mut cols: Map<String, Value> = Map::new();
     for (k, v) in [
         ("position", "nextval('events_position_seq')"),
@@ -66,8 +75,15 @@ pub async fn insert_raw(pool: &sqlx::PgPool, overrides: &[(&str, &str)]) -> Resu
     }
     let names: Vec<&str> = cols.keys().map(String::as_str).collect();
     let values: Vec<&str> = cols.values().map(|v| v.as_str().unwrap()).collect();
-    let sql = format!("INSERT INTO events ({}) VALUES ({})", names.join(", "), values.join(", "));
-    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await.map(|_| ())
+    let sql = format!(
+        "INSERT INTO events ({}) VALUES ({})",
+        names.join(", "),
+        values.join(", ")
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(pool)
+        .await
+        .map(|_| ())
 }
 
 /// The SQLSTATE of a failed statement.

@@ -8,3 +8,4 @@ mod fixtures;
 mod migrations;
 mod schema;
 mod schema_privileges;
+mod up;

@@ -58,10 +58,18 @@ async fn every_migration_round_trips_to_an_identical_schema() {
     let bare = schema_of(&db.pool).await;
     migrate::up(&db.pool).await.unwrap();
     let full = schema_of(&db.pool).await;
-    for must in ["relation public.events kind=p part=RANGE (occurred_at)", "relation public.command_ledger kind=r",
-        "relation public.dead_letters kind=r", "relation public.tenants kind=r", "relation public.users kind=r",
-        "relation public.projection_checkpoints kind=r"] {
-        assert!(full.iter().any(|l| l.starts_with(must)), "missing `{must}` in\n{full:#?}");
+    for must in [
+        "relation public.events kind=p part=RANGE (occurred_at)",
+        "relation public.command_ledger kind=r",
+        "relation public.dead_letters kind=r",
+        "relation public.tenants kind=r",
+        "relation public.users kind=r",
+        "relation public.projection_checkpoints kind=r",
+    ] {
+        assert!(
+            full.iter().any(|l| l.starts_with(must)),
+            "missing `{must}` in\n{full:#?}"
+        );
     }
     let count = migrate::status(&db.pool).await.unwrap().len();
     assert!(count >= 4);
@@ -69,10 +77,18 @@ async fn every_migration_round_trips_to_an_identical_schema() {
         let reverted = migrate::down(&db.pool, steps).await.unwrap();
         assert_eq!(reverted.len(), steps);
         migrate::up(&db.pool).await.unwrap();
-        assert_eq!(schema_of(&db.pool).await, full, "after reverting {steps} and reapplying");
+        assert_eq!(
+            schema_of(&db.pool).await,
+            full,
+            "after reverting {steps} and reapplying"
+        );
     }
     migrate::down(&db.pool, count).await.unwrap();
-    assert_eq!(schema_of(&db.pool).await, bare, "down all the way leaves nothing behind");
+    assert_eq!(
+        schema_of(&db.pool).await,
+        bare,
+        "down all the way leaves nothing behind"
+    );
     migrate::up(&db.pool).await.unwrap();
     assert_eq!(schema_of(&db.pool).await, full);
 }
@@ -88,6 +104,8 @@ async fn status_tells_applied_from_pending() {
     let pending: Vec<bool> = after.iter().map(|m| m.applied).collect();
     assert_eq!(pending.last(), Some(&false));
     assert!(pending[..pending.len() - 1].iter().all(|a| *a));
-    assert_eq!(after.iter().map(|m| m.version).collect::<Vec<_>>(),
-        before.iter().map(|m| m.version).collect::<Vec<_>>());
+    assert_eq!(
+        after.iter().map(|m| m.version).collect::<Vec<_>>(),
+        before.iter().map(|m| m.version).collect::<Vec<_>>()
+    );
 }

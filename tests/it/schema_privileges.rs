@@ -10,14 +10,24 @@ use activity_store::log::{EventLog, partitions};
 async fn the_log_refuses_update_delete_and_truncate_even_from_its_owner() {
     let db = TestDb::migrated().await;
     let log = EventLog::open(db.pool.clone()).await.unwrap();
-    log.ensure_months(&[partitions::Month::of(crate::fixtures::jan(1))]).await.unwrap();
+    log.ensure_months(&[partitions::Month::of(crate::fixtures::jan(1))])
+        .await
+        .unwrap();
     log.append_batch(&[login("acme", "u1")]).await.unwrap();
-    for sql in ["UPDATE events SET tenant = 'other'", "DELETE FROM events", "TRUNCATE events",
-        "UPDATE events_p202501 SET data = '{}'", "DELETE FROM events_p202501"] {
+    for sql in [
+        "UPDATE events SET tenant = 'other'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+        "UPDATE events_p202501 SET data = '{}'",
+        "DELETE FROM events_p202501",
+    ] {
         let r = sqlx::query(sql).execute(&db.pool).await;
         assert_eq!(sqlstate(r), "42501", "{sql}");
     }
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&db.pool).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(n, 1);
 }
 
@@ -25,19 +35,47 @@ async fn the_log_refuses_update_delete_and_truncate_even_from_its_owner() {
 async fn the_application_role_may_append_and_read_but_not_rewrite() {
     let db = TestDb::migrated().await;
     let log = EventLog::open(db.pool.clone()).await.unwrap();
-    log.ensure_months(&[partitions::Month::of(crate::fixtures::jan(1))]).await.unwrap();
+    log.ensure_months(&[partitions::Month::of(crate::fixtures::jan(1))])
+        .await
+        .unwrap();
     let user = unique_name("writer");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE {user} LOGIN PASSWORD 'pw' IN ROLE activity_writer")))
-        .execute(&db.pool).await.unwrap();
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2)
-        .connect_with(db.options_as(&user, "pw")).await.unwrap();
-    let as_app = EventLog::open(pool.clone()).await.expect("the writer opens the log");
-    as_app.append_batch(&[login("acme", "u1")]).await.expect("the writer appends");
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&pool).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {user} LOGIN PASSWORD 'pw' IN ROLE activity_writer"
+    )))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(db.options_as(&user, "pw"))
+        .await
+        .unwrap();
+    let as_app = EventLog::open(pool.clone())
+        .await
+        .expect("the writer opens the log");
+    as_app
+        .append_batch(&[login("acme", "u1")])
+        .await
+        .expect("the writer appends");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(n, 1);
-    let mut conn = PgConnection::connect_with(&db.options_as(&user, "pw")).await.unwrap();
-    for sql in ["UPDATE events SET data = '{}'", "DELETE FROM events", "TRUNCATE events",
-        "DELETE FROM command_ledger", "UPDATE dead_letters SET reason = 'malformed'"] {
-        assert_eq!(sqlstate(sqlx::query(sql).execute(&mut conn).await), "42501", "{sql}");
+    let mut conn = PgConnection::connect_with(&db.options_as(&user, "pw"))
+        .await
+        .unwrap();
+    for sql in [
+        "UPDATE events SET data = '{}'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+        "DELETE FROM command_ledger",
+        "UPDATE dead_letters SET reason = 'malformed'",
+    ] {
+        assert_eq!(
+            sqlstate(sqlx::query(sql).execute(&mut conn).await),
+            "42501",
+            "{sql}"
+        );
     }
 }

@@ -32,7 +32,10 @@ fn start_servers() -> Servers {
     let db_env = std::env::var("DATABASE_URL").ok();
     let nats_env = std::env::var("NATS_URL").ok();
     if let (Some(admin_url), Some(nats_url)) = (db_env.clone(), nats_env.clone()) {
-        return Servers { admin_url, nats_url };
+        return Servers {
+            admin_url,
+            nats_url,
+        };
     }
     let dir = std::env::temp_dir().join(format!(
         "activity-store-test-{}-{}",
@@ -74,11 +77,14 @@ fn start_servers() -> Servers {
         admin_url: db_env.unwrap_or_else(|| pg.as_ref().unwrap().url("postgres")),
         nats_url: nats_env.unwrap_or_else(|| nats.as_ref().unwrap().url()),
     };
-    let pids: Vec<String> = [pg.as_ref().and_then(|s| s.pid()), nats.as_ref().and_then(|s| s.pid())]
-        .into_iter()
-        .flatten()
-        .map(|p| p.to_string())
-        .collect();
+    let pids: Vec<String> = [
+        pg.as_ref().and_then(|s| s.pid()),
+        nats.as_ref().and_then(|s| s.pid()),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|p| p.to_string())
+    .collect();
     watch_and_clean_up(pids, dir);
     // The servers live as long as this process; the watchdog stops them after it exits.
     std::mem::forget(pg);
@@ -88,6 +94,8 @@ fn start_servers() -> Servers {
 }
 
 /// Stops the servers and deletes their data once this process has exited, however it exits.
+/// The watchdog outlives this process by design, so nothing here waits for it.
+#[allow(clippy::zombie_processes)]
 fn watch_and_clean_up(pids: Vec<String>, dir: PathBuf) {
     let script = r#"
         parent=$1; dir=$2; shift 2
@@ -99,7 +107,13 @@ fn watch_and_clean_up(pids: Vec<String>, dir: PathBuf) {
     "#;
     // Its own session, so a Ctrl-C to the test run does not stop it before it cleans up.
     Command::new("setsid")
-        .args(["sh", "-c", script, "watchdog", &std::process::id().to_string()])
+        .args([
+            "sh",
+            "-c",
+            script,
+            "watchdog",
+            &std::process::id().to_string(),
+        ])
         .arg(&dir)
         .args(&pids)
         .stdin(std::process::Stdio::null())
@@ -123,7 +137,10 @@ pub fn nats_url() -> String {
 
 /// A unique lower-case name for a database, stream, role or bucket of one test.
 pub fn unique_name(prefix: &str) -> String {
-    format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 /// A database of a test's own.

@@ -1,0 +1,94 @@
+//! `activity-store up`, the real binary: serves, stops on SIGTERM, reuses its data.
+
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use sqlx::{Connection, PgConnection};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::support::unique_name;
+
+/// Starts `up` and returns it with the DATABASE_URL it printed once it was ready.
+async fn start_up(dir: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_activity-store"))
+        .arg("up")
+        .arg("--data-dir")
+        .arg(dir)
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run activity-store up");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut database_url = None;
+    let ready = tokio::time::timeout(Duration::from_secs(90), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("DATABASE_URL=") {
+                database_url = Some(url.to_owned());
+            }
+            if line.starts_with("NATS_URL=") {
+                return;
+            }
+        }
+        panic!("up exited before printing its URLs");
+    });
+    ready.await.expect("up printed its URLs in time");
+    (child, database_url.expect("DATABASE_URL printed first"))
+}
+
+async fn stop(mut child: Child) {
+    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(90), child.wait())
+        .await
+        .expect("up stops in time")
+        .unwrap();
+    assert!(status.success(), "up exits 0 on SIGTERM: {status}");
+}
+
+#[tokio::test]
+async fn up_serves_stops_cleanly_and_reuses_its_data() {
+    let dir = std::env::temp_dir().join(unique_name("up"));
+    let (child, url) = start_up(&dir).await;
+    let env = std::fs::read_to_string(dir.join("env")).unwrap();
+    assert!(
+        env.contains(&format!("DATABASE_URL={url}\n"))
+            && env.contains("NATS_URL=nats://127.0.0.1:")
+    );
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        applied,
+        activity_store::log::migrate::MIGRATOR.iter().count() as i64 / 2
+    );
+    sqlx::query("INSERT INTO tenants (tenant, name) VALUES ('kept', 'Kept')")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    stop(child).await;
+    assert!(
+        PgConnection::connect(&url).await.is_err(),
+        "PostgreSQL stopped with up"
+    );
+
+    let (child, url_again) = start_up(&dir).await;
+    assert_eq!(
+        url_again, url,
+        "same password and, being free, the same port"
+    );
+    let mut conn = PgConnection::connect(&url_again).await.unwrap();
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE tenant = 'kept'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kept, 1, "the second up reuses the first one's data");
+    conn.close().await.unwrap();
+    stop(child).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
