@@ -7,7 +7,7 @@ use std::time::Instant;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::copy::{EVENT_COLUMNS, encode_events};
+use super::copy::{CopyRows, EVENT_COLUMNS, encode_event};
 use super::partitions::{self, Month};
 use super::{LogError, db};
 use crate::model::NewEvent;
@@ -17,6 +17,8 @@ use crate::model::NewEvent;
 pub const APPEND_LOCK: i64 = 0x4143_5456_4150_4e44;
 /// The channel `append` notifies with the last position of each committed batch.
 pub const APPEND_CHANNEL: &str = "activity_events";
+/// Rows encoded per COPY message: the server works on one while the next is encoded.
+const COPY_CHUNK_ROWS: usize = 1_000;
 /// How many months past the current one are created when the log is opened.
 pub const MONTHS_AHEAD: usize = 3;
 
@@ -131,6 +133,8 @@ pub async fn append_in(
             outcome.duplicates.push(e.command_id);
         }
     }
+    // In key order the ledger's index is walked once instead of hit at random.
+    candidates.sort_unstable();
     let fresh: HashSet<Uuid> = db(
         sqlx::query_scalar(
             "INSERT INTO command_ledger (command_id) SELECT unnest($1::uuid[]) \
@@ -165,15 +169,28 @@ pub async fn append_in(
         "allocate positions",
     )?;
     let first = last - n + 1;
-    let payload = encode_events((first..=last).zip(to_write.iter().copied()));
     let statement = format!("COPY events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)");
     let mut copy = db(
         conn.copy_in_raw(&statement).await,
         "start COPY into the log",
     )?;
-    if let Err(e) = copy.send(payload).await {
-        let _ = copy.abort("send failed").await;
-        return Err(classify(e));
+    let mut rows = CopyRows::with_capacity(COPY_CHUNK_ROWS.min(to_write.len()) * 320);
+    let last_index = to_write.len() - 1;
+    for (i, (position, e)) in (first..=last).zip(to_write.iter()).enumerate() {
+        encode_event(&mut rows, position, e);
+        let chunk = if i == last_index {
+            Some(std::mem::replace(&mut rows, CopyRows::continuation()).finish())
+        } else if (i + 1) % COPY_CHUNK_ROWS == 0 {
+            Some(rows.take())
+        } else {
+            None
+        };
+        if let Some(bytes) = chunk
+            && let Err(e) = copy.send(bytes).await
+        {
+            let _ = copy.abort("send failed").await;
+            return Err(classify(e));
+        }
     }
     copy.finish().await.map_err(classify)?;
     db(

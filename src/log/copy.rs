@@ -100,6 +100,17 @@ impl CopyRows {
         self.buf[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
     }
 
+    /// A builder for the rest of a payload whose header was already sent.
+    pub fn continuation() -> Self {
+        CopyRows { buf: Vec::new() }
+    }
+
+    /// Takes the bytes built so far, leaving the payload open for more rows.
+    pub fn take(&mut self) -> Vec<u8> {
+        let capacity = self.buf.capacity();
+        std::mem::replace(&mut self.buf, Vec::with_capacity(capacity))
+    }
+
     /// The finished payload.
     pub fn finish(mut self) -> Vec<u8> {
         self.buf.extend_from_slice(&(-1i16).to_be_bytes());
@@ -111,26 +122,31 @@ impl CopyRows {
 pub fn encode_events<'a>(events: impl Iterator<Item = (i64, &'a NewEvent)>) -> Vec<u8> {
     let mut rows = CopyRows::with_capacity(events.size_hint().0 * 320);
     for (position, e) in events {
-        rows.row(EVENT_FIELDS);
-        rows.int8(position);
-        rows.uuid(e.event_id);
-        rows.uuid(e.command_id);
-        rows.text(&e.tenant);
-        rows.opt_text(e.user_id.as_deref());
-        rows.text(e.event_type.as_str());
-        rows.opt_text(e.activity_type.as_deref());
-        rows.jsonb(&e.data);
-        rows.timestamptz(e.occurred_at);
-        rows.timestamptz(e.received_at);
-        rows.opt_text(e.lineage.subject.as_deref());
-        rows.opt_int8(e.lineage.stream_seq.map(|s| s as i64));
-        rows.opt_int4(
-            e.lineage
-                .delivery_count
-                .map(|d| d.min(i32::MAX as u64) as i32),
-        );
+        encode_event(&mut rows, position, e);
     }
     rows.finish()
+}
+
+/// Appends one event's row.
+pub fn encode_event(rows: &mut CopyRows, position: i64, e: &NewEvent) {
+    rows.row(EVENT_FIELDS);
+    rows.int8(position);
+    rows.uuid(e.event_id);
+    rows.uuid(e.command_id);
+    rows.text(&e.tenant);
+    rows.opt_text(e.user_id.as_deref());
+    rows.text(e.event_type.as_str());
+    rows.opt_text(e.activity_type.as_deref());
+    rows.jsonb(&e.data);
+    rows.timestamptz(e.occurred_at);
+    rows.timestamptz(e.received_at);
+    rows.opt_text(e.lineage.subject.as_deref());
+    rows.opt_int8(e.lineage.stream_seq.map(|s| s as i64));
+    rows.opt_int4(
+        e.lineage
+            .delivery_count
+            .map(|d| d.min(i32::MAX as u64) as i32),
+    );
 }
 
 #[cfg(test)]

@@ -19,6 +19,12 @@ struct Servers {
 }
 
 static SERVERS: OnceLock<Servers> = OnceLock::new();
+static DURABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Benches call this before anything else: their servers fsync like production ones.
+pub fn use_durable_servers() {
+    DURABLE.store(true, std::sync::atomic::Ordering::SeqCst);
+}
 
 fn servers() -> &'static Servers {
     SERVERS.get_or_init(|| {
@@ -52,7 +58,7 @@ fn start_servers() -> Servers {
                     data_dir: dir.join("pg"),
                     password: uuid::Uuid::new_v4().simple().to_string(),
                     port: None,
-                    durable: false,
+                    durable: DURABLE.load(std::sync::atomic::Ordering::SeqCst),
                     log_file: dir.join("postgres.log"),
                 })
                 .await
