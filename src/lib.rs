@@ -1,6 +1,7 @@
 #![forbid(unsafe_code)]
 //! activity-store: an event-sourced activity store.
 
+pub mod cache;
 pub mod cli;
 pub mod log;
 pub mod model;

@@ -6,6 +6,7 @@ mod support;
 mod append;
 mod fixtures;
 mod migrations;
+mod nats_platform;
 mod schema;
 mod schema_privileges;
 mod up;
