@@ -11,6 +11,7 @@ async fn connect(cli: &Cli) -> Result<PgPool, CliError> {
     let url = cli.resolve_database_url()?;
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
+        .acquire_timeout(std::time::Duration::from_secs(5))
         .connect(&url)
         .await
         .map_err(|source| {

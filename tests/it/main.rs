@@ -4,6 +4,8 @@
 mod support;
 
 mod append;
+mod cli;
+mod errors;
 mod fixtures;
 mod migrations;
 mod nats_platform;

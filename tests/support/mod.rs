@@ -183,6 +183,19 @@ impl TestDb {
         db
     }
 
+    /// A superuser URL of this database, for the binary's --database-url.
+    pub fn url(&self) -> String {
+        let admin = &servers().admin_url;
+        let (base, query) = admin
+            .split_once('?')
+            .map_or((admin.as_str(), None), |(b, q)| (b, Some(q)));
+        let (server, _db) = base.rsplit_once('/').expect("a URL with a database");
+        match query {
+            Some(q) => format!("{server}/{}?{q}", self.name),
+            None => format!("{server}/{}", self.name),
+        }
+    }
+
     /// Options to connect to this database as `user` with `password`.
     pub fn options_as(&self, user: &str, password: &str) -> PgConnectOptions {
         pg_options(&self.name).username(user).password(password)
