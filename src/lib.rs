@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod ingest;
 pub mod log;
 pub mod model;
 pub mod ops;

@@ -7,6 +7,8 @@ mod append;
 mod cli;
 mod errors;
 mod fixtures;
+mod ingest;
+mod ingest_support;
 mod migrations;
 mod nats_platform;
 mod schema;

@@ -1,0 +1,156 @@
+//! One batch of inbound messages into the log: decode, decide, write, in one transaction.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::registry;
+use crate::log::partitions::Month;
+use crate::log::{APPEND_LOCK, EventLog, LogError, append_in};
+use crate::model::{
+    Command, CommandBody, Lineage, NewEvent, Reason, Rejection, TimeWindow, decode,
+};
+
+/// A message as the ingestor received it from the stream.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    /// The subject it was published to.
+    pub subject: String,
+    /// Its bytes, exactly as published.
+    pub payload: bytes::Bytes,
+    /// Its stream sequence.
+    pub stream_seq: u64,
+    /// How many times it has been delivered.
+    pub delivered: u64,
+    /// When the stream stored it: the default `occurred_at`, the same on every redelivery.
+    pub published: DateTime<Utc>,
+}
+
+impl Inbound {
+    /// The tenant named by the subject's last token (`activity.commands.<tenant>`).
+    pub fn subject_tenant(&self) -> &str {
+        self.subject.rsplit('.').next().unwrap_or_default()
+    }
+
+    fn lineage(&self) -> Lineage {
+        Lineage {
+            subject: Some(self.subject.clone()),
+            stream_seq: Some(self.stream_seq),
+            delivery_count: Some(self.delivered),
+        }
+    }
+}
+
+/// What a committed batch did with each of its messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Events appended.
+    pub appended: usize,
+    /// Commands already applied (or repeated in the batch): acked, nothing written.
+    pub duplicates: usize,
+    /// The reason of each dead-lettered message, by its index in the batch.
+    pub rejected: Vec<(usize, Reason)>,
+}
+
+/// Decodes a message and checks its subject: everything that needs no database.
+pub fn decode_inbound(m: &Inbound, window: &TimeWindow) -> Result<Command, Rejection> {
+    let command = decode(&m.payload, m.published, window)?;
+    if command.tenant != m.subject_tenant() {
+        return Err(Rejection::field(
+            Reason::TenantMismatch,
+            "tenant",
+            format!(
+                "is `{}` but the subject `{}` names `{}`",
+                command.tenant,
+                m.subject,
+                m.subject_tenant()
+            ),
+        ));
+    }
+    Ok(command)
+}
+
+/// Commits one batch: its events, its registry changes and its dead letters, in one
+/// transaction. Messages may be acked once this returns `Ok`.
+pub async fn commit_batch(
+    log: &EventLog,
+    batch: &[Inbound],
+    window: &TimeWindow,
+) -> Result<BatchOutcome, LogError> {
+    let decoded: Vec<Result<Command, Rejection>> =
+        batch.iter().map(|m| decode_inbound(m, window)).collect();
+    let months: Vec<Month> = decoded
+        .iter()
+        .zip(batch)
+        .filter_map(|(d, m)| match d {
+            Ok(Command {
+                body: CommandBody::RecordActivity { occurred_at, .. },
+                ..
+            }) => Some(Month::of(*occurred_at)),
+            Ok(_) => Some(Month::of(m.published)),
+            Err(_) => None,
+        })
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    log.ensure_months(&months).await?;
+    let mut tx = crate::log::db(log.pool().begin().await, "begin a batch")?;
+    let outcome = write_batch(&mut tx, batch, decoded).await?;
+    crate::log::db(tx.commit().await, "commit a batch")?;
+    Ok(outcome)
+}
+
+async fn write_batch(
+    conn: &mut PgConnection,
+    batch: &[Inbound],
+    decoded: Vec<Result<Command, Rejection>>,
+) -> Result<BatchOutcome, LogError> {
+    // The append lock first: the ledger and registry read below cannot change under us.
+    crate::log::db(
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(APPEND_LOCK)
+            .execute(&mut *conn)
+            .await,
+        "take the append lock",
+    )?;
+    let ids: Vec<Uuid> = decoded
+        .iter()
+        .filter_map(|d| d.as_ref().ok().map(|c| c.id))
+        .collect();
+    let mut applied: HashSet<Uuid> = registry::applied_commands(conn, &ids).await?;
+    let mut view =
+        registry::load_view(conn, decoded.iter().filter_map(|d| d.as_ref().ok())).await?;
+    let mut outcome = BatchOutcome::default();
+    let mut events: Vec<NewEvent> = Vec::new();
+    let mut dead: Vec<registry::DeadLetter> = Vec::new();
+    for (i, (m, d)) in batch.iter().zip(decoded).enumerate() {
+        let command_id = d.as_ref().ok().map(|c| c.id);
+        let result = d.and_then(|command| {
+            if applied.contains(&command.id) {
+                return Ok(None);
+            }
+            let id = command.id;
+            view.decide(command, m.published, m.lineage())
+                .map(|e| Some((id, e)))
+        });
+        match result {
+            Ok(Some((id, event))) => {
+                applied.insert(id);
+                events.push(event);
+            }
+            Ok(None) => outcome.duplicates += 1,
+            Err(rejection) => {
+                outcome.rejected.push((i, rejection.reason));
+                dead.push(registry::DeadLetter::of(m, command_id, rejection));
+            }
+        }
+    }
+    registry::apply(conn, &view).await?;
+    let appended = append_in(conn, &events).await?;
+    outcome.appended = appended.appended;
+    outcome.duplicates += appended.duplicates.len();
+    registry::insert_dead_letters(conn, &dead).await?;
+    Ok(outcome)
+}

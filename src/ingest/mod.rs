@@ -1,0 +1,66 @@
+//! Ingest: NATS JetStream commands into the log, decided against the registry, with every
+//! refused command kept as a dead letter. A message is acked only after its outcome commits.
+
+mod batch;
+mod decide;
+mod registry;
+mod worker;
+
+use std::time::Duration;
+
+pub use batch::{BatchOutcome, Inbound, commit_batch, decode_inbound};
+pub use decide::{RegistryView, UserChange, UserRow};
+pub use worker::{Ingestor, Step};
+
+use crate::log::LogError;
+use crate::model::TimeWindow;
+
+/// Where commands come from and how they are batched.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// The JetStream stream (created if missing, file storage).
+    pub stream: String,
+    /// The subjects it holds.
+    pub subjects: String,
+    /// The durable pull consumer that ingestors share.
+    pub durable: String,
+    /// How long JetStream drops a repeated `Nats-Msg-Id`.
+    pub duplicate_window: Duration,
+    /// Most messages in one batch.
+    pub batch_max: usize,
+    /// Longest wait for a batch to fill.
+    pub batch_wait: Duration,
+    /// How long a delivered, un-acked message waits before redelivery.
+    pub ack_wait: Duration,
+    /// The accepted range of `occurred_at`.
+    pub window: TimeWindow,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            stream: "ACTIVITY".into(),
+            subjects: "activity.commands.>".into(),
+            durable: "activity-ingest".into(),
+            duplicate_window: Duration::from_secs(120),
+            batch_max: 1_000,
+            batch_wait: Duration::from_millis(50),
+            ack_wait: Duration::from_secs(30),
+            window: TimeWindow::default(),
+        }
+    }
+}
+
+/// What can stop the ingestor.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// NATS refused or could not be reached.
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// The log could not be written.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// Shutdown came while the database was unreachable: the batch was left un-acked.
+    #[error("stopped before the batch could be committed: {0}")]
+    Interrupted(String),
+}

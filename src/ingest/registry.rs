@@ -1,0 +1,215 @@
+//! The write side's SQL: which commands were applied, the registry view of a batch, the
+//! registry changes and the dead letters a batch writes.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::batch::Inbound;
+use super::decide::{RegistryView, UserChange};
+use crate::log::{LogError, db};
+use crate::model::{Command, Rejection};
+
+/// Which of these command ids the log has already applied.
+pub async fn applied_commands(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashSet<Uuid>, LogError> {
+    let found: Vec<Uuid> = db(
+        sqlx::query_scalar("SELECT command_id FROM command_ledger WHERE command_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(conn)
+            .await,
+        "look up applied commands",
+    )?;
+    Ok(found.into_iter().collect())
+}
+
+/// The registry rows a batch's commands refer to.
+pub async fn load_view<'a>(
+    conn: &mut PgConnection,
+    commands: impl Iterator<Item = &'a Command>,
+) -> Result<RegistryView, LogError> {
+    let mut tenants: Vec<String> = Vec::new();
+    let (mut user_tenants, mut user_ids): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    for c in commands {
+        tenants.push(c.tenant.clone());
+        if let Some(u) = c.body.user() {
+            user_tenants.push(c.tenant.clone());
+            user_ids.push(u.to_owned());
+        }
+    }
+    let known_tenants: Vec<String> = db(
+        sqlx::query_scalar("SELECT tenant FROM tenants WHERE tenant = ANY($1)")
+            .bind(&tenants)
+            .fetch_all(&mut *conn)
+            .await,
+        "read the tenants of a batch",
+    )?;
+    let known_users: Vec<(String, String)> = db(
+        sqlx::query_as(
+            "SELECT u.tenant, u.user_id FROM users u \
+             JOIN unnest($1::text[], $2::text[]) AS k(tenant, user_id) USING (tenant, user_id)",
+        )
+        .bind(&user_tenants)
+        .bind(&user_ids)
+        .fetch_all(&mut *conn)
+        .await,
+        "read the users of a batch",
+    )?;
+    Ok(RegistryView::new(known_tenants, known_users))
+}
+
+/// Writes the batch's net registry changes.
+pub async fn apply(conn: &mut PgConnection, view: &RegistryView) -> Result<(), LogError> {
+    let (names, titles): (Vec<&str>, Vec<&str>) = view
+        .new_tenants()
+        .iter()
+        .map(|(t, n)| (t.as_str(), n.as_str()))
+        .unzip();
+    if !names.is_empty() {
+        db(
+            sqlx::query(
+                "INSERT INTO tenants (tenant, name) SELECT * FROM unnest($1::text[], $2::text[])",
+            )
+            .bind(&names)
+            .bind(&titles)
+            .execute(&mut *conn)
+            .await,
+            "create tenants",
+        )?;
+    }
+    let mut forget = (Vec::new(), Vec::new());
+    let mut emails = (Vec::new(), Vec::new(), Vec::new());
+    let mut registers = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((tenant, user), change) in view.user_changes() {
+        match change {
+            UserChange::Forget => {
+                forget.0.push(tenant.as_str());
+                forget.1.push(user.as_str());
+            }
+            UserChange::Email(email) => {
+                emails.0.push(tenant.as_str());
+                emails.1.push(user.as_str());
+                emails.2.push(email.as_str());
+            }
+            UserChange::Register(row) => {
+                registers.0.push(tenant.as_str());
+                registers.1.push(user.as_str());
+                registers.2.push(row.email.as_str());
+                registers.3.push(row.name.as_deref());
+            }
+        }
+    }
+    if !forget.0.is_empty() {
+        db(
+            sqlx::query(
+                "DELETE FROM users u USING unnest($1::text[], $2::text[]) AS k(tenant, user_id) \
+                         WHERE u.tenant = k.tenant AND u.user_id = k.user_id",
+            )
+            .bind(&forget.0)
+            .bind(&forget.1)
+            .execute(&mut *conn)
+            .await,
+            "forget users",
+        )?;
+    }
+    if !emails.0.is_empty() {
+        db(
+            sqlx::query("UPDATE users u SET email = k.email \
+                         FROM unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, user_id, email) \
+                         WHERE u.tenant = k.tenant AND u.user_id = k.user_id")
+                .bind(&emails.0)
+                .bind(&emails.1)
+                .bind(&emails.2)
+                .execute(&mut *conn)
+                .await,
+            "change emails",
+        )?;
+    }
+    if !registers.0.is_empty() {
+        db(
+            sqlx::query(
+                "INSERT INTO users (tenant, user_id, email, name) \
+                         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
+                         ON CONFLICT (tenant, user_id) DO UPDATE \
+                         SET email = EXCLUDED.email, name = EXCLUDED.name, registered_at = now()",
+            )
+            .bind(&registers.0)
+            .bind(&registers.1)
+            .bind(&registers.2)
+            .bind(&registers.3)
+            .execute(&mut *conn)
+            .await,
+            "register users",
+        )?;
+    }
+    Ok(())
+}
+
+/// A refused message, as stored in `dead_letters`.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    rejection: Rejection,
+    subject: String,
+    stream_seq: i64,
+    delivered: i32,
+    command_id: Option<Uuid>,
+    tenant: String,
+    raw: Vec<u8>,
+    received_at: DateTime<Utc>,
+}
+
+impl DeadLetter {
+    /// The dead letter of message `m`, refused for `rejection`.
+    pub fn of(m: &Inbound, command_id: Option<Uuid>, rejection: Rejection) -> Self {
+        DeadLetter {
+            rejection,
+            subject: m.subject.clone(),
+            stream_seq: m.stream_seq as i64,
+            delivered: m.delivered.min(i32::MAX as u64) as i32,
+            command_id,
+            tenant: m.subject_tenant().to_owned(),
+            raw: m.payload.to_vec(),
+            received_at: m.published,
+        }
+    }
+}
+
+/// Stores a batch's dead letters and counts them by reason.
+pub async fn insert_dead_letters(
+    conn: &mut PgConnection,
+    dead: &[DeadLetter],
+) -> Result<(), LogError> {
+    if dead.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&DeadLetter) -> String| dead.iter().map(f).collect::<Vec<_>>();
+    db(
+        sqlx::query(
+            "INSERT INTO dead_letters (reason, field, message, subject, stream_seq, delivery_count, \
+             command_id, tenant, raw, received_at) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int4[], \
+             $7::uuid[], $8::text[], $9::bytea[], $10::timestamptz[])",
+        )
+        .bind(col(|d| d.rejection.reason.code().to_owned()))
+        .bind(dead.iter().map(|d| d.rejection.field).collect::<Vec<_>>())
+        .bind(col(|d| d.rejection.message.clone()))
+        .bind(col(|d| d.subject.clone()))
+        .bind(dead.iter().map(|d| d.stream_seq).collect::<Vec<_>>())
+        .bind(dead.iter().map(|d| d.delivered).collect::<Vec<_>>())
+        .bind(dead.iter().map(|d| d.command_id).collect::<Vec<_>>())
+        .bind(col(|d| d.tenant.clone()))
+        .bind(dead.iter().map(|d| d.raw.clone()).collect::<Vec<_>>())
+        .bind(dead.iter().map(|d| d.received_at).collect::<Vec<_>>())
+        .execute(conn)
+        .await,
+        "store dead letters",
+    )?;
+    for d in dead {
+        metrics::counter!("activity_commands_rejected_total", "reason" => d.rejection.reason.code()).increment(1);
+    }
+    Ok(())
+}
