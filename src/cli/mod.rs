@@ -1,13 +1,19 @@
 //! The command line: flags, and the calls each subcommand makes into the library.
 
 mod admin;
+mod publish;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use std::net::SocketAddr;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::ingest::IngestConfig;
 use crate::log::LogError;
-use crate::ops::{Embedded, UpError, read_env_file};
+use crate::ops::{Embedded, ServeConfig, ServeError, UpError, read_env_file, serve};
 
 /// Event-sourced activity store: NATS JetStream commands into a partitioned PostgreSQL log.
 #[derive(Debug, Parser)]
@@ -25,6 +31,18 @@ pub struct Cli {
     /// PostgreSQL URL of the store's database.
     #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// NATS URL.
+    #[arg(long, global = true, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Where `/metrics`, `/livez` and `/readyz` listen.
+    #[arg(long, global = true, env = "ACTIVITY_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: SocketAddr,
+    /// The JetStream stream commands are published to (created if missing).
+    #[arg(long, global = true, env = "ACTIVITY_STREAM", default_value = "ACTIVITY")]
+    pub stream: String,
+    /// The subject prefix: commands go to `<prefix>.<tenant>`.
+    #[arg(long, global = true, env = "ACTIVITY_SUBJECT_PREFIX", default_value = "activity.commands")]
+    pub subject_prefix: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -32,8 +50,23 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start a private PostgreSQL and NATS under --data-dir, migrate, and run until Ctrl-C.
+    /// Start a private PostgreSQL and NATS under --data-dir, migrate, and ingest until Ctrl-C.
     Up,
+    /// Run the store's roles against existing servers until Ctrl-C or SIGTERM.
+    Run {
+        /// Ingest commands from NATS into the log.
+        #[arg(long)]
+        ingest: bool,
+    },
+    /// Publish JSON lines (a file, or - for standard input) as commands.
+    Publish {
+        /// The file of JSON lines.
+        #[arg(default_value = "-")]
+        input: PathBuf,
+        /// At most this many messages a second.
+        #[arg(long)]
+        rate: Option<u32>,
+    },
     /// Apply, revert or list the schema migrations.
     Migrate {
         #[command(subcommand)]
@@ -91,6 +124,24 @@ pub enum CliError {
         "no database: set DATABASE_URL (or --database-url), or start one with `activity-store up`"
     )]
     NoDatabase,
+    /// Running the roles failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// NATS could not be reached or refused a message.
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// The input could not be read.
+    #[error("cannot read input: {0}")]
+    Input(String),
+    /// Nothing to run.
+    #[error("nothing to run: pass --ingest")]
+    NoRole,
+    /// Some lines were not published.
+    #[error("{0} line(s) were not valid commands and were not sent")]
+    NotAllPublished(usize),
+    /// No NATS to talk to.
+    #[error("no NATS: set NATS_URL (or --nats-url), or start one with `activity-store up`")]
+    NoNats,
     /// Waiting for a signal failed.
     #[error("could not listen for signals: {0}")]
     Signal(std::io::Error),
@@ -104,12 +155,52 @@ impl Cli {
             .or_else(|| read_env_file(&self.data_dir.join("env"), "DATABASE_URL"))
             .ok_or(CliError::NoDatabase)
     }
+
+    /// The NATS URL: the flag or NATS_URL, else the one `up` wrote under --data-dir.
+    pub fn resolve_nats_url(&self) -> Result<String, CliError> {
+        self.nats_url
+            .clone()
+            .or_else(|| read_env_file(&self.data_dir.join("env"), "NATS_URL"))
+            .ok_or(CliError::NoNats)
+    }
+
+    fn serve_config(&self, database_url: String, nats_url: String) -> ServeConfig {
+        ServeConfig {
+            database_url,
+            nats_url,
+            metrics_addr: self.metrics_addr,
+            ingest: true,
+            ingest_config: IngestConfig {
+                stream: self.stream.clone(),
+                subjects: format!("{}.>", self.subject_prefix),
+                ..Default::default()
+            },
+        }
+    }
 }
 
 /// Runs a parsed command line to completion.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match &cli.command {
         Command::Up => up(&cli).await,
+        Command::Run { ingest } => {
+            if !ingest {
+                return Err(CliError::NoRole);
+            }
+            let config = cli.serve_config(cli.resolve_database_url()?, cli.resolve_nats_url()?);
+            serve_until_signal(config).await
+        }
+        Command::Publish { input, rate } => {
+            let report = publish::publish(&cli.resolve_nats_url()?, &cli.subject_prefix, input, *rate).await?;
+            println!("published {}", report.published);
+            for (line, why) in &report.invalid {
+                println!("line {line} not sent: {why}");
+            }
+            match report.invalid.len() {
+                0 => Ok(()),
+                n => Err(CliError::NotAllPublished(n)),
+            }
+        }
         Command::Migrate { action } => admin::migrate(&cli, action).await,
         Command::Partitions { action } => admin::partitions(&cli, action).await,
     }
@@ -120,10 +211,29 @@ async fn up(cli: &Cli) -> Result<(), CliError> {
     println!("DATABASE_URL={}", embedded.database_url());
     println!("NATS_URL={}", embedded.nats_url());
     tracing::info!(env_file = %embedded.env_file().display(), "activity-store is up; Ctrl-C to stop");
-    let waited = shutdown_signal().await;
-    tracing::info!("stopping");
+    let served = serve_until_signal(cli.serve_config(embedded.database_url(), embedded.nats_url())).await;
     embedded.stop().await?;
-    waited
+    served
+}
+
+/// Runs the roles until Ctrl-C or SIGTERM, then lets them finish what they hold. Returns at
+/// once if they stop on their own (a start-up error).
+async fn serve_until_signal(config: ServeConfig) -> Result<(), CliError> {
+    let shutdown = CancellationToken::new();
+    let mut roles = tokio::spawn(serve(config, shutdown.clone()));
+    let signalled = tokio::select! {
+        s = shutdown_signal() => s,
+        ended = &mut roles => return joined(ended),
+    };
+    tracing::info!("stopping");
+    shutdown.cancel();
+    let served = joined(roles.await);
+    signalled.and(served)
+}
+
+fn joined(r: Result<Result<(), ServeError>, tokio::task::JoinError>) -> Result<(), CliError> {
+    r.map_err(|e| CliError::Nats(format!("the store's roles panicked: {e}")))?
+        .map_err(CliError::from)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

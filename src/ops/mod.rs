@@ -1,11 +1,14 @@
-//! Operations: the embedded servers of `up`, and later status, metrics and shutdown.
+//! Operations: the embedded servers of `up`, running the roles, metrics and health.
 
 mod binaries;
 mod embedded;
+pub mod metrics;
+mod serve;
 mod up;
 
 pub use binaries::{ServiceUser, free_port};
 pub use embedded::{NatsConfig, NatsServer, PgConfig, PgServer, write_private};
+pub use serve::{ServeConfig, ServeError, serve};
 pub use up::{DATABASE, Embedded, UpError, read_env_file};
 
 /// What can go wrong starting or stopping the embedded servers.
