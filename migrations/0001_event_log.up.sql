@@ -28,8 +28,9 @@ CREATE TABLE events (
     CONSTRAINT events_activity_type_format CHECK (activity_type ~ '^[a-z0-9_.:-]{1,50}$'),
     CONSTRAINT events_activity_type_present CHECK ((activity_type IS NOT NULL) = (event_type = 'activity_recorded')),
     CONSTRAINT events_data_object CHECK (jsonb_typeof(data) = 'object'),
-    -- Unique keys of a partitioned table must hold the partition key; the sequence makes
-    -- `position` unique on its own. Projectors read windows of positions through it.
+    -- Unique keys of a partitioned table must hold the partition key; positions are unique
+    -- because only append_batch hands them out, from the sequence, under the append lock.
+    -- Projectors read windows of positions through this index.
     CONSTRAINT events_pkey PRIMARY KEY (position, occurred_at)
 ) PARTITION BY RANGE (occurred_at);
 
@@ -55,20 +56,30 @@ CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON events
 CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
     FOR EACH STATEMENT EXECUTE FUNCTION events_refuse_rewrite();
 
--- Adds the partition of the month starting at `month_start` (UTC) unless it exists.
--- SECURITY DEFINER: the application role may add months without owning the log.
+-- Adds the partition of the month `month_start` falls in (UTC) unless it exists.
+-- SECURITY DEFINER: the application role may add months without owning the log. Month
+-- arithmetic runs in UTC whatever the caller's TimeZone. A table of that name that is not a
+-- partition of `events` (a detached month) is an error, not a silent success.
 -- Statement triggers are not inherited, so each partition gets its own TRUNCATE guard.
 CREATE FUNCTION create_event_partition(month_start timestamptz) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = public, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO'
+AS $$
 DECLARE
-    first_day timestamptz := date_trunc('month', month_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
-    part text := format('events_p%s', to_char(first_day AT TIME ZONE 'UTC', 'YYYYMM'));
+    first_day timestamptz := date_trunc('month', month_start);
+    part text := format('events_p%s', to_char(first_day, 'YYYYMM'));
+    existing regclass := to_regclass(format('%I', part));
 BEGIN
-    IF to_regclass(part) IS NULL THEN
+    IF existing IS NULL THEN
         EXECUTE format('CREATE TABLE %I PARTITION OF events FOR VALUES FROM (%L) TO (%L)',
             part, first_day, first_day + interval '1 month');
         EXECUTE format('CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON %I '
             'FOR EACH STATEMENT EXECUTE FUNCTION events_refuse_rewrite()', part);
+    ELSIF NOT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = existing AND inhparent = 'events'::regclass) THEN
+        RAISE EXCEPTION 'table % exists but is not a partition of events; attach or rename it', part
+            USING ERRCODE = 'duplicate_table';
     END IF;
     RETURN part;
 END

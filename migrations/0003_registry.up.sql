@@ -17,8 +17,10 @@ CREATE TABLE users (
     PRIMARY KEY (tenant, user_id),
     CONSTRAINT users_user_id_length CHECK (char_length(user_id) BETWEEN 1 AND 128),
     CONSTRAINT users_name_length CHECK (char_length(name) BETWEEN 1 AND 200),
-    -- The model's rule (src/model/fields.rs): one @, 1-64 characters before it, a dotted
-    -- domain of non-empty labels after it, no white space or control characters, <= 254.
+        -- The model's rule (src/model/fields.rs) in locale-independent terms: one @, 1-64
+    -- characters before it, a dotted domain of non-empty labels after it, no ASCII space or
+    -- control character, <= 254. The model is stricter (Unicode white space and controls),
+    -- so this backstop never refuses what the model accepts.
     CONSTRAINT users_email_format CHECK (char_length(email) <= 254 AND email ~
-        '^[^@[:space:][:cntrl:]]{1,64}@[^@[:space:][:cntrl:].]+(\.[^@[:space:][:cntrl:].]+)+$')
+        '^[^@\x01-\x20\x7f]{1,64}@[^@\x01-\x20\x7f.]+(\.[^@\x01-\x20\x7f.]+)+$')
 );

@@ -35,13 +35,28 @@ pub struct Cli {
     #[arg(long, global = true, env = "NATS_URL")]
     pub nats_url: Option<String>,
     /// Where `/metrics`, `/livez` and `/readyz` listen.
-    #[arg(long, global = true, env = "ACTIVITY_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    #[arg(
+        long,
+        global = true,
+        env = "ACTIVITY_METRICS_ADDR",
+        default_value = "127.0.0.1:9464"
+    )]
     pub metrics_addr: SocketAddr,
     /// The JetStream stream commands are published to (created if missing).
-    #[arg(long, global = true, env = "ACTIVITY_STREAM", default_value = "ACTIVITY")]
+    #[arg(
+        long,
+        global = true,
+        env = "ACTIVITY_STREAM",
+        default_value = "ACTIVITY"
+    )]
     pub stream: String,
     /// The subject prefix: commands go to `<prefix>.<tenant>`.
-    #[arg(long, global = true, env = "ACTIVITY_SUBJECT_PREFIX", default_value = "activity.commands")]
+    #[arg(
+        long,
+        global = true,
+        env = "ACTIVITY_SUBJECT_PREFIX",
+        default_value = "activity.commands"
+    )]
     pub subject_prefix: String,
     #[command(subcommand)]
     pub command: Command,
@@ -172,7 +187,7 @@ impl Cli {
             ingest: true,
             ingest_config: IngestConfig {
                 stream: self.stream.clone(),
-                subjects: format!("{}.>", self.subject_prefix),
+                subjects: format!("{}.*", self.subject_prefix),
                 ..Default::default()
             },
         }
@@ -191,7 +206,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             serve_until_signal(config).await
         }
         Command::Publish { input, rate } => {
-            let report = publish::publish(&cli.resolve_nats_url()?, &cli.subject_prefix, input, *rate).await?;
+            let report =
+                publish::publish(&cli.resolve_nats_url()?, &cli.subject_prefix, input, *rate)
+                    .await?;
             println!("published {}", report.published);
             for (line, why) in &report.invalid {
                 println!("line {line} not sent: {why}");
@@ -211,7 +228,8 @@ async fn up(cli: &Cli) -> Result<(), CliError> {
     println!("DATABASE_URL={}", embedded.database_url());
     println!("NATS_URL={}", embedded.nats_url());
     tracing::info!(env_file = %embedded.env_file().display(), "activity-store is up; Ctrl-C to stop");
-    let served = serve_until_signal(cli.serve_config(embedded.database_url(), embedded.nats_url())).await;
+    let served =
+        serve_until_signal(cli.serve_config(embedded.database_url(), embedded.nats_url())).await;
     embedded.stop().await?;
     served
 }

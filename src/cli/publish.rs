@@ -30,14 +30,25 @@ pub async fn publish(
     let reader: Box<dyn BufRead> = if input == Path::new("-") {
         Box::new(std::io::stdin().lock())
     } else {
-        let file = std::fs::File::open(input).map_err(|e| CliError::Input(format!("{}: {e}", input.display())))?;
+        let file = std::fs::File::open(input)
+            .map_err(|e| CliError::Input(format!("{}: {e}", input.display())))?;
         Box::new(std::io::BufReader::new(file))
     };
-    let client = async_nats::connect(nats_url).await.map_err(|e| CliError::Nats(format!("connect to {nats_url}: {e}")))?;
+    let client = async_nats::connect(nats_url)
+        .await
+        .map_err(|e| CliError::Nats(format!("connect to {nats_url}: {e}")))?;
     let js = jetstream::new(client);
-    let bar = if std::io::stderr().is_terminal() { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
-    bar.set_style(ProgressStyle::with_template("{spinner} {pos} published ({per_sec}) {msg}").expect("a valid template"));
-    let mut pacer = rate.map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(r.max(1)))));
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {pos} published ({per_sec}) {msg}")
+            .expect("a valid template"),
+    );
+    let mut pacer =
+        rate.map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(r.max(1)))));
     let mut in_flight = VecDeque::new();
     let mut report = PublishReport::default();
     for (i, line) in reader.lines().enumerate() {
@@ -81,7 +92,8 @@ async fn settle(
     bar: &ProgressBar,
 ) -> Result<(), CliError> {
     if let Some((line, ack)) = next {
-        ack.await.map_err(|e| CliError::Nats(format!("line {line} was not acknowledged: {e}")))?;
+        ack.await
+            .map_err(|e| CliError::Nats(format!("line {line} was not acknowledged: {e}")))?;
         report.published += 1;
         bar.inc(1);
     }
@@ -107,9 +119,19 @@ mod tests {
     #[test]
     fn routes_by_tenant_with_the_id_as_message_id() {
         let (subject, id) = route(r#"{"tenant": "acme", "id": "x"}"#, "activity.commands").unwrap();
-        assert_eq!((subject.as_str(), id.as_deref()), ("activity.commands.acme", Some("x")));
-        assert!(route("{not json", "p").unwrap_err().starts_with("not valid JSON"));
-        assert!(route(r#"{"tenant": "a.b"}"#, "p").is_err(), "a dot would change the subject");
+        assert_eq!(
+            (subject.as_str(), id.as_deref()),
+            ("activity.commands.acme", Some("x"))
+        );
+        assert!(
+            route("{not json", "p")
+                .unwrap_err()
+                .starts_with("not valid JSON")
+        );
+        assert!(
+            route(r#"{"tenant": "a.b"}"#, "p").is_err(),
+            "a dot would change the subject"
+        );
         assert!(route(r#"{"id": "x"}"#, "p").is_err());
     }
 }

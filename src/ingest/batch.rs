@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::PgTransaction;
 use uuid::Uuid;
 
 use super::registry;
@@ -97,13 +97,19 @@ pub async fn commit_batch(
         .collect();
     log.ensure_months(&months).await?;
     let mut tx = crate::log::db(log.pool().begin().await, "begin a batch")?;
-    let outcome = write_batch(&mut tx, batch, decoded).await?;
+    let outcome = match write_batch(&mut tx, batch, decoded).await {
+        Err(LogError::NoPartition(e)) => {
+            log.forget_known_months();
+            return Err(LogError::NoPartition(e));
+        }
+        other => other?,
+    };
     crate::log::db(tx.commit().await, "commit a batch")?;
     Ok(outcome)
 }
 
 async fn write_batch(
-    conn: &mut PgConnection,
+    tx: &mut PgTransaction<'_>,
     batch: &[Inbound],
     decoded: Vec<Result<Command, Rejection>>,
 ) -> Result<BatchOutcome, LogError> {
@@ -111,7 +117,7 @@ async fn write_batch(
     crate::log::db(
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(APPEND_LOCK)
-            .execute(&mut *conn)
+            .execute(&mut **tx)
             .await,
         "take the append lock",
     )?;
@@ -119,9 +125,9 @@ async fn write_batch(
         .iter()
         .filter_map(|d| d.as_ref().ok().map(|c| c.id))
         .collect();
-    let mut applied: HashSet<Uuid> = registry::applied_commands(conn, &ids).await?;
+    let mut applied: HashSet<Uuid> = registry::applied_commands(&mut **tx, &ids).await?;
     let mut view =
-        registry::load_view(conn, decoded.iter().filter_map(|d| d.as_ref().ok())).await?;
+        registry::load_view(&mut **tx, decoded.iter().filter_map(|d| d.as_ref().ok())).await?;
     let mut outcome = BatchOutcome::default();
     let mut events: Vec<NewEvent> = Vec::new();
     let mut dead: Vec<registry::DeadLetter> = Vec::new();
@@ -147,10 +153,10 @@ async fn write_batch(
             }
         }
     }
-    registry::apply(conn, &view).await?;
-    let appended = append_in(conn, &events).await?;
+    registry::apply(&mut **tx, &view).await?;
+    let appended = append_in(tx, &events).await?;
     outcome.appended = appended.appended;
     outcome.duplicates += appended.duplicates.len();
-    registry::insert_dead_letters(conn, &dead).await?;
+    registry::insert_dead_letters(&mut **tx, &dead).await?;
     Ok(outcome)
 }

@@ -20,7 +20,8 @@ use crate::model::TimeWindow;
 pub struct IngestConfig {
     /// The JetStream stream (created if missing, file storage).
     pub stream: String,
-    /// The subjects it holds.
+    /// The subjects it holds: one token, the tenant, after the prefix, so no subject like
+    /// `activity.commands.evil.acme` can name another tenant.
     pub subjects: String,
     /// The durable pull consumer that ingestors share.
     pub durable: String,
@@ -40,7 +41,7 @@ impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
             stream: "ACTIVITY".into(),
-            subjects: "activity.commands.>".into(),
+            subjects: "activity.commands.*".into(),
             durable: "activity-ingest".into(),
             duplicate_window: Duration::from_secs(120),
             batch_max: 1_000,

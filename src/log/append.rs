@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, PgTransaction};
 use uuid::Uuid;
 
 use super::copy::{CopyRows, EVENT_COLUMNS, encode_event};
@@ -52,6 +52,14 @@ impl EventLog {
         Ok(log)
     }
 
+    /// Forgets which months are known to exist, so the next append checks again.
+    pub fn forget_known_months(&self) {
+        self.known_months
+            .lock()
+            .expect("month cache poisoned")
+            .clear();
+    }
+
     /// The pool the log writes through.
     pub fn pool(&self) -> &PgPool {
         &self.pool
@@ -94,11 +102,8 @@ impl EventLog {
         let mut tx = db(self.pool.begin().await, "begin append")?;
         let outcome = append_in(&mut tx, events).await;
         if let Err(LogError::NoPartition(_)) = outcome {
-            // Someone detached a month we thought we had: forget the cache, let the caller retry.
-            self.known_months
-                .lock()
-                .expect("month cache poisoned")
-                .clear();
+            // Someone detached a month we thought we had: check again next time.
+            self.forget_known_months();
         }
         let outcome = outcome?;
         db(tx.commit().await, "commit append")?;
@@ -106,12 +111,13 @@ impl EventLog {
     }
 }
 
-/// Appends `events` inside the caller's transaction, which must already be open, after
-/// `EventLog::prepare`. Takes the append lock until that transaction ends.
+/// Appends `events` inside the caller's transaction, after `EventLog::prepare`. Takes the
+/// append lock until that transaction ends; nothing is durable before it commits.
 pub async fn append_in(
-    conn: &mut PgConnection,
+    tx: &mut PgTransaction<'_>,
     events: &[NewEvent],
 ) -> Result<AppendOutcome, LogError> {
+    let conn: &mut PgConnection = tx;
     let started = Instant::now();
     let mut outcome = AppendOutcome::default();
     if events.is_empty() {
@@ -209,9 +215,11 @@ pub async fn append_in(
 }
 
 fn classify(e: sqlx::Error) -> LogError {
-    let no_partition = e.as_database_error().is_some_and(|d| {
-        d.code().as_deref() == Some("23514") && d.message().contains("no partition")
-    });
+    // 23514 is check_violation; PostgreSQL raises it without a constraint name only when no
+    // partition accepts the row. Decided by SQLSTATE, never by (translatable) message text.
+    let no_partition = e
+        .as_database_error()
+        .is_some_and(|d| d.code().as_deref() == Some("23514") && d.constraint().is_none());
     if no_partition {
         LogError::NoPartition(e.to_string())
     } else {

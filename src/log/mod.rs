@@ -21,7 +21,7 @@ pub enum LogError {
     /// A migration could not be applied or reverted.
     #[error("migration failed: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
-    /// An event's month has no partition (it was detached while the store ran).
+    /// An event's month has no partition (detached while the store ran, or a bug).
     #[error(
         "an event's month has no partition of the log ({0}); run `activity-store partitions ensure`"
     )]
@@ -29,25 +29,17 @@ pub enum LogError {
 }
 
 impl LogError {
-    /// Whether retrying later may succeed (the database was unreachable or restarting).
+    /// Whether retrying later may succeed. Only failures caused by the data itself are
+    /// final: SQLSTATE classes 22 (data exception), 23 (integrity constraint) and 54 (program
+    /// limit). Anything else (unreachable server, disk full, too many connections, a
+    /// read-only replica after failover, timeouts) is the system's fault, not the message's.
     pub fn is_transient(&self) -> bool {
         match self {
-            LogError::Database { source, .. } => {
-                matches!(
-                    source,
-                    sqlx::Error::Io(_)
-                        | sqlx::Error::PoolTimedOut
-                        | sqlx::Error::PoolClosed
-                        | sqlx::Error::Protocol(_)
-                ) || source
-                    .as_database_error()
-                    .and_then(|d| d.code())
-                    .is_some_and(|c| {
-                        c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01"
-                    })
-            }
-            LogError::NoPartition(_) => true,
-            LogError::Migrate(_) => false,
+            LogError::Database { source, .. } => !source
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c.starts_with("54")),
+            LogError::NoPartition(_) | LogError::Migrate(_) => false,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The rules of each field of the wire contract. Pure functions; the SQL checks in
 //! `migrations/` state the same rules so the database refuses what the model refuses.
 
-use chrono::{DateTime, Duration, NaiveDateTime, Utc};
+use chrono::{DateTime, Duration, NaiveDateTime, Timelike, Utc};
 use serde_json::{Map, Value};
 
 use super::reason::{Reason, Rejection};
@@ -131,11 +131,19 @@ pub fn activity_type(s: &str) -> Result<(), Rejection> {
 /// Parses `occurred_at`: RFC 3339 with any offset, or `YYYY-MM-DD HH:MM:SS` taken as UTC.
 /// The result is normalised to UTC.
 pub fn timestamp(s: &str) -> Result<DateTime<Utc>, Rejection> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    if let Ok(t) = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S") {
-        return Ok(t.and_utc());
+    let parsed = DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").map(|t| t.and_utc()));
+    if let Ok(t) = parsed {
+        // chrono keeps a leap second (`:60`) inside the previous second; PostgreSQL stores it
+        // as the next one, which may fall in another month's partition.
+        if t.nanosecond() >= 1_000_000_000 {
+            return Err(Rejection::invalid(
+                "occurred_at",
+                "must not be a leap second (`:60`)",
+            ));
+        }
+        return Ok(t);
     }
     Err(Rejection::invalid(
         "occurred_at",

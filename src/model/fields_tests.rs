@@ -86,6 +86,10 @@ fn timestamps_normalise_to_utc() {
     for (input, want) in cases {
         assert_eq!(timestamp(input).unwrap().to_rfc3339(), want, "{input}");
     }
+    for leap in ["2016-12-31T23:59:60Z", "2016-12-31 23:59:60"] {
+        let r = timestamp(leap).unwrap_err();
+        assert!(r.message.contains("leap second"), "{leap}: {}", r.message);
+    }
     for bad in [
         "",
         "2025-01-15",

@@ -60,7 +60,17 @@ impl PgServer {
             format!("unix_socket_directories={}", config.data_dir.display()),
             "max_connections=200".to_owned(),
         ];
-        if !config.durable {
+        if config.durable {
+            // Room for the log's hot indexes, and fewer checkpoints during bulk appends.
+            settings.extend(
+                [
+                    "shared_buffers=512MB",
+                    "max_wal_size=4GB",
+                    "wal_buffers=32MB",
+                ]
+                .map(String::from),
+            );
+        } else {
             settings.extend(
                 [
                     "fsync=off",

@@ -54,10 +54,19 @@ pub async fn serve(
     addr: SocketAddr,
     health: Health,
     shutdown: CancellationToken,
-) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = std::io::Result<()>>)> {
-    let state = AppState { handle: recorder(), health };
+) -> std::io::Result<(
+    SocketAddr,
+    impl std::future::Future<Output = std::io::Result<()>>,
+)> {
+    let state = AppState {
+        handle: recorder(),
+        health,
+    };
     let app = Router::new()
-        .route("/metrics", get(|State(s): State<AppState>| async move { s.handle.render() }))
+        .route(
+            "/metrics",
+            get(|State(s): State<AppState>| async move { s.handle.render() }),
+        )
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(state);
@@ -73,7 +82,11 @@ pub async fn serve(
 
 async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
     let mut problems = Vec::new();
-    let db = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&s.health.pool)).await;
+    let db = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(&s.health.pool),
+    )
+    .await;
     if !matches!(db, Ok(Ok(_))) {
         problems.push("PostgreSQL unreachable");
     }
@@ -86,6 +99,9 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
     if problems.is_empty() {
         (StatusCode::OK, "ready\n".into())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", problems.join(", ")))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", problems.join(", ")),
+        )
     }
 }

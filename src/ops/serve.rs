@@ -61,10 +61,17 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
         .await
         .map_err(|e| IngestError::Nats(format!("connect to {}: {e}", config.nats_url)))?;
     let consumer_bound = Arc::new(AtomicBool::new(false));
-    let health = Health { pool, nats: nats.clone(), consumer_bound: consumer_bound.clone() };
+    let health = Health {
+        pool,
+        nats: nats.clone(),
+        consumer_bound: consumer_bound.clone(),
+    };
     let (bound, metrics) = serve_metrics(config.metrics_addr, health, shutdown.clone())
         .await
-        .map_err(|source| ServeError::Metrics { addr: config.metrics_addr, source })?;
+        .map_err(|source| ServeError::Metrics {
+            addr: config.metrics_addr,
+            source,
+        })?;
     tracing::info!(%bound, "metrics on http://{bound}/metrics");
     let tracker = TaskTracker::new();
     tracker.spawn(async move {

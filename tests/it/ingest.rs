@@ -165,6 +165,17 @@ async fn a_value_postgres_refuses_dead_letters_only_its_own_message() {
 }
 
 #[tokio::test]
+async fn a_subject_with_more_tokens_cannot_name_another_tenant() {
+    let p = Pipeline::new().await;
+    let sneaky = format!("{}.commands.evil.acme", p.prefix);
+    let published = async { p.js.publish(sneaky, "{}".into()).await?.await }.await;
+    assert!(
+        published.is_err(),
+        "no stream takes multi-token subjects, so the publish is refused"
+    );
+}
+
+#[tokio::test]
 async fn forget_then_register_again() {
     let p = Pipeline::new().await;
     p.publish(create_tenant("acme")).await;

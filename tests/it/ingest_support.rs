@@ -29,7 +29,7 @@ impl Pipeline {
         let prefix = unique_name("p");
         let mut config = IngestConfig {
             stream: prefix.to_uppercase(),
-            subjects: format!("{prefix}.commands.>"),
+            subjects: format!("{prefix}.commands.*"),
             batch_wait: Duration::from_millis(200),
             ..Default::default()
         };

@@ -11,6 +11,7 @@ mod ingest;
 mod ingest_support;
 mod migrations;
 mod nats_platform;
+mod partition_function;
 mod schema;
 mod schema_privileges;
 mod up;

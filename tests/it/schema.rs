@@ -90,9 +90,18 @@ async fn email_format_is_checked() {
         .execute(&db.pool)
         .await
         .unwrap();
-    for (i, bad) in ["plain", "a@b", "a b@c.io", "@c.io", "a@@c.io", "a@c..io"]
-        .iter()
-        .enumerate()
+    for (i, bad) in [
+        "plain",
+        "a@b",
+        "a b@c.io",
+        "@c.io",
+        "a@@c.io",
+        "a@c..io",
+        "a\tb@c.io",
+        "a@c.i\u{7f}o",
+    ]
+    .iter()
+    .enumerate()
     {
         let r = sqlx::query("INSERT INTO users (tenant, user_id, email) VALUES ('a', $1, $2)")
             .bind(format!("u{i}"))
@@ -249,4 +258,47 @@ async fn dead_letter_reasons_are_the_contracts() {
             .unwrap_or_else(|e| panic!("{reason}: {e}"));
     }
     assert_eq!(sqlstate(add("bogus").execute(&db.pool).await), "23514");
+}
+
+#[tokio::test]
+async fn event_rows_are_checked_by_kind() {
+    let (db, _log) = log().await;
+    assert_eq!(
+        sqlstate(insert_raw(&db.pool, &[("event_type", "'user_deleted'")]).await),
+        "23514"
+    );
+    assert_eq!(
+        sqlstate(insert_raw(&db.pool, &[("data", "'[1]'")]).await),
+        "23514",
+        "data is an object"
+    );
+    let tenant_created_with_user = [
+        ("event_type", "'tenant_created'"),
+        ("activity_type", "NULL"),
+    ];
+    assert_eq!(
+        sqlstate(insert_raw(&db.pool, &tenant_created_with_user).await),
+        "23514"
+    );
+    assert_eq!(
+        sqlstate(insert_raw(&db.pool, &[("user_id", "NULL")]).await),
+        "23514",
+        "an activity has a user"
+    );
+    let registered_with_type = [("event_type", "'user_registered'")];
+    assert_eq!(
+        sqlstate(insert_raw(&db.pool, &registered_with_type).await),
+        "23514",
+        "only activities have a type"
+    );
+    insert_raw(
+        &db.pool,
+        &[
+            ("event_type", "'tenant_created'"),
+            ("activity_type", "NULL"),
+            ("user_id", "NULL"),
+        ],
+    )
+    .await
+    .expect("a well-formed tenant_created row");
 }

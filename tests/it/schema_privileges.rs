@@ -19,6 +19,7 @@ async fn the_log_refuses_update_delete_and_truncate_even_from_its_owner() {
         "DELETE FROM events",
         "TRUNCATE events",
         "UPDATE events_p202501 SET data = '{}'",
+        "TRUNCATE events_p202501",
         "DELETE FROM events_p202501",
     ] {
         let r = sqlx::query(sql).execute(&db.pool).await;
