@@ -125,9 +125,8 @@ async fn write_batch(
         .iter()
         .filter_map(|d| d.as_ref().ok().map(|c| c.id))
         .collect();
-    let mut applied: HashSet<Uuid> = registry::applied_commands(&mut **tx, &ids).await?;
-    let mut view =
-        registry::load_view(&mut **tx, decoded.iter().filter_map(|d| d.as_ref().ok())).await?;
+    let mut applied: HashSet<Uuid> = registry::applied_commands(tx, &ids).await?;
+    let mut view = registry::load_view(tx, decoded.iter().filter_map(|d| d.as_ref().ok())).await?;
     let mut outcome = BatchOutcome::default();
     let mut events: Vec<NewEvent> = Vec::new();
     let mut dead: Vec<registry::DeadLetter> = Vec::new();
@@ -153,10 +152,10 @@ async fn write_batch(
             }
         }
     }
-    registry::apply(&mut **tx, &view).await?;
+    registry::apply(tx, &view).await?;
     let appended = append_in(tx, &events).await?;
     outcome.appended = appended.appended;
     outcome.duplicates += appended.duplicates.len();
-    registry::insert_dead_letters(&mut **tx, &dead).await?;
+    registry::insert_dead_letters(tx, &dead).await?;
     Ok(outcome)
 }
