@@ -18,3 +18,7 @@ CREATE TABLE dead_letters (
         'out_of_range', 'too_large'))
 );
 CREATE INDEX dead_letters_reason_recorded ON dead_letters (reason, recorded_at);
+-- A redelivery (a crash between commit and ack) is the same message again: same subject,
+-- sequence and bytes. It is stored once.
+CREATE UNIQUE INDEX dead_letters_once ON dead_letters (stream_seq, subject, md5(raw))
+    WHERE stream_seq IS NOT NULL;

@@ -58,6 +58,15 @@ pub struct Cli {
         default_value = "activity.commands"
     )]
     pub subject_prefix: String,
+    /// Seconds a delivered command may stay un-acked before JetStream redelivers it (set
+    /// when the consumer is created).
+    #[arg(
+        long,
+        global = true,
+        env = "ACTIVITY_ACK_WAIT_SECS",
+        default_value_t = 30
+    )]
+    pub ack_wait_secs: u64,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -188,6 +197,7 @@ impl Cli {
             ingest_config: IngestConfig {
                 stream: self.stream.clone(),
                 subjects: format!("{}.*", self.subject_prefix),
+                ack_wait: std::time::Duration::from_secs(self.ack_wait_secs.max(1)),
                 ..Default::default()
             },
         }

@@ -76,6 +76,7 @@ pub fn decode_inbound(m: &Inbound, window: &TimeWindow) -> Result<Command, Rejec
 /// transaction. Messages may be acked once this returns `Ok`.
 pub async fn commit_batch(
     log: &EventLog,
+    stream: &str,
     batch: &[Inbound],
     window: &TimeWindow,
 ) -> Result<BatchOutcome, LogError> {
@@ -97,7 +98,7 @@ pub async fn commit_batch(
         .collect();
     log.ensure_months(&months).await?;
     let mut tx = crate::log::db(log.pool().begin().await, "begin a batch")?;
-    let outcome = match write_batch(&mut tx, batch, decoded).await {
+    let outcome = match write_batch(&mut tx, stream, batch, decoded).await {
         Err(LogError::NoPartition(e)) => {
             log.forget_known_months();
             return Err(LogError::NoPartition(e));
@@ -110,6 +111,7 @@ pub async fn commit_batch(
 
 async fn write_batch(
     tx: &mut PgTransaction<'_>,
+    stream: &str,
     batch: &[Inbound],
     decoded: Vec<Result<Command, Rejection>>,
 ) -> Result<BatchOutcome, LogError> {
@@ -125,12 +127,18 @@ async fn write_batch(
         .iter()
         .filter_map(|d| d.as_ref().ok().map(|c| c.id))
         .collect();
+    let checkpoint = registry::checkpoint(tx, stream).await?;
     let mut applied: HashSet<Uuid> = registry::applied_commands(tx, &ids).await?;
     let mut view = registry::load_view(tx, decoded.iter().filter_map(|d| d.as_ref().ok())).await?;
     let mut outcome = BatchOutcome::default();
     let mut events: Vec<NewEvent> = Vec::new();
     let mut dead: Vec<registry::DeadLetter> = Vec::new();
     for (i, (m, d)) in batch.iter().zip(decoded).enumerate() {
+        if m.stream_seq <= checkpoint {
+            // Committed before a crash or a lost ack: its outcome is already in the database.
+            outcome.duplicates += 1;
+            continue;
+        }
         let command_id = d.as_ref().ok().map(|c| c.id);
         let result = d.and_then(|command| {
             if applied.contains(&command.id) {
@@ -157,5 +165,13 @@ async fn write_batch(
     outcome.appended = appended.appended;
     outcome.duplicates += appended.duplicates.len();
     registry::insert_dead_letters(tx, &dead).await?;
+    if let Some(last) = batch
+        .iter()
+        .map(|m| m.stream_seq)
+        .max()
+        .filter(|s| *s > checkpoint)
+    {
+        registry::advance_checkpoint(tx, stream, last).await?;
+    }
     Ok(outcome)
 }

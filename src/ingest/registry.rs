@@ -12,6 +12,39 @@ use super::decide::{RegistryView, UserChange};
 use crate::log::{LogError, db};
 use crate::model::{Command, Rejection};
 
+/// The last stream sequence committed for `stream` (0 before the first batch).
+pub async fn checkpoint(conn: &mut PgConnection, stream: &str) -> Result<u64, LogError> {
+    let seq: Option<i64> = db(
+        sqlx::query_scalar("SELECT last_seq FROM ingest_checkpoints WHERE stream = $1")
+            .bind(stream)
+            .fetch_optional(conn)
+            .await,
+        "read the ingest checkpoint",
+    )?;
+    Ok(seq.unwrap_or(0).max(0) as u64)
+}
+
+/// Moves `stream`'s checkpoint forward to `seq`, in the batch's transaction.
+pub async fn advance_checkpoint(
+    conn: &mut PgConnection,
+    stream: &str,
+    seq: u64,
+) -> Result<(), LogError> {
+    db(
+        sqlx::query(
+            "INSERT INTO ingest_checkpoints (stream, last_seq) VALUES ($1, $2) \
+             ON CONFLICT (stream) DO UPDATE SET last_seq = GREATEST(ingest_checkpoints.last_seq, EXCLUDED.last_seq), \
+             updated_at = now()",
+        )
+        .bind(stream)
+        .bind(seq as i64)
+        .execute(conn)
+        .await,
+        "advance the ingest checkpoint",
+    )?;
+    Ok(())
+}
+
 /// Which of these command ids the log has already applied.
 pub async fn applied_commands(
     conn: &mut PgConnection,
@@ -192,7 +225,8 @@ pub async fn insert_dead_letters(
             "INSERT INTO dead_letters (reason, field, message, subject, stream_seq, delivery_count, \
              command_id, tenant, raw, received_at) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int4[], \
-             $7::uuid[], $8::text[], $9::bytea[], $10::timestamptz[])",
+             $7::uuid[], $8::text[], $9::bytea[], $10::timestamptz[]) \
+             ON CONFLICT (stream_seq, subject, md5(raw)) WHERE stream_seq IS NOT NULL DO NOTHING",
         )
         .bind(col(|d| d.rejection.reason.code().to_owned()))
         .bind(dead.iter().map(|d| d.rejection.field).collect::<Vec<_>>())

@@ -3,15 +3,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, consumer::pull, stream};
+use async_nats::jetstream::{
+    self, AckKind, consumer::DeliverPolicy, consumer::PullConsumer, consumer::pull, stream,
+};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::batch::{BatchOutcome, Inbound, commit_batch};
-use super::registry::{DeadLetter, insert_dead_letters};
+use super::registry::{self, DeadLetter, insert_dead_letters};
 use super::{IngestConfig, IngestError};
 use crate::log::{EventLog, LogError, db};
 use crate::model::{Reason, Rejection};
+
+/// The first key of the per-stream leadership lock ("ACTI"); the second is the stream's hash.
+const INGEST_LEADER_LOCK: i32 = 0x4143_5449;
 
 /// What one step did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +34,8 @@ pub enum Step {
 
 /// Pulls commands from the stream and appends them to the log.
 pub struct Ingestor {
+    /// Holds the stream's leadership lock for as long as this ingestor lives.
+    _leader: sqlx::PgConnection,
     consumer: PullConsumer,
     log: Arc<EventLog>,
     config: IngestConfig,
@@ -36,7 +43,9 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    /// Creates the stream and the durable consumer if missing, and binds to them.
+    /// Creates the stream if missing, becomes the stream's one active ingestor (a standby
+    /// waits here until the active one's database session ends), and recreates the durable
+    /// consumer to deliver from the sequence after the last one committed.
     pub async fn start(
         js: &jetstream::Context,
         log: Arc<EventLog>,
@@ -52,20 +61,38 @@ impl Ingestor {
             })
             .await
             .map_err(|e| IngestError::Nats(format!("create stream {}: {e}", config.stream)))?;
+        let mut leader = db(log.pool().acquire().await, "connect for the ingest lock")?.detach();
+        db(
+            sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
+                .bind(INGEST_LEADER_LOCK)
+                .bind(&config.stream)
+                .execute(&mut leader)
+                .await,
+            "take the ingest lock",
+        )?;
+        let checkpoint = registry::checkpoint(&mut leader, &config.stream).await?;
+        let deliver_policy = match checkpoint {
+            0 => DeliverPolicy::All,
+            seq => DeliverPolicy::ByStartSequence {
+                start_sequence: seq + 1,
+            },
+        };
+        // Deleting fails harmlessly when there is no such consumer yet.
+        let _ = stream.delete_consumer(&config.durable).await;
         let consumer = stream
-            .get_or_create_consumer(
-                &config.durable,
-                pull::Config {
-                    durable_name: Some(config.durable.clone()),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: config.ack_wait,
-                    max_ack_pending: (config.batch_max * 4) as i64,
-                    ..Default::default()
-                },
-            )
+            .create_consumer(pull::Config {
+                durable_name: Some(config.durable.clone()),
+                deliver_policy,
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                max_ack_pending: (config.batch_max * 4) as i64,
+                ..Default::default()
+            })
             .await
             .map_err(|e| IngestError::Nats(format!("create consumer {}: {e}", config.durable)))?;
+        tracing::info!(stream = %config.stream, from_sequence = checkpoint + 1, "consumer bound");
         Ok(Ingestor {
+            _leader: leader,
             consumer,
             log,
             config,
@@ -128,7 +155,7 @@ impl Ingestor {
     ) -> Result<BatchOutcome, IngestError> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match commit_batch(&self.log, inbound, &self.config.window).await {
+            match commit_batch(&self.log, &self.config.stream, inbound, &self.config.window).await {
                 Ok(outcome) => return Ok(outcome),
                 Err(e) if e.is_transient() && self.shutdown.is_cancelled() => {
                     return Err(IngestError::Interrupted(e.to_string()));
@@ -154,7 +181,14 @@ impl Ingestor {
         let mut total = BatchOutcome::default();
         for (i, m) in inbound.iter().enumerate() {
             let one = std::slice::from_ref(m);
-            let outcome = match commit_batch(&self.log, one, &self.config.window).await {
+            let outcome = match commit_batch(
+                &self.log,
+                &self.config.stream,
+                one,
+                &self.config.window,
+            )
+            .await
+            {
                 Ok(o) => o,
                 Err(e) if e.is_transient() => return Err(IngestError::Log(e)),
                 Err(e) => self.refuse(m, e).await?,

@@ -5,6 +5,7 @@ mod support;
 
 mod append;
 mod cli;
+mod crash;
 mod errors;
 mod fixtures;
 mod ingest;

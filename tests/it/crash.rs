@@ -1,0 +1,172 @@
+//! kill -9 at random moments, restart, repeat: every published command is applied exactly
+//! once, every bad one is dead-lettered once, and order is kept (no activity is refused for
+//! an unknown user whose registration was caught in a crashed batch).
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use rand::Rng;
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+use crate::support::{TestDb, nats_url, unique_name};
+
+const USERS: usize = 40;
+const ACTIVITIES: usize = 30_000;
+const BAD: usize = 300;
+
+fn ingestor(db: &TestDb, prefix: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_activity-store"))
+        .args([
+            "run",
+            "--ingest",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--ack-wait-secs",
+            "2",
+        ])
+        .args([
+            "--stream",
+            &prefix.to_uppercase(),
+            "--subject-prefix",
+            &format!("{prefix}.commands"),
+        ])
+        .env("DATABASE_URL", db.url())
+        .env("NATS_URL", nats_url())
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the ingestor")
+}
+
+async fn count(db: &TestDb, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn kill_nine_at_random_points_loses_and_duplicates_nothing() {
+    let db = TestDb::migrated().await;
+    let prefix = unique_name("crash");
+    let js = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    // The first ingestor creates the stream; it is killed as soon as the stream exists.
+    let mut first = ingestor(&db, &prefix);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while js.get_stream(prefix.to_uppercase()).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the ingestor never created its stream"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill().await.unwrap();
+
+    let subject = format!("{prefix}.commands.acme");
+    let mut commands = vec![json!({"type": "create_tenant", "tenant": "acme", "name": "Acme"})];
+    for u in 0..USERS {
+        commands.push(json!({"type": "register_user", "tenant": "acme", "user": format!("u{u}"), "email": format!("u{u}@example.com")}));
+    }
+    for i in 0..ACTIVITIES + BAD {
+        commands.push(if i % ((ACTIVITIES + BAD) / BAD) == 0 {
+            json!({"type": "record_activity", "tenant": "acme", "user": "nobody", "activity_type": "x"})
+        } else {
+            json!({"type": "record_activity", "tenant": "acme", "user": format!("u{}", i % USERS), "activity_type": "view"})
+        });
+    }
+    let bad = commands.iter().filter(|c| c["user"] == "nobody").count() as i64;
+    let good = commands.len() as i64 - bad;
+    // Settle the stream's acks in windows: async-nats bounds the acks in flight.
+    let mut acks = std::collections::VecDeque::new();
+    for mut c in commands {
+        let id = uuid::Uuid::new_v4().to_string();
+        c["id"] = json!(id);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id.as_str());
+        acks.push_back(
+            js.publish_with_headers(
+                subject.clone(),
+                headers,
+                serde_json::to_vec(&c).unwrap().into(),
+            )
+            .await
+            .unwrap(),
+        );
+        if acks.len() >= 512 {
+            acks.pop_front().unwrap().await.unwrap();
+        }
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+
+    let handled = || async {
+        count(&db, "SELECT count(*) FROM events").await
+            + count(&db, "SELECT count(*) FROM dead_letters").await
+    };
+    let mut interrupted = 0;
+    for _ in 0..6 {
+        let before = handled().await;
+        let mut child = ingestor(&db, &prefix);
+        let pause = rand::rng().random_range(150..700);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGKILL).unwrap();
+        child.wait().await.unwrap();
+        let after = handled().await;
+        if after > before && after < good + bad {
+            interrupted += 1;
+        }
+    }
+    assert!(
+        interrupted >= 2,
+        "only {interrupted} kills landed while work was in progress"
+    );
+    let mut last = ingestor(&db, &prefix);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = count(&db, "SELECT count(*) FROM events").await
+            + count(&db, "SELECT count(*) FROM dead_letters").await;
+        if done >= good + bad {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of {} commands were handled",
+            good + bad
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    kill(Pid::from_raw(last.id().unwrap() as i32), Signal::SIGTERM).unwrap();
+    assert!(
+        last.wait().await.unwrap().success(),
+        "SIGTERM: a clean exit"
+    );
+
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM events").await,
+        good,
+        "every good command exactly once"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(DISTINCT command_id) FROM events").await,
+        good
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM command_ledger").await,
+        good
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM dead_letters").await,
+        bad,
+        "every bad one, once"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM dead_letters WHERE command_id IS NOT NULL AND reason <> 'unknown_user'").await, 0);
+    let in_order: bool = sqlx::query_scalar(
+        "SELECT bool_and(ok) FROM (SELECT stream_seq > lag(stream_seq) OVER (ORDER BY position) \
+         OR lag(stream_seq) OVER (ORDER BY position) IS NULL AS ok FROM events) s",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(in_order, "log positions follow stream order");
+}
