@@ -194,8 +194,8 @@ async fn main() {
         "append bench: PostgreSQL on loopback, fsync on, batches of {BATCH}, ~260-byte metadata"
     );
     println!(
-        "{:>9}  {:<44} {:>12}  {:>14}",
-        "events", "variant", "events/s", "append_batch ÷"
+        "{:>9}  {:<44} {:>12}  {:>7} {:>7}",
+        "events", "variant", "events/s", "v4 ÷", "v7 ÷"
     );
     for n in sizes {
         let evs = events(n);

@@ -55,33 +55,22 @@ async fn migrate_up_down_and_status() {
     stdout_of(&["migrate", "up"], &url);
 }
 
+const ENSURE_FROM_JANUARY: &[&str] = &[
+    "partitions",
+    "ensure",
+    "--from",
+    "2025-01",
+    "--months-ahead",
+    "1",
+];
+
 #[tokio::test]
 async fn partitions_ensure_and_list() {
     let db = TestDb::migrated().await;
     let url = db.url();
-    let out = stdout_of(
-        &[
-            "partitions",
-            "ensure",
-            "--from",
-            "2025-01",
-            "--months-ahead",
-            "1",
-        ],
-        &url,
-    );
+    let out = stdout_of(ENSURE_FROM_JANUARY, &url);
     assert!(out.contains("created events_p202501"), "{out}");
-    let again = stdout_of(
-        &[
-            "partitions",
-            "ensure",
-            "--from",
-            "2025-01",
-            "--months-ahead",
-            "1",
-        ],
-        &url,
-    );
+    let again = stdout_of(ENSURE_FROM_JANUARY, &url);
     assert!(
         again.trim_end().ends_with("0 created, 24 already there") || again.contains("0 created"),
         "{again}"
