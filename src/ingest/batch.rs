@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::registry;
 use crate::log::partitions::Month;
-use crate::log::{APPEND_LOCK, EventLog, LogError, append_in};
+use crate::log::{EventLog, LogError, append_in, lock_appends};
 use crate::model::{
     Command, CommandBody, Lineage, NewEvent, Reason, Rejection, TimeWindow, decode,
 };
@@ -116,13 +116,7 @@ async fn write_batch(
     decoded: Vec<Result<Command, Rejection>>,
 ) -> Result<BatchOutcome, LogError> {
     // The append lock first: the ledger and registry read below cannot change under us.
-    crate::log::db(
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(APPEND_LOCK)
-            .execute(&mut **tx)
-            .await,
-        "take the append lock",
-    )?;
+    lock_appends(tx).await?;
     let ids: Vec<Uuid> = decoded
         .iter()
         .filter_map(|d| d.as_ref().ok().map(|c| c.id))

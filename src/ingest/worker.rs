@@ -91,6 +91,14 @@ impl Ingestor {
             .await
             .map_err(|e| IngestError::Nats(format!("create consumer {}: {e}", config.durable)))?;
         tracing::info!(stream = %config.stream, from_sequence = checkpoint + 1, "consumer bound");
+        // Series exist from the start, at zero, as Prometheus expects.
+        for name in [
+            "activity_commands_received_total",
+            "activity_events_appended_total",
+            "activity_commands_duplicate_total",
+        ] {
+            metrics::counter!(name).increment(0);
+        }
         Ok(Ingestor {
             _leader: leader,
             consumer,
@@ -172,7 +180,7 @@ impl Ingestor {
                     tracing::warn!(error = %e, "batch refused; committing its messages one by one");
                     return self.commit_one_by_one(inbound).await;
                 }
-                Err(e) => return self.refuse(&inbound[0], e).await,
+                Err(_) => return self.commit_single(&inbound[0]).await,
             }
         }
     }
@@ -180,19 +188,7 @@ impl Ingestor {
     async fn commit_one_by_one(&self, inbound: &[Inbound]) -> Result<BatchOutcome, IngestError> {
         let mut total = BatchOutcome::default();
         for (i, m) in inbound.iter().enumerate() {
-            let one = std::slice::from_ref(m);
-            let outcome = match commit_batch(
-                &self.log,
-                &self.config.stream,
-                one,
-                &self.config.window,
-            )
-            .await
-            {
-                Ok(o) => o,
-                Err(e) if e.is_transient() => return Err(IngestError::Log(e)),
-                Err(e) => self.refuse(m, e).await?,
-            };
+            let outcome = self.commit_single(m).await?;
             total.appended += outcome.appended;
             total.duplicates += outcome.duplicates;
             total
@@ -200,6 +196,33 @@ impl Ingestor {
                 .extend(outcome.rejected.into_iter().map(|(_, r)| (i, r)));
         }
         Ok(total)
+    }
+
+    /// One message: retried while the system fails, dead-lettered if its data is refused.
+    /// Never skipped: a later batch would move the checkpoint past it.
+    async fn commit_single(&self, m: &Inbound) -> Result<BatchOutcome, IngestError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match commit_batch(
+                &self.log,
+                &self.config.stream,
+                std::slice::from_ref(m),
+                &self.config.window,
+            )
+            .await
+            {
+                Ok(o) => return Ok(o),
+                Err(e) if !e.is_transient() => return self.refuse(m, e).await,
+                Err(e) if self.shutdown.is_cancelled() => {
+                    return Err(IngestError::Interrupted(e.to_string()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "database unavailable; keeping the message");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
     }
 
     /// Dead-letters a message PostgreSQL refused although the model accepted it.
@@ -219,6 +242,8 @@ impl Ingestor {
     }
 
     /// Steps until `shutdown` is cancelled; a batch in hand is committed and acked first.
+    /// An unexpected error stops the loop rather than let a later batch move the checkpoint
+    /// past messages that were not committed; a restart resumes from the checkpoint.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), IngestError> {
         self.shutdown = shutdown.clone();
         loop {
@@ -233,7 +258,7 @@ impl Ingestor {
                         tracing::warn!(error = %e, "stopping with a batch un-acked; NATS will redeliver it");
                         return Ok(());
                     }
-                    Err(e) => tracing::error!(error = %e, "batch left un-acked for redelivery"),
+                    Err(e) => return Err(e),
                 },
                 Err(e) => {
                     tracing::warn!(error = %e, "pulling from NATS failed; retrying");

@@ -123,13 +123,7 @@ pub async fn append_in(
     if events.is_empty() {
         return Ok(outcome);
     }
-    db(
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(APPEND_LOCK)
-            .execute(&mut *conn)
-            .await,
-        "take the append lock",
-    )?;
+    lock_appends(conn).await?;
     let mut seen = HashSet::with_capacity(events.len());
     let mut candidates: Vec<Uuid> = Vec::with_capacity(events.len());
     for e in events {
@@ -212,6 +206,12 @@ pub async fn append_in(
     metrics::counter!("activity_events_appended_total").increment(outcome.appended as u64);
     metrics::histogram!("activity_append_seconds").record(started.elapsed().as_secs_f64());
     Ok(outcome)
+}
+
+/// Takes the append lock until the caller's transaction ends: whoever holds it may read the
+/// ledger and registry knowing no other append can change them.
+pub async fn lock_appends(conn: &mut PgConnection) -> Result<(), LogError> {
+    super::xact_lock(conn, APPEND_LOCK, "take the append lock").await
 }
 
 fn classify(e: sqlx::Error) -> LogError {

@@ -5,7 +5,9 @@ pub mod copy;
 pub mod migrate;
 pub mod partitions;
 
-pub use append::{APPEND_CHANNEL, APPEND_LOCK, AppendOutcome, EventLog, MONTHS_AHEAD, append_in};
+pub use append::{
+    APPEND_CHANNEL, APPEND_LOCK, AppendOutcome, EventLog, MONTHS_AHEAD, append_in, lock_appends,
+};
 
 /// What can go wrong writing to or managing the log.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,22 @@ impl LogError {
             LogError::NoPartition(_) | LogError::Migrate(_) => false,
         }
     }
+}
+
+/// Takes transaction-scoped advisory lock `key`.
+pub(crate) async fn xact_lock(
+    conn: &mut sqlx::PgConnection,
+    key: i64,
+    action: &'static str,
+) -> Result<(), LogError> {
+    db(
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(key)
+            .execute(conn)
+            .await,
+        action,
+    )
+    .map(|_| ())
 }
 
 /// Wraps a driver result with what was being done.

@@ -65,13 +65,7 @@ pub async fn ensure(conn: &mut PgConnection, months: &[Month]) -> Result<Vec<Mon
         sqlx::Connection::begin(conn).await,
         "begin partition creation",
     )?;
-    db(
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(PARTITION_LOCK)
-            .execute(&mut *tx)
-            .await,
-        "lock partition creation",
-    )?;
+    super::xact_lock(&mut tx, PARTITION_LOCK, "lock partition creation").await?;
     let existing: Vec<String> = db(
         sqlx::query_scalar(
             "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \

@@ -87,7 +87,9 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
         let token = shutdown.clone();
         tracker.spawn(async move {
             if let Err(e) = ingestor.run(token).await {
-                tracing::error!(error = %e, "ingestor stopped");
+                // /readyz turns 503; a restart resumes from the last committed sequence.
+                consumer_bound.store(false, Ordering::SeqCst);
+                tracing::error!(error = %e, "ingestor stopped; restart to resume from the checkpoint");
             }
         });
     }

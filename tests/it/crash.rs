@@ -17,13 +17,13 @@ const USERS: usize = 40;
 const ACTIVITIES: usize = 30_000;
 const BAD: usize = 300;
 
-fn ingestor(db: &TestDb, prefix: &str) -> Child {
+fn ingestor(db: &TestDb, prefix: &str, metrics_port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_activity-store"))
         .args([
             "run",
             "--ingest",
             "--metrics-addr",
-            "127.0.0.1:0",
+            &format!("127.0.0.1:{metrics_port}"),
             "--ack-wait-secs",
             "2",
         ])
@@ -41,6 +41,20 @@ fn ingestor(db: &TestDb, prefix: &str) -> Child {
         .expect("start the ingestor")
 }
 
+/// A bare HTTP/1.1 GET on loopback; the response as text, or "" if nothing listens yet.
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return String::new();
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut response = String::new();
+    if stream.write_all(request.as_bytes()).await.is_ok() {
+        let _ = stream.read_to_string(&mut response).await;
+    }
+    response
+}
+
 async fn count(db: &TestDb, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
 }
@@ -51,7 +65,7 @@ async fn kill_nine_at_random_points_loses_and_duplicates_nothing() {
     let prefix = unique_name("crash");
     let js = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
     // The first ingestor creates the stream; it is killed as soon as the stream exists.
-    let mut first = ingestor(&db, &prefix);
+    let mut first = ingestor(&db, &prefix, 0);
     let deadline = Instant::now() + Duration::from_secs(30);
     while js.get_stream(prefix.to_uppercase()).await.is_err() {
         assert!(
@@ -107,7 +121,7 @@ async fn kill_nine_at_random_points_loses_and_duplicates_nothing() {
     let mut interrupted = 0;
     for _ in 0..6 {
         let before = handled().await;
-        let mut child = ingestor(&db, &prefix);
+        let mut child = ingestor(&db, &prefix, 0);
         let pause = rand::rng().random_range(150..700);
         tokio::time::sleep(Duration::from_millis(pause)).await;
         kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGKILL).unwrap();
@@ -121,7 +135,8 @@ async fn kill_nine_at_random_points_loses_and_duplicates_nothing() {
         interrupted >= 2,
         "only {interrupted} kills landed while work was in progress"
     );
-    let mut last = ingestor(&db, &prefix);
+    let port = activity_store::ops::free_port().unwrap();
+    let mut last = ingestor(&db, &prefix, port);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let done = count(&db, "SELECT count(*) FROM events").await
@@ -136,6 +151,20 @@ async fn kill_nine_at_random_points_loses_and_duplicates_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Ready means it also listens for signals: a SIGTERM before that would just kill it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http_get(port, "/readyz").await.starts_with("HTTP/1.1 200") {
+        assert!(
+            Instant::now() < deadline,
+            "the last ingestor never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = http_get(port, "/metrics").await;
+    assert!(
+        metrics.contains("activity_commands_received_total"),
+        "{metrics}"
+    );
     kill(Pid::from_raw(last.id().unwrap() as i32), Signal::SIGTERM).unwrap();
     assert!(
         last.wait().await.unwrap().success(),
