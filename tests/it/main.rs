@@ -13,6 +13,7 @@ mod ingest_support;
 mod migrations;
 mod nats_platform;
 mod partition_function;
+mod publish;
 mod schema;
 mod schema_privileges;
 mod up;
