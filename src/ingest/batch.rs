@@ -73,10 +73,12 @@ pub fn decode_inbound(m: &Inbound, window: &TimeWindow) -> Result<Command, Rejec
 }
 
 /// Commits one batch: its events, its registry changes and its dead letters, in one
-/// transaction. Messages may be acked once this returns `Ok`.
+/// transaction, if `leader_epoch` is still the stream's leader. Messages may be acked once
+/// this returns `Ok`.
 pub async fn commit_batch(
     log: &EventLog,
     stream: &str,
+    leader_epoch: i64,
     batch: &[Inbound],
     window: &TimeWindow,
 ) -> Result<BatchOutcome, LogError> {
@@ -98,7 +100,7 @@ pub async fn commit_batch(
         .collect();
     log.ensure_months(&months).await?;
     let mut tx = crate::log::db(log.pool().begin().await, "begin a batch")?;
-    let outcome = match write_batch(&mut tx, stream, batch, decoded).await {
+    let outcome = match write_batch(&mut tx, stream, leader_epoch, batch, decoded).await {
         Err(LogError::NoPartition(e)) => {
             log.forget_known_months();
             return Err(LogError::NoPartition(e));
@@ -112,6 +114,7 @@ pub async fn commit_batch(
 async fn write_batch(
     tx: &mut PgTransaction<'_>,
     stream: &str,
+    leader_epoch: i64,
     batch: &[Inbound],
     decoded: Vec<Result<Command, Rejection>>,
 ) -> Result<BatchOutcome, LogError> {
@@ -121,7 +124,7 @@ async fn write_batch(
         .iter()
         .filter_map(|d| d.as_ref().ok().map(|c| c.id))
         .collect();
-    let checkpoint = registry::checkpoint(tx, stream).await?;
+    let checkpoint = registry::checkpoint_as_leader(tx, stream, leader_epoch).await?;
     let mut applied: HashSet<Uuid> = registry::applied_commands(tx, &ids).await?;
     let mut view = registry::load_view(tx, decoded.iter().filter_map(|d| d.as_ref().ok())).await?;
     let mut outcome = BatchOutcome::default();

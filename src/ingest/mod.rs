@@ -61,6 +61,12 @@ pub enum IngestError {
     /// The log could not be written.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// Another ingestor became the stream's leader; this one committed nothing after that.
+    #[error("another ingestor has taken over stream {stream}; this one stops")]
+    Superseded {
+        /// The stream.
+        stream: String,
+    },
     /// Shutdown came while the database was unreachable: the batch was left un-acked.
     #[error("stopped before the batch could be committed: {0}")]
     Interrupted(String),

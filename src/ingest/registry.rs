@@ -13,15 +13,67 @@ use crate::log::{LogError, db};
 use crate::model::{Command, Rejection};
 
 /// The last stream sequence committed for `stream` (0 before the first batch).
-pub async fn checkpoint(conn: &mut PgConnection, stream: &str) -> Result<u64, LogError> {
-    let seq: Option<i64> = db(
-        sqlx::query_scalar("SELECT last_seq FROM ingest_checkpoints WHERE stream = $1")
+pub async fn checkpoint(conn: &mut PgConnection, stream: &str) -> Result<Checkpoint, LogError> {
+    let row: Option<(i64, i64)> = db(
+        sqlx::query_as("SELECT last_seq, leader_epoch FROM ingest_checkpoints WHERE stream = $1")
             .bind(stream)
             .fetch_optional(conn)
             .await,
         "read the ingest checkpoint",
     )?;
-    Ok(seq.unwrap_or(0).max(0) as u64)
+    let (last_seq, leader_epoch) = row.unwrap_or((0, 0));
+    Ok(Checkpoint {
+        last_seq: last_seq.max(0) as u64,
+        leader_epoch,
+    })
+}
+
+/// Where a stream's ingest stands, and which leader may move it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The last stream sequence committed.
+    pub last_seq: u64,
+    /// The fencing token of the stream's current leader.
+    pub leader_epoch: i64,
+}
+
+/// Becomes `stream`'s leader: bumps its epoch, which fences off every earlier leader.
+/// Call it holding the stream's leadership lock.
+pub async fn claim_leadership(
+    conn: &mut PgConnection,
+    stream: &str,
+) -> Result<Checkpoint, LogError> {
+    let (last_seq, leader_epoch): (i64, i64) = db(
+        sqlx::query_as(
+            "INSERT INTO ingest_checkpoints (stream, last_seq, leader_epoch) VALUES ($1, 0, 1) \
+             ON CONFLICT (stream) DO UPDATE SET leader_epoch = ingest_checkpoints.leader_epoch + 1 \
+             RETURNING last_seq, leader_epoch",
+        )
+        .bind(stream)
+        .fetch_one(conn)
+        .await,
+        "claim the stream's leadership",
+    )?;
+    Ok(Checkpoint {
+        last_seq: last_seq.max(0) as u64,
+        leader_epoch,
+    })
+}
+
+/// The last committed sequence of `stream`, in a transaction holding the append lock, if
+/// `leader_epoch` is still its leader; `Superseded` if a successor has claimed it.
+pub async fn checkpoint_as_leader(
+    conn: &mut PgConnection,
+    stream: &str,
+    leader_epoch: i64,
+) -> Result<u64, LogError> {
+    let current = checkpoint(conn, stream).await?;
+    if current.leader_epoch != leader_epoch {
+        return Err(LogError::Superseded {
+            stream: stream.to_owned(),
+        });
+    }
+    Ok(current.last_seq)
 }
 
 /// Moves `stream`'s checkpoint forward to `seq`, in the batch's transaction.

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::batch::{BatchOutcome, Inbound, commit_batch};
 use super::registry::{self, DeadLetter, insert_dead_letters};
 use super::{IngestConfig, IngestError};
-use crate::log::{EventLog, LogError, db};
+use crate::log::{EventLog, LogError, db, lock_appends};
 use crate::model::{Reason, Rejection};
 
 /// The first key of the per-stream leadership lock ("ACTI"); the second is the stream's hash.
@@ -36,6 +36,8 @@ pub enum Step {
 pub struct Ingestor {
     /// Holds the stream's leadership lock for as long as this ingestor lives.
     _leader: sqlx::PgConnection,
+    /// The fencing token every commit checks: a successor's claim stops this ingestor.
+    epoch: i64,
     consumer: PullConsumer,
     log: Arc<EventLog>,
     config: IngestConfig,
@@ -70,7 +72,8 @@ impl Ingestor {
                 .await,
             "take the ingest lock",
         )?;
-        let checkpoint = registry::checkpoint(&mut leader, &config.stream).await?;
+        let claimed = registry::claim_leadership(&mut leader, &config.stream).await?;
+        let checkpoint = claimed.last_seq;
         let deliver_policy = match checkpoint {
             0 => DeliverPolicy::All,
             seq => DeliverPolicy::ByStartSequence {
@@ -101,6 +104,7 @@ impl Ingestor {
         }
         Ok(Ingestor {
             _leader: leader,
+            epoch: claimed.leader_epoch,
             consumer,
             log,
             config,
@@ -137,7 +141,17 @@ impl Ingestor {
         let started = Instant::now();
         let inbound: Vec<Inbound> = messages.iter().map(inbound).collect::<Result<_, _>>()?;
         metrics::counter!("activity_commands_received_total").increment(inbound.len() as u64);
-        let outcome = self.commit_with_retry(&messages, &inbound).await?;
+        let outcome = match self.commit_with_retry(&messages, &inbound).await {
+            Ok(outcome) => outcome,
+            Err(e @ IngestError::Superseded { .. }) => {
+                // Hand the batch straight to the successor rather than after ack_wait.
+                for m in &messages {
+                    let _ = m.ack_with(AckKind::Nak(None)).await;
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         for m in &messages {
             // A lost ack means a redelivery, which the ledger turns into a duplicate.
             if let Err(e) = m.ack().await {
@@ -154,91 +168,131 @@ impl Ingestor {
         })
     }
 
-    /// Commits, retrying while the database is unreachable; a batch PostgreSQL refuses is
-    /// split so that only the message at fault becomes a dead letter.
+    /// Commits, retrying while the database is unreachable. A batch PostgreSQL refuses is
+    /// split in halves, committed in stream order, until only the message at fault is left
+    /// to become a dead letter: one bad message costs about 2·log2(batch) commits.
     async fn commit_with_retry(
         &self,
         messages: &[jetstream::Message],
         inbound: &[Inbound],
     ) -> Result<BatchOutcome, IngestError> {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match commit_batch(&self.log, &self.config.stream, inbound, &self.config.window).await {
-                Ok(outcome) => return Ok(outcome),
-                Err(e) if e.is_transient() && self.shutdown.is_cancelled() => {
-                    return Err(IngestError::Interrupted(e.to_string()));
-                }
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "database unavailable; keeping the batch");
-                    for m in messages {
-                        let _ = m.ack_with(AckKind::Progress).await;
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(e) if inbound.len() > 1 => {
-                    tracing::warn!(error = %e, "batch refused; committing its messages one by one");
-                    return self.commit_one_by_one(inbound).await;
-                }
-                Err(_) => return self.commit_single(&inbound[0]).await,
-            }
-        }
-    }
-
-    async fn commit_one_by_one(&self, inbound: &[Inbound]) -> Result<BatchOutcome, IngestError> {
+        // A stack of ranges still to commit; the next one is on top.
+        let mut pending = Vec::new();
+        pending.push(0..inbound.len());
         let mut total = BatchOutcome::default();
-        for (i, m) in inbound.iter().enumerate() {
-            let outcome = self.commit_single(m).await?;
+        while let Some(range) = pending.pop() {
+            let part = &inbound[range.clone()];
+            let outcome = match self.try_commit(messages, part).await? {
+                Ok(outcome) => outcome,
+                Err(refused) if part.len() == 1 => self.refuse(&part[0], refused).await?,
+                Err(refused) => {
+                    tracing::warn!(error = %refused, messages = part.len(), "batch refused; splitting it");
+                    let middle = range.start + part.len() / 2;
+                    pending.push(middle..range.end);
+                    pending.push(range.start..middle);
+                    continue;
+                }
+            };
             total.appended += outcome.appended;
             total.duplicates += outcome.duplicates;
-            total
-                .rejected
-                .extend(outcome.rejected.into_iter().map(|(_, r)| (i, r)));
+            total.rejected.extend(
+                outcome
+                    .rejected
+                    .into_iter()
+                    .map(|(i, r)| (range.start + i, r)),
+            );
         }
         Ok(total)
     }
 
-    /// One message: retried while the system fails, dead-lettered if its data is refused.
-    /// Never skipped: a later batch would move the checkpoint past it.
-    async fn commit_single(&self, m: &Inbound) -> Result<BatchOutcome, IngestError> {
+    /// Commits `part`, retrying while the failure is the system's; the inner error is
+    /// PostgreSQL refusing the part's data.
+    async fn try_commit(
+        &self,
+        messages: &[jetstream::Message],
+        part: &[Inbound],
+    ) -> Result<Result<BatchOutcome, LogError>, IngestError> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match commit_batch(
-                &self.log,
-                &self.config.stream,
-                std::slice::from_ref(m),
-                &self.config.window,
-            )
-            .await
-            {
-                Ok(o) => return Ok(o),
-                Err(e) if !e.is_transient() => return self.refuse(m, e).await,
-                Err(e) if self.shutdown.is_cancelled() => {
-                    return Err(IngestError::Interrupted(e.to_string()));
+            match self.commit(part).await {
+                Ok(outcome) => return Ok(Ok(outcome)),
+                Err(e) if e.is_transient() => {
+                    // Keep the whole batch from redelivery while we wait.
+                    for m in messages {
+                        let _ = m.ack_with(AckKind::Progress).await;
+                    }
+                    self.pause(e, &mut backoff).await?;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "database unavailable; keeping the message");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+                Err(e @ LogError::Superseded { .. }) => return Err(superseded(e)),
+                Err(refused) => return Ok(Err(refused)),
             }
         }
     }
 
-    /// Dead-letters a message PostgreSQL refused although the model accepted it.
+    async fn commit(&self, inbound: &[Inbound]) -> Result<BatchOutcome, LogError> {
+        commit_batch(
+            &self.log,
+            &self.config.stream,
+            self.epoch,
+            inbound,
+            &self.config.window,
+        )
+        .await
+    }
+
+    /// Waits before a retry of a transient failure; any other failure, or a shutdown,
+    /// ends the retries with the error to return.
+    async fn pause(&self, error: LogError, backoff: &mut Duration) -> Result<(), IngestError> {
+        if let LogError::Superseded { .. } = error {
+            return Err(superseded(error));
+        }
+        if !error.is_transient() {
+            return Err(IngestError::Log(error));
+        }
+        if self.shutdown.is_cancelled() {
+            return Err(IngestError::Interrupted(error.to_string()));
+        }
+        tracing::warn!(error = %error, retry_in = ?backoff, "database unavailable; keeping the messages");
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(Duration::from_secs(5));
+        Ok(())
+    }
+
+    /// Dead-letters a message PostgreSQL refused although the model accepted it, and moves
+    /// the checkpoint past it; retried like a commit.
     async fn refuse(&self, m: &Inbound, error: LogError) -> Result<BatchOutcome, IngestError> {
-        let rejection = Rejection {
-            reason: Reason::InvalidField,
-            field: None,
-            message: format!("PostgreSQL refused this command: {error}"),
-        };
+        let letter = DeadLetter::of(
+            m,
+            None,
+            Rejection {
+                reason: Reason::InvalidField,
+                field: None,
+                message: format!("PostgreSQL refused this command: {error}"),
+            },
+        );
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.write_refusal(&letter, m.stream_seq).await {
+                Ok(()) => {
+                    return Ok(BatchOutcome {
+                        rejected: vec![(0, Reason::InvalidField)],
+                        ..Default::default()
+                    });
+                }
+                Err(e) => self.pause(e, &mut backoff).await?,
+            }
+        }
+    }
+
+    async fn write_refusal(&self, letter: &DeadLetter, seq: u64) -> Result<(), LogError> {
+        let stream = &self.config.stream;
         let mut tx = db(self.log.pool().begin().await, "begin a dead letter")?;
-        insert_dead_letters(&mut tx, &[DeadLetter::of(m, None, rejection)]).await?;
-        db(tx.commit().await, "commit a dead letter")?;
-        Ok(BatchOutcome {
-            rejected: vec![(0, Reason::InvalidField)],
-            ..Default::default()
-        })
+        lock_appends(&mut tx).await?;
+        if seq > registry::checkpoint_as_leader(&mut tx, stream, self.epoch).await? {
+            insert_dead_letters(&mut tx, std::slice::from_ref(letter)).await?;
+            registry::advance_checkpoint(&mut tx, stream, seq).await?;
+        }
+        db(tx.commit().await, "commit a dead letter")
     }
 
     /// Steps until `shutdown` is cancelled; a batch in hand is committed and acked first.
@@ -269,6 +323,13 @@ impl Ingestor {
                 }
             }
         }
+    }
+}
+
+fn superseded(error: LogError) -> IngestError {
+    match error {
+        LogError::Superseded { stream } => IngestError::Superseded { stream },
+        other => IngestError::Log(other),
     }
 }
 

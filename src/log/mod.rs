@@ -28,6 +28,12 @@ pub enum LogError {
         "an event's month has no partition of the log ({0}); run `activity-store partitions ensure`"
     )]
     NoPartition(String),
+    /// Another ingestor became the stream's leader: this one must commit nothing more.
+    #[error("another ingestor has taken over stream {stream}; this one stops")]
+    Superseded {
+        /// The stream.
+        stream: String,
+    },
 }
 
 impl LogError {
@@ -41,7 +47,7 @@ impl LogError {
                 .as_database_error()
                 .and_then(|d| d.code())
                 .is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c.starts_with("54")),
-            LogError::NoPartition(_) | LogError::Migrate(_) => false,
+            LogError::NoPartition(_) | LogError::Migrate(_) | LogError::Superseded { .. } => false,
         }
     }
 }

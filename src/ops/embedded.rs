@@ -113,6 +113,11 @@ impl PgServer {
         self.child.id()
     }
 
+    /// The port it listens on, on loopback.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Fast shutdown: rolls back open transactions, checkpoints, exits.
     pub async fn stop(self) -> Result<(), EmbeddedError> {
         stop_child(self.child, Signal::SIGINT, "PostgreSQL").await
@@ -215,6 +220,11 @@ impl NatsServer {
         self.child.id()
     }
 
+    /// The port it listens on, on loopback.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Graceful shutdown.
     pub async fn stop(self) -> Result<(), EmbeddedError> {
         stop_child(self.child, Signal::SIGTERM, "nats-server").await
@@ -237,7 +247,11 @@ fn spawn_logged(
     if let Some(u) = user {
         cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
     }
-    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    // A server value dropped without `stop` (a panic) must not outlive its owner.
+    cmd.stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true);
     cmd.spawn()
         .map_err(|e| EmbeddedError::io("start server", e))
 }

@@ -15,6 +15,7 @@ pub struct Pipeline {
     pub js: jetstream::Context,
     pub ingestor: Ingestor,
     pub prefix: String,
+    pub config: IngestConfig,
 }
 
 impl Pipeline {
@@ -34,12 +35,13 @@ impl Pipeline {
             ..Default::default()
         };
         adjust(&mut config);
-        let ingestor = Ingestor::start(&js, log, config).await.unwrap();
+        let ingestor = Ingestor::start(&js, log, config.clone()).await.unwrap();
         Pipeline {
             db,
             js,
             ingestor,
             prefix,
+            config,
         }
     }
 

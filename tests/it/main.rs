@@ -14,6 +14,7 @@ mod migrations;
 mod nats_platform;
 mod partition_function;
 mod publish;
+mod recovery;
 mod schema;
 mod schema_privileges;
 mod up;

@@ -1,0 +1,1 @@
+ALTER TABLE ingest_checkpoints DROP COLUMN leader_epoch;
