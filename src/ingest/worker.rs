@@ -1,6 +1,7 @@
 //! The ingest worker: pull a batch, commit it, ack it; one step at a time.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{
@@ -18,6 +19,9 @@ use crate::model::{Reason, Rejection};
 /// The first key of the per-stream leadership lock ("ACTI"); the second is the stream's hash.
 const INGEST_LEADER_LOCK: i32 = 0x4143_5449;
 
+/// How long past the server's pull expiry a batch is still read.
+const PULL_GRACE: Duration = Duration::from_millis(200);
+
 /// What one step did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -30,6 +34,13 @@ pub enum Step {
     },
     /// Nothing arrived within the batch wait.
     Idle,
+    /// The batch skipped messages the stream still holds (delivered to a pull that was
+    /// abandoned, or lost with a connection): nothing was committed, and the consumer now
+    /// delivers again from `from`, so no message is ever passed over.
+    Rewound {
+        /// The first sequence delivered next.
+        from: u64,
+    },
 }
 
 /// Pulls commands from the stream and appends them to the log.
@@ -38,7 +49,10 @@ pub struct Ingestor {
     _leader: sqlx::PgConnection,
     /// The fencing token every commit checks: a successor's claim stops this ingestor.
     epoch: i64,
-    consumer: PullConsumer,
+    stream: stream::Stream,
+    consumer: std::sync::Mutex<PullConsumer>,
+    /// The last stream sequence this leader committed; the next batch must follow it.
+    last_seq: AtomicU64,
     log: Arc<EventLog>,
     config: IngestConfig,
     shutdown: CancellationToken,
@@ -74,25 +88,7 @@ impl Ingestor {
         )?;
         let claimed = registry::claim_leadership(&mut leader, &config.stream).await?;
         let checkpoint = claimed.last_seq;
-        let deliver_policy = match checkpoint {
-            0 => DeliverPolicy::All,
-            seq => DeliverPolicy::ByStartSequence {
-                start_sequence: seq + 1,
-            },
-        };
-        // Deleting fails harmlessly when there is no such consumer yet.
-        let _ = stream.delete_consumer(&config.durable).await;
-        let consumer = stream
-            .create_consumer(pull::Config {
-                durable_name: Some(config.durable.clone()),
-                deliver_policy,
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: config.ack_wait,
-                max_ack_pending: (config.batch_max * 4) as i64,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| IngestError::Nats(format!("create consumer {}: {e}", config.durable)))?;
+        let consumer = bind_consumer(&stream, &config, checkpoint + 1).await?;
         tracing::info!(stream = %config.stream, from_sequence = checkpoint + 1, "consumer bound");
         // Series exist from the start, at zero, as Prometheus expects.
         for name in [
@@ -105,7 +101,9 @@ impl Ingestor {
         Ok(Ingestor {
             _leader: leader,
             epoch: claimed.leader_epoch,
-            consumer,
+            stream,
+            consumer: std::sync::Mutex::new(consumer),
+            last_seq: AtomicU64::new(checkpoint),
             log,
             config,
             shutdown: CancellationToken::new(),
@@ -119,18 +117,32 @@ impl Ingestor {
     }
 
     async fn fetch(&self) -> Result<Vec<jetstream::Message>, IngestError> {
-        let mut batch = self
-            .consumer
+        let consumer = self.consumer.lock().expect("consumer lock").clone();
+        let mut batch = consumer
             .batch()
             .max_messages(self.config.batch_max)
             .expires(self.config.batch_wait)
             .messages()
             .await
             .map_err(|e| IngestError::Nats(format!("pull a batch: {e}")))?;
+        // nats-server 2.9 sends no timeout status when a pull it filled only in part
+        // expires, so stop reading once the server's expiry has surely passed; anything it
+        // still delivers to the abandoned pull is caught by the sequence check.
+        let deadline = tokio::time::sleep(self.config.batch_wait + PULL_GRACE);
+        tokio::pin!(deadline);
         let mut messages = Vec::new();
-        while let Some(m) = batch.next().await {
-            messages.push(m.map_err(|e| IngestError::Nats(format!("receive a message: {e}")))?);
+        loop {
+            tokio::select! {
+                next = batch.next() => match next {
+                    Some(m) => messages
+                        .push(m.map_err(|e| IngestError::Nats(format!("receive a message: {e}")))?),
+                    None => break,
+                },
+                _ = &mut deadline => break,
+            }
         }
+        // Stream order, whatever order redeliveries came in.
+        messages.sort_by_key(|m| m.info().map(|i| i.stream_sequence).unwrap_or(0));
         Ok(messages)
     }
 
@@ -140,6 +152,9 @@ impl Ingestor {
         }
         let started = Instant::now();
         let inbound: Vec<Inbound> = messages.iter().map(inbound).collect::<Result<_, _>>()?;
+        if let Some(lost) = self.first_skipped(&inbound).await? {
+            return self.rewind(lost).await;
+        }
         metrics::counter!("activity_commands_received_total").increment(inbound.len() as u64);
         let outcome = match self.commit_with_retry(&messages, &inbound).await {
             Ok(outcome) => outcome,
@@ -152,6 +167,9 @@ impl Ingestor {
             }
             Err(e) => return Err(e),
         };
+        if let Some(last) = inbound.iter().map(|m| m.stream_seq).max() {
+            self.last_seq.fetch_max(last, Ordering::SeqCst);
+        }
         for m in &messages {
             // A lost ack means a redelivery, which the ledger turns into a duplicate.
             if let Err(e) = m.ack().await {
@@ -166,6 +184,61 @@ impl Ingestor {
             messages: messages.len(),
             outcome,
         })
+    }
+
+    /// The first sequence after the last commit that this (ordered) batch passes over while
+    /// the stream still holds it. Sequences the stream no longer holds (deleted, or aged
+    /// out by its limits) are gaps, not losses.
+    async fn first_skipped(&self, inbound: &[Inbound]) -> Result<Option<u64>, IngestError> {
+        let mut expected = self.last_seq.load(Ordering::SeqCst) + 1;
+        let mut first_held: Option<u64> = None;
+        for m in inbound {
+            if m.stream_seq > expected {
+                let first = match first_held {
+                    Some(f) => f,
+                    None => *first_held.insert(self.first_held().await?),
+                };
+                for seq in expected.max(first)..m.stream_seq {
+                    if self.still_held(seq).await? {
+                        return Ok(Some(seq));
+                    }
+                }
+            }
+            expected = expected.max(m.stream_seq + 1);
+        }
+        Ok(None)
+    }
+
+    async fn first_held(&self) -> Result<u64, IngestError> {
+        let info = self
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| IngestError::Nats(format!("read stream info: {e}")))?;
+        Ok(info.state.first_sequence)
+    }
+
+    async fn still_held(&self, seq: u64) -> Result<bool, IngestError> {
+        match self.stream.get_raw_message(seq).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(false),
+            Err(e) => Err(IngestError::Nats(format!(
+                "look up stream sequence {seq}: {e}"
+            ))),
+        }
+    }
+
+    /// Recreates the consumer to deliver again from `from`; the batch in hand is dropped
+    /// un-acked (the old consumer's deliveries die with it).
+    async fn rewind(&self, from: u64) -> Result<Step, IngestError> {
+        tracing::warn!(
+            from_sequence = from,
+            "a batch skipped messages the stream holds; delivering again from the first"
+        );
+        metrics::counter!("activity_ingest_rewinds_total").increment(1);
+        let consumer = bind_consumer(&self.stream, &self.config, from).await?;
+        *self.consumer.lock().expect("consumer lock") = consumer;
+        Ok(Step::Rewound { from })
     }
 
     /// Commits, retrying while the database is unreachable. A batch PostgreSQL refuses is
@@ -324,6 +397,33 @@ impl Ingestor {
             }
         }
     }
+}
+
+/// (Re)creates the durable pull consumer to deliver from stream sequence `from`.
+async fn bind_consumer(
+    stream: &stream::Stream,
+    config: &IngestConfig,
+    from: u64,
+) -> Result<PullConsumer, IngestError> {
+    let deliver_policy = match from {
+        0 | 1 => DeliverPolicy::All,
+        seq => DeliverPolicy::ByStartSequence {
+            start_sequence: seq,
+        },
+    };
+    // Deleting fails harmlessly when there is no such consumer yet.
+    let _ = stream.delete_consumer(&config.durable).await;
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(config.durable.clone()),
+            deliver_policy,
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: config.ack_wait,
+            max_ack_pending: (config.batch_max * 4) as i64,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| IngestError::Nats(format!("create consumer {}: {e}", config.durable)))
 }
 
 fn superseded(error: LogError) -> IngestError {

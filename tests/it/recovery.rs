@@ -11,6 +11,7 @@ use activity_store::ingest::{IngestConfig, IngestError, Ingestor};
 use activity_store::log::{EventLog, migrate};
 use activity_store::ops::{NatsConfig, NatsServer, PgConfig, PgServer};
 use async_nats::jetstream;
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -325,4 +326,33 @@ async fn an_ingestor_whose_lock_passed_to_a_successor_commits_nothing_more() {
     assert_eq!(handled, 1, "the successor gets the message at once");
     assert_eq!(p.count("SELECT count(*) FROM users").await, 1);
     assert_eq!(p.count("SELECT count(*) FROM events").await, 2);
+}
+
+#[tokio::test]
+async fn messages_delivered_to_an_abandoned_pull_are_delivered_again_not_skipped() {
+    let p = Pipeline::new().await;
+    p.publish(create_tenant("acme")).await;
+    p.publish(register("acme", "ann")).await;
+    for _ in 0..5 {
+        p.publish(activity("acme", "ann")).await;
+    }
+    // Another pull on the same durable takes the first two messages and never acks them, as
+    // a pull abandoned mid-delivery or a connection lost with messages in flight would.
+    let consumer: jetstream::consumer::PullConsumer =
+        p.js.get_stream(&p.config.stream)
+            .await
+            .unwrap()
+            .get_consumer(&p.config.durable)
+            .await
+            .unwrap();
+    let mut taken = consumer.fetch().max_messages(2).messages().await.unwrap();
+    let mut n = 0;
+    while let Some(m) = taken.next().await {
+        m.unwrap();
+        n += 1;
+    }
+    assert_eq!(n, 2);
+    assert_eq!(p.drain().await, 7, "the two taken messages come back first");
+    assert_eq!(p.count("SELECT count(*) FROM events").await, 7);
+    assert_eq!(p.count("SELECT count(*) FROM dead_letters").await, 0);
 }
