@@ -67,6 +67,24 @@ pub struct Cli {
         default_value_t = 30
     )]
     pub ack_wait_secs: u64,
+    /// Most commands committed in one ingest transaction.
+    #[arg(
+        long,
+        global = true,
+        env = "ACTIVITY_BATCH_MAX",
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u32).range(1..=100_000)
+    )]
+    pub batch_max: u32,
+    /// Longest wait, in milliseconds, for an ingest batch to fill.
+    #[arg(
+        long,
+        global = true,
+        env = "ACTIVITY_BATCH_WAIT_MS",
+        default_value_t = 50,
+        value_parser = clap::value_parser!(u64).range(1..=60_000)
+    )]
+    pub batch_wait_ms: u64,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -198,6 +216,8 @@ impl Cli {
                 stream: self.stream.clone(),
                 subjects: format!("{}.*", self.subject_prefix),
                 ack_wait: std::time::Duration::from_secs(self.ack_wait_secs.max(1)),
+                batch_max: self.batch_max as usize,
+                batch_wait: std::time::Duration::from_millis(self.batch_wait_ms),
                 ..Default::default()
             },
         }

@@ -1,0 +1,368 @@
+//! End-to-end ingest throughput, in one run on real servers (PostgreSQL with fsync on,
+//! nats-server with file storage): N commands published to NATS and committed to the log by
+//! the `activity-store run --ingest` binary, beside the raw publish ceiling of the same
+//! messages, the same-schema COPY ceiling of the events they became, and the naive
+//! one-INSERT-per-event baseline; plus the ingestor's peak RSS.
+//!
+//! `cargo bench --bench ingest` (10,000 then 1,000,000) or `cargo bench --bench ingest -- 100000`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use activity_store::log::copy::EVENT_COLUMNS;
+use activity_store::log::{EventLog, partitions};
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use chrono::{TimeZone, Utc};
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolCopyExt;
+use support::{TestDb, nats_url, unique_name};
+use tokio::process::{Child, Command};
+
+const USERS: usize = 1_000;
+const NAIVE_EVENTS: usize = 5_000;
+/// Publishes awaiting their acks at once, as `activity-store publish` keeps them.
+const IN_FLIGHT: usize = 1_024;
+
+/// A tenant, its users, then activities: `n` commands in all, as producers send them.
+fn commands(n: usize) -> Vec<(String, Bytes)> {
+    let first = Utc.with_ymd_and_hms(2026, 8, 1, 0, 0, 0).unwrap();
+    let mut out = vec![json!({"type": "create_tenant", "tenant": "acme", "name": "Acme"})];
+    out.extend((0..USERS.min(n - 1)).map(|u| {
+        json!({"type": "register_user", "tenant": "acme", "user": format!("user-{u}"),
+            "email": format!("user-{u}@example.com"), "name": format!("User {u}")})
+    }));
+    let activities = n - out.len();
+    out.extend((0..activities).map(|i| {
+        let at = first + chrono::Duration::seconds((i as i64 * 7) % (90 * 86_400));
+        json!({"type": "record_activity", "tenant": "acme", "user": format!("user-{}", i % USERS),
+            "activity_type": (["page.view", "login", "cart:add"][i % 3]),
+            "occurred_at": at.to_rfc3339(),
+            "metadata": {"path": format!("/catalog/items/{}", i % 5000), "session": uuid::Uuid::new_v4().to_string(),
+                "ua": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101", "ref": "https://example.com/landing?c=winter",
+                "n": i, "tags": ["web", "eu"]}})
+    }));
+    out.into_iter()
+        .map(|mut c| {
+            let id = uuid::Uuid::now_v7().to_string();
+            c["id"] = json!(id);
+            (id, serde_json::to_vec(&c).unwrap().into())
+        })
+        .collect()
+}
+
+fn bar(n: usize, label: &str) -> ProgressBar {
+    let pb = ProgressBar::new(n as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:<34} [{bar:30}] {pos}/{len} {per_sec}").unwrap(),
+    );
+    pb.set_message(label.to_owned());
+    pb
+}
+
+async fn create_stream(js: &jetstream::Context, prefix: &str) {
+    js.create_stream(stream::Config {
+        name: prefix.to_uppercase(),
+        subjects: vec![format!("{prefix}.commands.*")],
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+/// Publishes every command with `Nats-Msg-Id`, keeping `IN_FLIGHT` acks outstanding.
+async fn publish(
+    js: &jetstream::Context,
+    prefix: &str,
+    commands: &[(String, Bytes)],
+    pb: &ProgressBar,
+) {
+    let subject = format!("{prefix}.commands.acme");
+    let mut in_flight = VecDeque::with_capacity(IN_FLIGHT);
+    for (id, body) in commands {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id.as_str());
+        let ack = js
+            .publish_with_headers(subject.clone(), headers, body.clone())
+            .await
+            .unwrap();
+        in_flight.push_back(ack);
+        if in_flight.len() >= IN_FLIGHT {
+            in_flight.pop_front().unwrap().await.unwrap();
+            pb.inc(1);
+        }
+    }
+    for ack in in_flight {
+        ack.await.unwrap();
+        pb.inc(1);
+    }
+}
+
+/// (a) The same messages into a stream no one consumes.
+async fn publish_ceiling(js: &jetstream::Context, commands: &[(String, Bytes)]) -> f64 {
+    let prefix = unique_name("ceiling");
+    create_stream(js, &prefix).await;
+    let pb = bar(commands.len(), "raw publish ceiling");
+    let t = Instant::now();
+    publish(js, &prefix, commands, &pb).await;
+    let rate = commands.len() as f64 / t.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    js.delete_stream(prefix.to_uppercase()).await.unwrap();
+    rate
+}
+
+fn ingestor(db: &TestDb, prefix: &str, metrics_port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_activity-store"))
+        .args(["run", "--ingest", "--metrics-addr"])
+        .arg(format!("127.0.0.1:{metrics_port}"))
+        .args(["--stream", &prefix.to_uppercase(), "--subject-prefix"])
+        .arg(format!("{prefix}.commands"))
+        .env("DATABASE_URL", db.url())
+        .env("NATS_URL", nats_url())
+        .env("RUST_LOG", "warn")
+        .args(
+            std::env::var("INGEST_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the ingestor")
+}
+
+async fn ready(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let req = "GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let mut response = String::new();
+    s.write_all(req.as_bytes()).await.is_ok()
+        && s.read_to_string(&mut response).await.is_ok()
+        && response.starts_with("HTTP/1.1 200")
+}
+
+/// Peak resident set of a process, from the kernel's high-water mark, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+struct EndToEnd {
+    rate: f64,
+    seconds: f64,
+    peak_rss_mib: f64,
+    db: TestDb,
+}
+
+/// Publish → ingest → commit, timed from the first publish to the commit of the last one.
+async fn end_to_end(js: &jetstream::Context, commands: &[(String, Bytes)]) -> EndToEnd {
+    let db = TestDb::migrated().await;
+    let prefix = unique_name("e2e");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = ingestor(&db, &prefix, port);
+    while !ready(port).await {
+        assert!(child.try_wait().unwrap().is_none(), "the ingestor exited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let n = commands.len() as i64;
+    let pb = bar(commands.len(), "end to end (committed)");
+    let t = Instant::now();
+    let hidden = ProgressBar::hidden();
+    let publisher = publish(js, &prefix, commands, &hidden);
+    let committed = async {
+        loop {
+            let seq: Option<i64> =
+                sqlx::query_scalar("SELECT last_seq FROM ingest_checkpoints WHERE stream = $1")
+                    .bind(prefix.to_uppercase())
+                    .fetch_optional(&db.pool)
+                    .await
+                    .unwrap();
+            pb.set_position(seq.unwrap_or(0) as u64);
+            if seq == Some(n) {
+                return t.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    let ((), elapsed) = tokio::join!(publisher, committed);
+    pb.finish_and_clear();
+    let peak_rss_mib = peak_rss_mib(child.id().unwrap());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().await.unwrap().success());
+    let appended: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(appended, n, "every command became one event");
+    EndToEnd {
+        rate: n as f64 / elapsed.as_secs_f64(),
+        seconds: elapsed.as_secs_f64(),
+        peak_rss_mib,
+        db,
+    }
+}
+
+/// A fresh log with the partitions the events need.
+async fn empty_log_like(source: &PgPool) -> TestDb {
+    let db = TestDb::migrated().await;
+    let log = EventLog::open(db.pool.clone()).await.unwrap();
+    let (lo, hi): (chrono::DateTime<Utc>, chrono::DateTime<Utc>) =
+        sqlx::query_as("SELECT min(occurred_at), max(occurred_at) FROM events")
+            .fetch_one(source)
+            .await
+            .unwrap();
+    let (first, last) = (partitions::Month::of(lo), partitions::Month::of(hi));
+    let mut months = vec![first];
+    while *months.last().unwrap() != last {
+        months.push(months.last().unwrap().next());
+    }
+    log.ensure_months(&months).await.unwrap();
+    db
+}
+
+/// (b) The events the run appended, copied out and COPYed into an empty log in one
+/// transaction: the same rows, the same schema, nothing else timed.
+async fn copy_ceiling(source: &PgPool) -> f64 {
+    let statement = format!(
+        "COPY (SELECT {EVENT_COLUMNS} FROM events ORDER BY position) TO STDOUT (FORMAT binary)"
+    );
+    let mut out = source.copy_out_raw(&statement).await.unwrap();
+    let mut payload = Vec::new();
+    while let Some(chunk) = out.next().await {
+        payload.extend_from_slice(&chunk.unwrap());
+    }
+    drop(out);
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(source)
+        .await
+        .unwrap();
+    let target = empty_log_like(source).await;
+    let mut conn = target.pool.acquire().await.unwrap();
+    let t = Instant::now();
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    let mut copy = tx
+        .copy_in_raw(&format!(
+            "COPY events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"
+        ))
+        .await
+        .unwrap();
+    copy.send(payload).await.unwrap();
+    copy.finish().await.unwrap();
+    tx.commit().await.unwrap();
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+type Row = (
+    i64,
+    uuid::Uuid,
+    uuid::Uuid,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    serde_json::Value,
+    chrono::DateTime<Utc>,
+    chrono::DateTime<Utc>,
+    Option<String>,
+    Option<i64>,
+    Option<i32>,
+);
+
+/// (c) The naive baseline: the first events of the run, one INSERT and COMMIT each.
+async fn naive(source: &PgPool) -> f64 {
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {EVENT_COLUMNS} FROM events ORDER BY position LIMIT {NAIVE_EVENTS}"
+    )))
+    .fetch_all(source)
+    .await
+    .unwrap();
+    let target = empty_log_like(source).await;
+    let insert = format!(
+        "INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    );
+    let pb = bar(rows.len(), "naive INSERT + COMMIT per event");
+    let t = Instant::now();
+    for r in &rows {
+        sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
+            .bind(r.0)
+            .bind(r.1)
+            .bind(r.2)
+            .bind(&r.3)
+            .bind(&r.4)
+            .bind(&r.5)
+            .bind(&r.6)
+            .bind(&r.7)
+            .bind(r.8)
+            .bind(r.9)
+            .bind(&r.10)
+            .bind(r.11)
+            .bind(r.12)
+            .execute(&target.pool)
+            .await
+            .unwrap();
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    rows.len() as f64 / t.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    support::use_durable_servers();
+    let sizes: Vec<usize> = match std::env::args().skip(1).find_map(|a| a.parse().ok()) {
+        Some(n) => vec![n],
+        None => vec![10_000, 1_000_000],
+    };
+    let js = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    println!(
+        "ingest bench: PostgreSQL on loopback (fsync on), nats-server file storage, ~330-byte commands"
+    );
+    println!(
+        "{:>9}  {:<44} {:>12}  {:>9}",
+        "commands", "variant", "events/s", "e2e ÷"
+    );
+    for n in sizes {
+        let cmds = commands(n);
+        let ceiling = publish_ceiling(&js, &cmds).await;
+        let e2e = end_to_end(&js, &cmds).await;
+        let copy = copy_ceiling(&e2e.db.pool).await;
+        let naive = naive(&e2e.db.pool).await;
+        let rows = [
+            ("end to end: publish → ingest → commit", e2e.rate),
+            ("(a) raw publish ceiling (same messages)", ceiling),
+            ("(b) same-schema COPY ceiling (same events)", copy),
+            ("(c) naive INSERT + COMMIT per event (5k)", naive),
+        ];
+        for (label, rate) in rows {
+            println!(
+                "{n:>9}  {label:<44} {rate:>12.0}  {:>8.2}x",
+                e2e.rate / rate
+            );
+        }
+        println!(
+            "{n:>9}  end to end took {:.3} s; ingestor peak RSS {:.1} MiB",
+            e2e.seconds, e2e.peak_rss_mib
+        );
+    }
+}
