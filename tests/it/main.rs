@@ -13,6 +13,7 @@ mod ingest_support;
 mod migrations;
 mod nats_platform;
 mod partition_function;
+mod producers;
 mod publish;
 mod recovery;
 mod schema;

@@ -1,0 +1,40 @@
+"""Publish activity-store commands from Python with nats-py (pip install nats-py).
+
+Usage: NATS_URL=nats://127.0.0.1:4222 python3 publish.py [SUBJECT_PREFIX]
+Prints each command's stream sequence; the store's tests run this file as it is.
+"""
+import asyncio
+import json
+import os
+import sys
+import uuid
+
+import nats
+
+
+async def main() -> None:
+    prefix = sys.argv[1] if len(sys.argv) > 1 else "activity.commands"
+    nc = await nats.connect(os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
+    js = nc.jetstream()
+    tenant = "acme"
+    commands = [
+        {"type": "create_tenant", "tenant": tenant, "name": "Acme"},
+        {"type": "register_user", "tenant": tenant, "user": "ann", "email": "ann@example.com"},
+        {"type": "record_activity", "tenant": tenant, "user": "ann",
+         "activity_type": "login", "metadata": {"ip": "10.0.0.1"}},
+    ]
+    for command in commands:
+        # One id per command, kept across retries: uuid7 where available (Python 3.14+).
+        command["id"] = str(uuid.uuid4())
+        # Waits for the stream's ack; on error, retry with the same body and the same id.
+        ack = await js.publish(
+            f"{prefix}.{tenant}",
+            json.dumps(command).encode(),
+            headers={"Nats-Msg-Id": command["id"]},
+        )
+        print(ack.seq)
+    await nc.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

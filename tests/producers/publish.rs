@@ -1,0 +1,36 @@
+//! Publish activity-store commands from Rust with async-nats; the store's tests call this
+//! function as it is.
+
+use async_nats::jetstream;
+use serde_json::{Value, json};
+
+/// Publishes a tenant, a user and one activity; returns their stream sequences.
+pub async fn publish_example(nats_url: &str, prefix: &str) -> Result<Vec<u64>, async_nats::Error> {
+    let js = jetstream::new(async_nats::connect(nats_url).await?);
+    let tenant = "acme";
+    let commands: Vec<Value> = vec![
+        json!({"type": "create_tenant", "tenant": tenant, "name": "Acme"}),
+        json!({"type": "register_user", "tenant": tenant, "user": "ann", "email": "ann@example.com"}),
+        json!({"type": "record_activity", "tenant": tenant, "user": "ann",
+            "activity_type": "login", "metadata": {"ip": "10.0.0.1"}}),
+    ];
+    let mut sequences = Vec::new();
+    for mut command in commands {
+        // One id per command, kept across retries; time-ordered ids append fastest.
+        let id = uuid::Uuid::now_v7().to_string();
+        command["id"] = json!(id);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id.as_str());
+        // The second await is the stream's ack; on error, retry with the same body and id.
+        let ack = js
+            .publish_with_headers(
+                format!("{prefix}.{tenant}"),
+                headers,
+                serde_json::to_vec(&command)?.into(),
+            )
+            .await?
+            .await?;
+        sequences.push(ack.sequence);
+    }
+    Ok(sequences)
+}
