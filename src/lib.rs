@@ -7,3 +7,5 @@ pub mod ingest;
 pub mod log;
 pub mod model;
 pub mod ops;
+pub mod project;
+pub mod query;

@@ -1,0 +1,24 @@
+-- The read side's home. `analytics` holds the read models readers query, each one a table
+-- that its projection (projections/<name>/) creates with row-level security forced.
+-- `projection_state` holds what folds need and readers must not see.
+CREATE SCHEMA analytics;
+CREATE SCHEMA projection_state;
+
+-- Readers: NOLOGIN; operators grant it to login roles. It sees analytics rows only of the
+-- tenant set with `SET activity.tenant = '<tenant>'` (or set_config), and nothing else.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'activity_reader') THEN
+        CREATE ROLE activity_reader NOLOGIN;
+    END IF;
+END
+$$;
+GRANT USAGE ON SCHEMA analytics TO activity_reader;
+GRANT USAGE ON SCHEMA analytics, projection_state TO activity_writer;
+
+-- The tenant a reader's session or transaction is scoped to; NULL when none is set, which
+-- matches no row, so a forgotten SET fails closed.
+CREATE FUNCTION analytics.current_tenant() RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT nullif(current_setting('activity.tenant', true), '') $$;
+GRANT EXECUTE ON FUNCTION analytics.current_tenant() TO activity_reader;

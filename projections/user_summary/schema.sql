@@ -1,0 +1,26 @@
+-- analytics.user_summary: one row per registered user the store still knows.
+CREATE TABLE analytics.user_summary (
+    tenant                 text        NOT NULL,
+    user_id                text        NOT NULL,
+    name                   text,
+    email                  text        NOT NULL,
+    -- Over the user's activities; NULL until the first one.
+    first_seen             timestamptz,
+    last_seen              timestamptz,
+    events                 bigint      NOT NULL DEFAULT 0,
+    -- Of the latest activity by occurred_at, ties broken by log position.
+    last_activity_type     text,
+    last_activity_position bigint,
+    -- The last log position this row reflects.
+    position               bigint      NOT NULL,
+    PRIMARY KEY (tenant, user_id)
+);
+
+ALTER TABLE analytics.user_summary ENABLE ROW LEVEL SECURITY;
+ALTER TABLE analytics.user_summary FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_reads ON analytics.user_summary FOR SELECT TO activity_reader
+    USING (tenant = analytics.current_tenant());
+CREATE POLICY projector_writes ON analytics.user_summary FOR ALL TO activity_writer
+    USING (true) WITH CHECK (true);
+GRANT SELECT ON analytics.user_summary TO activity_reader;
+GRANT SELECT, INSERT, UPDATE, DELETE ON analytics.user_summary TO activity_writer;

@@ -1,0 +1,207 @@
+//! Installing a projection, and folding one window of the log into it: the window's changes
+//! and the checkpoint commit in one transaction.
+//!
+//! Appends are serialised by the append lock, which is released only after an append's rows
+//! are visible. So once position `m` is visible, every position below it has committed or
+//! was never used: folding up to the largest visible position never passes over an event
+//! that is still to come. An append transaction left open holds every later append (and so
+//! the projectors) back; `appends_held_back_for` measures that.
+
+use std::time::Instant;
+
+use sqlx::{PgPool, Postgres, Transaction};
+
+use super::{ProjectError, Projection};
+use crate::log::{APPEND_LOCK, LogError, db};
+
+/// The first key of a projection's install lock ("PROJ"); the second is its name's hash.
+const INSTALL_LOCK: i32 = 0x5052_4f4a;
+
+/// What one fold did: it folded positions `(after, upto]`; nothing when they are equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FoldOutcome {
+    /// The checkpoint before.
+    pub after: i64,
+    /// The checkpoint after.
+    pub upto: i64,
+}
+
+impl FoldOutcome {
+    /// Whether the projection had nothing left to fold.
+    pub fn caught_up(&self) -> bool {
+        self.after == self.upto
+    }
+}
+
+async fn lock_projection(
+    tx: &mut Transaction<'_, Postgres>,
+    p: &Projection,
+) -> Result<(), ProjectError> {
+    db(
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(INSTALL_LOCK)
+            .bind(&p.name)
+            .execute(&mut **tx)
+            .await,
+        "take a projection's install lock",
+    )?;
+    Ok(())
+}
+
+/// Creates `p`'s tables and fold if they are missing or of another version (which drops the
+/// old ones and starts again from position 0). Returns whether it (re)installed.
+pub async fn install(pool: &PgPool, p: &Projection) -> Result<bool, ProjectError> {
+    let mut tx = db(pool.begin().await, "begin a projection install")?;
+    lock_projection(&mut tx, p).await?;
+    let installed: Option<i32> = db(
+        sqlx::query_scalar("SELECT version FROM projection_checkpoints WHERE projection = $1")
+            .bind(&p.name)
+            .fetch_optional(&mut *tx)
+            .await,
+        "read a projection's version",
+    )?;
+    if installed == Some(p.version) {
+        return Ok(false);
+    }
+    if let Some(old) = installed {
+        tracing::info!(projection = %p.name, from = old, to = p.version, "new version: rebuilding");
+    }
+    reinstall_in(&mut tx, p).await?;
+    db(tx.commit().await, "commit a projection install")?;
+    Ok(true)
+}
+
+/// Drops `p`'s tables and creates them empty at checkpoint 0: the next folds rebuild it
+/// from the whole log.
+pub async fn reinstall(pool: &PgPool, p: &Projection) -> Result<(), ProjectError> {
+    let mut tx = db(pool.begin().await, "begin a projection rebuild")?;
+    lock_projection(&mut tx, p).await?;
+    reinstall_in(&mut tx, p).await?;
+    db(tx.commit().await, "commit a projection rebuild")?;
+    Ok(())
+}
+
+async fn reinstall_in(
+    tx: &mut Transaction<'_, Postgres>,
+    p: &Projection,
+) -> Result<(), ProjectError> {
+    for table in &p.tables {
+        // Names were checked against [a-z0-9_] when the registry was read.
+        let drop = format!("DROP TABLE IF EXISTS {table} CASCADE");
+        db(
+            sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(&mut **tx)
+                .await,
+            "drop a projection's table",
+        )?;
+    }
+    db(
+        sqlx::raw_sql(p.schema).execute(&mut **tx).await,
+        "create a projection's tables",
+    )?;
+    db(
+        sqlx::raw_sql(p.fold).execute(&mut **tx).await,
+        "create a projection's fold",
+    )?;
+    db(
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (projection, version, position) VALUES ($1, $2, 0) \
+             ON CONFLICT (projection) DO UPDATE \
+             SET version = EXCLUDED.version, position = 0, updated_at = now()",
+        )
+        .bind(&p.name)
+        .bind(p.version)
+        .execute(&mut **tx)
+        .await,
+        "reset a projection's checkpoint",
+    )?;
+    Ok(())
+}
+
+/// Folds the next window of at most `max_window` positions into `p`, with its checkpoint, in
+/// one transaction. The checkpoint row is locked first, so two folders of one projection
+/// (a lease lost unnoticed) take turns rather than fold a window twice.
+pub async fn fold_next(
+    pool: &PgPool,
+    p: &Projection,
+    max_window: i64,
+) -> Result<FoldOutcome, ProjectError> {
+    let started = Instant::now();
+    let mut tx = db(pool.begin().await, "begin a fold")?;
+    let row: Option<(i64, i32)> = db(
+        sqlx::query_as(
+            "SELECT position, version FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
+        )
+        .bind(&p.name)
+        .fetch_optional(&mut *tx)
+        .await,
+        "lock a projection's checkpoint",
+    )?;
+    let after = match row {
+        Some((position, version)) if version == p.version => position,
+        _ => {
+            return Err(ProjectError::Invalid {
+                name: p.name.clone(),
+                problem: format!("version {} is not installed", p.version),
+            });
+        }
+    };
+    let visible: Option<i64> = db(
+        sqlx::query_scalar("SELECT max(position) FROM events")
+            .fetch_one(&mut *tx)
+            .await,
+        "read the log's last position",
+    )?;
+    let upto = visible
+        .unwrap_or(0)
+        .min(after.saturating_add(max_window.max(1)));
+    if upto <= after {
+        return Ok(FoldOutcome { after, upto: after });
+    }
+    db(
+        sqlx::query(sqlx::AssertSqlSafe(p.fold_call()))
+            .bind(after)
+            .bind(upto)
+            .execute(&mut *tx)
+            .await,
+        "fold a window",
+    )?;
+    db(
+        sqlx::query(
+            "UPDATE projection_checkpoints SET position = $2, updated_at = now() WHERE projection = $1",
+        )
+        .bind(&p.name)
+        .bind(upto)
+        .execute(&mut *tx)
+        .await,
+        "move a projection's checkpoint",
+    )?;
+    db(tx.commit().await, "commit a fold")?;
+    let labels = [("projection", p.name.clone())];
+    metrics::gauge!("activity_projection_position", &labels).set(upto as f64);
+    metrics::counter!("activity_projection_folded_positions_total", &labels)
+        .increment((upto - after) as u64);
+    metrics::histogram!("activity_projection_fold_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    Ok(FoldOutcome { after, upto })
+}
+
+/// How long the append transaction now holding the append lock has been open, in seconds
+/// (0 when none is): how long every projector's safe position has been held back. Needs a
+/// role that may see other sessions' `xact_start` (pg_read_all_stats) to see others' appends.
+pub async fn appends_held_back_for(pool: &PgPool) -> Result<f64, LogError> {
+    let key = APPEND_LOCK as u64;
+    db(
+        sqlx::query_scalar(
+            "SELECT coalesce(extract(epoch FROM now() - min(a.xact_start)), 0)::float8 \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+               AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid",
+        )
+        .bind((key >> 32) as i64)
+        .bind((key & 0xffff_ffff) as i64)
+        .fetch_one(pool)
+        .await,
+        "measure how long appends are held back",
+    )
+}

@@ -1,0 +1,31 @@
+//! The read side's engine: projections (found in `projections/`), installed and folded over
+//! windows of log positions, each window and its checkpoint in one transaction.
+
+mod fold;
+mod registry;
+mod worker;
+
+pub use fold::{FoldOutcome, appends_held_back_for, fold_next, install, reinstall};
+pub use registry::{Projection, ProjectionSource, projections};
+pub use worker::{ProjectConfig, Projector};
+
+use crate::log::LogError;
+
+/// What can stop a projection.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    /// The log or a read table could not be read or written.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A projection's folder is not valid.
+    #[error("projection {name}: {problem}")]
+    Invalid {
+        /// The folder's name, or the projection's.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// No projection has this name.
+    #[error("no projection is named {0}")]
+    Unknown(String),
+}

@@ -1,0 +1,120 @@
+//! The projections the binary carries: every folder under `projections/`, found by
+//! `build.rs`, each with `projection.json`, `schema.sql` and `fold.sql`.
+
+use serde::Deserialize;
+
+use super::ProjectError;
+
+/// A projection's files, as embedded at build time.
+#[derive(Debug, Clone, Copy)]
+pub struct ProjectionSource {
+    /// `projection.json`.
+    pub manifest: &'static str,
+    /// `schema.sql`: its tables, indexes, row-level security and grants.
+    pub schema: &'static str,
+    /// `fold.sql`: creates `projection_state.fold_<name>(after bigint, upto bigint)`.
+    pub fold: &'static str,
+}
+
+const SOURCES: &[ProjectionSource] = include!(concat!(env!("OUT_DIR"), "/projections.rs"));
+
+/// One projection: a name, a version (bumping it means a rebuild), its tables and its fold.
+#[derive(Debug, Clone)]
+pub struct Projection {
+    /// Its name, also the name of its main read table in `analytics`.
+    pub name: String,
+    /// Its version.
+    pub version: i32,
+    /// Every table it owns, schema-qualified; dropped when it is rebuilt.
+    pub tables: Vec<String>,
+    /// What it is for.
+    pub about: String,
+    /// `schema.sql`.
+    pub schema: &'static str,
+    /// `fold.sql`.
+    pub fold: &'static str,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    name: String,
+    version: i32,
+    tables: Vec<String>,
+    about: String,
+}
+
+impl Projection {
+    /// The SQL that folds positions `(after, upto]`.
+    pub fn fold_call(&self) -> String {
+        format!("SELECT projection_state.fold_{}($1, $2)", self.name)
+    }
+
+    fn from_source(source: &ProjectionSource) -> Result<Projection, ProjectError> {
+        let m: Manifest =
+            serde_json::from_str(source.manifest).map_err(|e| ProjectError::Invalid {
+                name: "?".into(),
+                problem: format!("projection.json: {e}"),
+            })?;
+        let invalid = |problem: &str| ProjectError::Invalid {
+            name: m.name.clone(),
+            problem: problem.into(),
+        };
+        let identifier = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
+        if !identifier(&m.name) {
+            return Err(invalid("the name must be lower-case letters, digits and _"));
+        }
+        if m.version < 1 {
+            return Err(invalid("the version must be 1 or more"));
+        }
+        let qualified = |t: &String| {
+            t.split_once('.').is_some_and(|(schema, table)| {
+                matches!(schema, "analytics" | "projection_state") && identifier(table)
+            })
+        };
+        if m.tables.is_empty() || !m.tables.iter().all(qualified) {
+            return Err(invalid(
+                "tables must be analytics.<name> or projection_state.<name>",
+            ));
+        }
+        Ok(Projection {
+            name: m.name,
+            version: m.version,
+            tables: m.tables,
+            about: m.about,
+            schema: source.schema,
+            fold: source.fold,
+        })
+    }
+}
+
+/// Every projection, in name order.
+pub fn projections() -> Result<Vec<Projection>, ProjectError> {
+    SOURCES.iter().map(Projection::from_source).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_three_read_models_are_registered_and_valid() {
+        let names: Vec<String> = projections().unwrap().into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["activity_feed", "daily_activity", "user_summary"]);
+    }
+
+    #[test]
+    fn a_table_outside_the_projection_schemas_is_refused() {
+        let source = ProjectionSource {
+            manifest: r#"{"name": "x", "version": 1, "tables": ["public.events"], "about": ""}"#,
+            schema: "",
+            fold: "",
+        };
+        let e = Projection::from_source(&source).unwrap_err();
+        assert!(e.to_string().contains("tables must be"), "{e}");
+    }
+}
