@@ -7,7 +7,7 @@ use super::{Cli, CliError, MigrateAction, PartitionsAction};
 use crate::log::partitions::{self, Month};
 use crate::log::{LogError, migrate as migrations};
 
-async fn connect(cli: &Cli) -> Result<PgPool, CliError> {
+pub(super) async fn connect(cli: &Cli) -> Result<PgPool, CliError> {
     let url = cli.resolve_database_url()?;
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)

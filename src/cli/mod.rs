@@ -2,6 +2,7 @@
 
 mod admin;
 mod publish;
+mod query;
 
 use std::path::PathBuf;
 
@@ -92,13 +93,25 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start a private PostgreSQL and NATS under --data-dir, migrate, and ingest until Ctrl-C.
+    /// Start a private PostgreSQL and NATS under --data-dir, migrate, then ingest and project
+    /// until Ctrl-C.
     Up,
     /// Run the store's roles against existing servers until Ctrl-C or SIGTERM.
     Run {
         /// Ingest commands from NATS into the log.
         #[arg(long)]
         ingest: bool,
+        /// Fold the log into the read models.
+        #[arg(long)]
+        project: bool,
+    },
+    /// Read the read models of one tenant (as activity_reader, under row-level security).
+    Query {
+        #[command(subcommand)]
+        read: query::Read,
+        /// One JSON object a line instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
     },
     /// Publish JSON lines (a file, or - for standard input) as commands.
     Publish {
@@ -176,8 +189,14 @@ pub enum CliError {
     #[error("cannot read input: {0}")]
     Input(String),
     /// Nothing to run.
-    #[error("nothing to run: pass --ingest")]
+    #[error("nothing to run: pass --ingest, --project or both")]
     NoRole,
+    /// A read found nothing.
+    #[error("{0}")]
+    NotFound(String),
+    /// The projector could not start.
+    #[error(transparent)]
+    Project(#[from] crate::project::ProjectError),
     /// Some lines were not published.
     #[error("{0} line(s) were not valid commands and were not sent")]
     NotAllPublished(usize),
@@ -206,12 +225,14 @@ impl Cli {
             .ok_or(CliError::NoNats)
     }
 
-    fn serve_config(&self, database_url: String, nats_url: String) -> ServeConfig {
+    fn serve_config(&self, database_url: String, nats_url: String, roles: Roles) -> ServeConfig {
         ServeConfig {
             database_url,
             nats_url,
             metrics_addr: self.metrics_addr,
-            ingest: true,
+            ingest: roles.ingest,
+            project: roles.project,
+            project_config: crate::project::ProjectConfig::default(),
             ingest_config: IngestConfig {
                 stream: self.stream.clone(),
                 subjects: format!("{}.*", self.subject_prefix),
@@ -224,17 +245,30 @@ impl Cli {
     }
 }
 
+/// Which roles a process runs.
+#[derive(Debug, Clone, Copy)]
+struct Roles {
+    ingest: bool,
+    project: bool,
+}
+
 /// Runs a parsed command line to completion.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match &cli.command {
         Command::Up => up(&cli).await,
-        Command::Run { ingest } => {
-            if !ingest {
+        Command::Run { ingest, project } => {
+            if !ingest && !project {
                 return Err(CliError::NoRole);
             }
-            let config = cli.serve_config(cli.resolve_database_url()?, cli.resolve_nats_url()?);
+            let roles = Roles {
+                ingest: *ingest,
+                project: *project,
+            };
+            let config =
+                cli.serve_config(cli.resolve_database_url()?, cli.resolve_nats_url()?, roles);
             serve_until_signal(config).await
         }
+        Command::Query { read, json } => query::run(&cli, read, *json).await,
         Command::Publish { input, rate } => {
             let report =
                 publish::publish(&cli.resolve_nats_url()?, &cli.subject_prefix, input, *rate)
@@ -258,8 +292,12 @@ async fn up(cli: &Cli) -> Result<(), CliError> {
     println!("DATABASE_URL={}", embedded.database_url());
     println!("NATS_URL={}", embedded.nats_url());
     tracing::info!(env_file = %embedded.env_file().display(), "activity-store is up; Ctrl-C to stop");
-    let served =
-        serve_until_signal(cli.serve_config(embedded.database_url(), embedded.nats_url())).await;
+    let roles = Roles {
+        ingest: true,
+        project: true,
+    };
+    let config = cli.serve_config(embedded.database_url(), embedded.nats_url(), roles);
+    let served = serve_until_signal(config).await;
     embedded.stop().await?;
     served
 }

@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use super::metrics::{Health, serve as serve_metrics};
 use crate::ingest::{IngestConfig, IngestError, Ingestor};
 use crate::log::{EventLog, LogError, db};
+use crate::project::{ProjectConfig, ProjectError, Projector};
 
 /// Where the roles connect and what they run.
 #[derive(Debug, Clone)]
@@ -25,6 +26,10 @@ pub struct ServeConfig {
     pub ingest: bool,
     /// The ingestor's settings.
     pub ingest_config: IngestConfig,
+    /// Whether to run the projector.
+    pub project: bool,
+    /// The projector's settings.
+    pub project_config: ProjectConfig,
 }
 
 /// What can stop the roles from starting.
@@ -36,6 +41,9 @@ pub enum ServeError {
     /// NATS or the ingestor.
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    /// The projector.
+    #[error(transparent)]
+    Project(#[from] ProjectError),
     /// The metrics endpoint could not listen.
     #[error("could not listen for metrics on {addr}: {source}")]
     Metrics {
@@ -60,9 +68,10 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
     let nats = async_nats::connect(&config.nats_url)
         .await
         .map_err(|e| IngestError::Nats(format!("connect to {}: {e}", config.nats_url)))?;
-    let consumer_bound = Arc::new(AtomicBool::new(false));
+    // Ready means the consumer is bound when this process ingests.
+    let consumer_bound = Arc::new(AtomicBool::new(!config.ingest));
     let health = Health {
-        pool,
+        pool: pool.clone(),
         nats: nats.clone(),
         consumer_bound: consumer_bound.clone(),
     };
@@ -79,6 +88,16 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
             tracing::error!(error = %e, "metrics endpoint stopped");
         }
     });
+    if config.project {
+        let projector = Projector::start(pool.clone(), config.project_config.clone()).await?;
+        tracing::info!(projections = projector.projections().len(), "projecting");
+        let token = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = projector.run(token).await {
+                tracing::error!(error = %e, "projector stopped; restart to resume from the checkpoints");
+            }
+        });
+    }
     if config.ingest {
         let js = async_nats::jetstream::new(nats);
         let ingestor = Ingestor::start(&js, log, config.ingest_config.clone()).await?;

@@ -1,0 +1,6 @@
+//! Tenant-scoped reads of the read models, each in a transaction as `activity_reader` with
+//! the tenant set, so row-level security applies even to a privileged connection.
+
+mod reads;
+
+pub use reads::{DailyRow, FEED_BY_METADATA_SQL, FEED_SQL, FeedRow, UserRow, daily, feed, user};

@@ -1,0 +1,130 @@
+//! The three reads readers have; every one takes a tenant.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::log::{LogError, db};
+
+/// One activity of a user's feed.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct FeedRow {
+    pub tenant: String,
+    pub user_id: String,
+    pub event_id: uuid::Uuid,
+    pub activity_type: String,
+    pub occurred_at: DateTime<Utc>,
+    pub metadata: serde_json::Value,
+}
+
+/// One tenant's activity of one type on one UTC day.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct DailyRow {
+    pub tenant: String,
+    pub day: NaiveDate,
+    pub activity_type: String,
+    pub events: i64,
+    pub users: i64,
+}
+
+/// One user's summary, and the log position it reflects.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct UserRow {
+    pub tenant: String,
+    pub user_id: String,
+    pub name: Option<String>,
+    pub email: String,
+    pub first_seen: Option<DateTime<Utc>>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub events: i64,
+    pub last_activity_type: Option<String>,
+    pub position: i64,
+}
+
+/// A user's feed, newest first (ties: latest logged first).
+pub const FEED_SQL: &str = "SELECT tenant, user_id, event_id, activity_type, occurred_at, metadata \
+     FROM analytics.activity_feed WHERE tenant = $1 AND user_id = $2 \
+     ORDER BY occurred_at DESC, position DESC LIMIT $3";
+
+/// A user's feed, only the activities whose metadata contains `$4`.
+pub const FEED_BY_METADATA_SQL: &str = "SELECT tenant, user_id, event_id, activity_type, occurred_at, metadata \
+     FROM analytics.activity_feed WHERE tenant = $1 AND user_id = $2 AND metadata @> $4 \
+     ORDER BY occurred_at DESC, position DESC LIMIT $3";
+
+/// A transaction as `activity_reader`, scoped to `tenant` by row-level security.
+async fn scoped<'a>(pool: &'a PgPool, tenant: &str) -> Result<Transaction<'a, Postgres>, LogError> {
+    let mut tx = db(pool.begin().await, "begin a read")?;
+    db(
+        sqlx::query("SET LOCAL ROLE activity_reader")
+            .execute(&mut *tx)
+            .await,
+        "read as activity_reader",
+    )?;
+    db(
+        sqlx::query("SELECT set_config('activity.tenant', $1, true)")
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await,
+        "set the reader's tenant",
+    )?;
+    Ok(tx)
+}
+
+/// A user's latest activities, optionally only those whose metadata contains `metadata`.
+pub async fn feed(
+    pool: &PgPool,
+    tenant: &str,
+    user: &str,
+    limit: i64,
+    metadata: Option<&serde_json::Value>,
+) -> Result<Vec<FeedRow>, LogError> {
+    let mut tx = scoped(pool, tenant).await?;
+    let query = match metadata {
+        None => sqlx::query_as(FEED_SQL),
+        Some(_) => sqlx::query_as(FEED_BY_METADATA_SQL),
+    };
+    let mut query = query.bind(tenant).bind(user).bind(limit.max(0));
+    if let Some(m) = metadata {
+        query = query.bind(sqlx::types::Json(m));
+    }
+    db(query.fetch_all(&mut *tx).await, "read a feed")
+}
+
+/// A tenant's days, oldest first, between `from` and `to` inclusive when given.
+pub async fn daily(
+    pool: &PgPool,
+    tenant: &str,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> Result<Vec<DailyRow>, LogError> {
+    let mut tx = scoped(pool, tenant).await?;
+    db(
+        sqlx::query_as(
+            "SELECT tenant, day, activity_type, events, users FROM analytics.daily_activity \
+             WHERE tenant = $1 AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3) \
+             ORDER BY day, activity_type",
+        )
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut *tx)
+        .await,
+        "read daily activity",
+    )
+}
+
+/// One user's summary from the table, if the store knows the user.
+pub async fn user(pool: &PgPool, tenant: &str, user: &str) -> Result<Option<UserRow>, LogError> {
+    let mut tx = scoped(pool, tenant).await?;
+    db(
+        sqlx::query_as(
+            "SELECT tenant, user_id, name, email, first_seen, last_seen, events, last_activity_type, \
+             position FROM analytics.user_summary WHERE tenant = $1 AND user_id = $2",
+        )
+        .bind(tenant)
+        .bind(user)
+        .fetch_optional(&mut *tx)
+        .await,
+        "read a user summary",
+    )
+}
