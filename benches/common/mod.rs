@@ -1,0 +1,179 @@
+//! What the benches share: the commands producers send, publishing them, running the store
+//! binary, progress bars and memory readings.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use chrono::{TimeZone, Utc};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+use crate::support::{TestDb, nats_url};
+
+pub const USERS: usize = 1_000;
+/// Publishes awaiting their acks at once, as `activity-store publish` keeps them.
+const IN_FLIGHT: usize = 1_024;
+
+/// A tenant, its users, then activities: `n` commands in all, as producers send them.
+pub fn commands(n: usize) -> Vec<(String, Bytes)> {
+    let first = Utc.with_ymd_and_hms(2026, 8, 1, 0, 0, 0).unwrap();
+    let mut out = vec![json!({"type": "create_tenant", "tenant": "acme", "name": "Acme"})];
+    out.extend((0..USERS.min(n - 1)).map(|u| {
+        json!({"type": "register_user", "tenant": "acme", "user": format!("user-{u}"),
+            "email": format!("user-{u}@example.com"), "name": format!("User {u}")})
+    }));
+    let activities = n - out.len();
+    out.extend((0..activities).map(|i| {
+        let at = first + chrono::Duration::seconds((i as i64 * 7) % (90 * 86_400));
+        json!({"type": "record_activity", "tenant": "acme", "user": format!("user-{}", i % USERS),
+            "activity_type": (["page.view", "login", "cart:add"][i % 3]),
+            "occurred_at": at.to_rfc3339(),
+            "metadata": {"path": format!("/catalog/items/{}", i % 5000), "session": uuid::Uuid::new_v4().to_string(),
+                "ua": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101", "ref": "https://example.com/landing?c=winter",
+                "n": i, "tags": ["web", "eu"]}})
+    }));
+    out.into_iter()
+        .map(|mut c| {
+            let id = uuid::Uuid::now_v7().to_string();
+            c["id"] = json!(id);
+            (id, serde_json::to_vec(&c).unwrap().into())
+        })
+        .collect()
+}
+
+pub fn bar(n: usize, label: &str) -> ProgressBar {
+    let pb = ProgressBar::new(n as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:<34} [{bar:30}] {pos}/{len} {per_sec}").unwrap(),
+    );
+    pb.set_message(label.to_owned());
+    pb
+}
+
+pub async fn create_stream(js: &jetstream::Context, prefix: &str) {
+    js.create_stream(stream::Config {
+        name: prefix.to_uppercase(),
+        subjects: vec![format!("{prefix}.commands.*")],
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+/// Publishes every command with `Nats-Msg-Id`, keeping `IN_FLIGHT` acks outstanding.
+/// With `rate`, at most that many a second.
+pub async fn publish(
+    js: &jetstream::Context,
+    prefix: &str,
+    commands: &[(String, Bytes)],
+    pb: &ProgressBar,
+    rate: Option<f64>,
+) {
+    let subject = format!("{prefix}.commands.acme");
+    let mut in_flight = VecDeque::with_capacity(IN_FLIGHT);
+    let started = tokio::time::Instant::now();
+    for (i, (id, body)) in commands.iter().enumerate() {
+        if let Some(rate) = rate {
+            let due = started + Duration::from_secs_f64(i as f64 / rate);
+            if due > tokio::time::Instant::now() + Duration::from_millis(1) {
+                tokio::time::sleep_until(due).await;
+            }
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id.as_str());
+        let ack = js
+            .publish_with_headers(subject.clone(), headers, body.clone())
+            .await
+            .unwrap();
+        in_flight.push_back(ack);
+        if in_flight.len() >= IN_FLIGHT {
+            in_flight.pop_front().unwrap().await.unwrap();
+            pb.inc(1);
+        }
+    }
+    for ack in in_flight {
+        ack.await.unwrap();
+        pb.inc(1);
+    }
+}
+
+/// The store binary running `roles` (e.g. `--ingest`) against the test servers; extra flags
+/// come from `INGEST_ARGS`.
+pub fn store(db: &TestDb, prefix: &str, metrics_port: u16, roles: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_activity-store"))
+        .arg("run")
+        .args(roles)
+        .arg("--metrics-addr")
+        .arg(format!("127.0.0.1:{metrics_port}"))
+        .args(["--stream", &prefix.to_uppercase(), "--subject-prefix"])
+        .arg(format!("{prefix}.commands"))
+        .env("DATABASE_URL", db.url())
+        .env("NATS_URL", nats_url())
+        .env("RUST_LOG", "warn")
+        .args(
+            std::env::var("INGEST_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the ingestor")
+}
+
+pub async fn ready(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let req = "GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let mut response = String::new();
+    s.write_all(req.as_bytes()).await.is_ok()
+        && s.read_to_string(&mut response).await.is_ok()
+        && response.starts_with("HTTP/1.1 200")
+}
+
+/// Peak resident set of a process, from the kernel's high-water mark, in MiB.
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the store binary and waits until it is ready.
+pub async fn ready_store(db: &TestDb, prefix: &str, roles: &[&str]) -> (Child, u16) {
+    let port = free_port();
+    let mut child = store(db, prefix, port, roles);
+    while !ready(port).await {
+        assert!(child.try_wait().unwrap().is_none(), "the store exited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (child, port)
+}
+
+/// SIGTERM, and the clean exit it must lead to.
+pub async fn stop(mut child: Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().await.unwrap().success());
+}
