@@ -15,6 +15,8 @@ CREATE TABLE analytics.user_summary (
     position               bigint      NOT NULL,
     PRIMARY KEY (tenant, user_id)
 );
+-- The rows a fold changed, for the cache's write-through.
+CREATE INDEX user_summary_position ON analytics.user_summary (position);
 
 ALTER TABLE analytics.user_summary ENABLE ROW LEVEL SECURITY;
 ALTER TABLE analytics.user_summary FORCE ROW LEVEL SECURITY;

@@ -86,6 +86,11 @@ pub struct Cli {
         value_parser = clap::value_parser!(u64).range(1..=60_000)
     )]
     pub batch_wait_ms: u64,
+    /// TTL of user_summary cache entries, in seconds (the KV bucket's max_age); the
+    /// projection's default (3600) when unset.
+    #[arg(long, global = true, env = "ACTIVITY_USER_SUMMARY_TTL_SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub user_summary_ttl_secs: Option<u64>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -104,6 +109,11 @@ pub enum Command {
         /// Fold the log into the read models.
         #[arg(long)]
         project: bool,
+    },
+    /// Rebuild a projection from the whole log (its tables and its cache entries).
+    Rebuild {
+        /// The projection: activity_feed, daily_activity or user_summary.
+        projection: String,
     },
     /// Read the read models of one tenant (as activity_reader, under row-level security).
     Query {
@@ -225,6 +235,18 @@ impl Cli {
             .ok_or(CliError::NoNats)
     }
 
+    /// Cache settings from the flags.
+    pub fn cache_config(&self) -> crate::project::CacheConfig {
+        crate::project::CacheConfig {
+            ttls: self
+                .user_summary_ttl_secs
+                .map(|s| ("user_summary".to_owned(), std::time::Duration::from_secs(s)))
+                .into_iter()
+                .collect(),
+            bucket_prefix: String::new(),
+        }
+    }
+
     fn serve_config(&self, database_url: String, nats_url: String, roles: Roles) -> ServeConfig {
         ServeConfig {
             database_url,
@@ -233,6 +255,7 @@ impl Cli {
             ingest: roles.ingest,
             project: roles.project,
             project_config: crate::project::ProjectConfig::default(),
+            cache: self.cache_config(),
             ingest_config: IngestConfig {
                 stream: self.stream.clone(),
                 subjects: format!("{}.*", self.subject_prefix),
@@ -269,6 +292,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             serve_until_signal(config).await
         }
         Command::Query { read, json } => query::run(&cli, read, *json).await,
+        Command::Rebuild { projection } => query::rebuild(&cli, projection).await,
         Command::Publish { input, rate } => {
             let report =
                 publish::publish(&cli.resolve_nats_url()?, &cli.subject_prefix, input, *rate)

@@ -5,6 +5,10 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use super::{Cli, CliError};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cache::CacheEntries;
+use crate::project::{ProjectConfig, Projector, projections};
 use crate::query;
 
 /// What to read; every read takes a tenant.
@@ -93,7 +97,14 @@ pub async fn run(cli: &Cli, read: &Read, json: bool) -> Result<(), CliError> {
             );
         }
         Read::User { tenant, user } => {
-            let row = query::user(&pool, tenant, user).await?;
+            let row = match reader_cache(cli).await {
+                Some(cache) => {
+                    query::user_through_cache(&pool, &cache, tenant, user)
+                        .await?
+                        .row
+                }
+                None => query::user(&pool, tenant, user).await?,
+            };
             let Some(row) = row else {
                 return Err(CliError::NotFound(format!(
                     "no user {user} in tenant {tenant}"
@@ -125,6 +136,60 @@ pub async fn run(cli: &Cli, read: &Read, json: bool) -> Result<(), CliError> {
             });
         }
     }
+    Ok(())
+}
+
+/// The user_summary cache when NATS is configured and the bucket exists; reads go to the
+/// table otherwise.
+async fn reader_cache(cli: &Cli) -> Option<CacheEntries> {
+    let url = cli.resolve_nats_url().ok()?;
+    let connect = async_nats::ConnectOptions::new()
+        .connection_timeout(std::time::Duration::from_secs(2))
+        .connect(&url);
+    let client = match connect.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "NATS unreachable; reading the table");
+            return None;
+        }
+    };
+    let projection = projections()
+        .ok()?
+        .into_iter()
+        .find(|p| p.name == "user_summary")?;
+    let js = async_nats::jetstream::new(client);
+    let bucket = projection.cache.as_ref()?.bucket.clone();
+    CacheEntries::open_for_reading(&js, &projection, &bucket)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// `rebuild <projection>`: refolds it from the whole log, with a progress bar, clearing and
+/// refilling its cache entries when NATS is configured.
+pub async fn rebuild(cli: &Cli, name: &str) -> Result<(), CliError> {
+    let pool = super::admin::connect(cli).await?;
+    let mut projector = Projector::start(pool, ProjectConfig::default()).await?;
+    if let Ok(url) = cli.resolve_nats_url() {
+        let client = async_nats::connect(&url)
+            .await
+            .map_err(|e| CliError::Nats(format!("connect to {url}: {e}")))?;
+        let js = async_nats::jetstream::new(client);
+        projector.attach_caches(&js, &cli.cache_config()).await?;
+    }
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} positions {per_sec}")
+            .expect("a valid template"),
+    );
+    bar.set_message(format!("rebuilding {name}"));
+    let folded = projector
+        .rebuild(name, |upto, last| {
+            bar.set_length(last.max(0) as u64);
+            bar.set_position(upto.max(0) as u64);
+        })
+        .await?;
+    bar.finish_and_clear();
+    println!("rebuilt {name}: folded {folded} log positions");
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 use super::metrics::{Health, serve as serve_metrics};
 use crate::ingest::{IngestConfig, IngestError, Ingestor};
 use crate::log::{EventLog, LogError, db};
-use crate::project::{ProjectConfig, ProjectError, Projector};
+use crate::project::{CacheConfig, ProjectConfig, ProjectError, Projector};
 
 /// Where the roles connect and what they run.
 #[derive(Debug, Clone)]
@@ -30,6 +30,8 @@ pub struct ServeConfig {
     pub project: bool,
     /// The projector's settings.
     pub project_config: ProjectConfig,
+    /// How the projector's cache buckets are set up.
+    pub cache: CacheConfig,
 }
 
 /// What can stop the roles from starting.
@@ -89,7 +91,9 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
         }
     });
     if config.project {
-        let projector = Projector::start(pool.clone(), config.project_config.clone()).await?;
+        let mut projector = Projector::start(pool.clone(), config.project_config.clone()).await?;
+        let js = async_nats::jetstream::new(nats.clone());
+        projector.attach_caches(&js, &config.cache).await?;
         tracing::info!(projections = projector.projections().len(), "projecting");
         let token = shutdown.clone();
         tracker.spawn(async move {

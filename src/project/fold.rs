@@ -9,9 +9,11 @@
 
 use std::time::Instant;
 
+use futures_util::StreamExt;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::{ProjectError, Projection};
+use crate::cache::{CacheEntries, CacheError, Cached};
 use crate::log::{APPEND_LOCK, LogError, db};
 
 /// The first key of a projection's install lock ("PROJ"); the second is its name's hash.
@@ -121,10 +123,14 @@ async fn reinstall_in(
 /// Folds the next window of at most `max_window` positions into `p`, with its checkpoint, in
 /// one transaction. The checkpoint row is locked first, so two folders of one projection
 /// (a lease lost unnoticed) take turns rather than fold a window twice.
+///
+/// With `cache`, the keys the fold changes get tombstones before the commit and their new
+/// rows after it (see `crate::cache`).
 pub async fn fold_next(
     pool: &PgPool,
     p: &Projection,
     max_window: i64,
+    cache: Option<&CacheEntries>,
 ) -> Result<FoldOutcome, ProjectError> {
     let started = Instant::now();
     let mut tx = db(pool.begin().await, "begin a fold")?;
@@ -176,7 +182,21 @@ pub async fn fold_next(
         .await,
         "move a projection's checkpoint",
     )?;
+    let changed = match cache {
+        Some(c) => Some(invalidate(&mut tx, p, c, after, upto).await?),
+        None => None,
+    };
     db(tx.commit().await, "commit a fold")?;
+    if let (Some(c), Some(rows)) = (cache, changed) {
+        let rows: Vec<(String, String, Cached)> = rows
+            .into_iter()
+            .map(|(tenant, user, row)| (tenant, user, Cached::Row(row)))
+            .collect();
+        if let Err(e) = put_all(c, rows).await {
+            // The tombstones stay: missing entries, which readers fill from the table.
+            tracing::warn!(error = %e, projection = %p.name, "cache write-through failed");
+        }
+    }
     let labels = [("projection", p.name.clone())];
     metrics::gauge!("activity_projection_position", &labels).set(upto as f64);
     metrics::counter!("activity_projection_folded_positions_total", &labels)
@@ -184,6 +204,64 @@ pub async fn fold_next(
     metrics::histogram!("activity_projection_fold_seconds", &labels)
         .record(started.elapsed().as_secs_f64());
     Ok(FoldOutcome { after, upto })
+}
+
+type ChangedRow = (String, String, serde_json::Value);
+
+/// In the fold's transaction: tombstones every key the fold changed (rows it wrote, users it
+/// erased) at the window's end, and returns the rows to write once it commits.
+async fn invalidate(
+    tx: &mut Transaction<'_, Postgres>,
+    p: &Projection,
+    cache: &CacheEntries,
+    after: i64,
+    upto: i64,
+) -> Result<Vec<ChangedRow>, ProjectError> {
+    let rows: Vec<ChangedRow> = db(
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT tenant, user_id, to_jsonb(t) FROM {} t WHERE position > $1 AND position <= $2",
+            p.table()
+        )))
+        .bind(after)
+        .bind(upto)
+        .fetch_all(&mut **tx)
+        .await,
+        "read the rows a fold changed",
+    )?;
+    let erased: Vec<(String, String)> = db(
+        sqlx::query_as(
+            "SELECT DISTINCT tenant, user_id FROM events \
+             WHERE position > $1 AND position <= $2 AND event_type = 'user_forgotten'",
+        )
+        .bind(after)
+        .bind(upto)
+        .fetch_all(&mut **tx)
+        .await,
+        "read the users a fold erased",
+    )?;
+    let mut tombstones: Vec<(String, String, Cached)> = Vec::with_capacity(rows.len());
+    for (t, u, _) in &rows {
+        tombstones.push((t.clone(), u.clone(), Cached::Tombstone(upto)));
+    }
+    for (t, u) in erased {
+        tombstones.push((t, u, Cached::Tombstone(upto)));
+    }
+    put_all(cache, tombstones).await?;
+    Ok(rows)
+}
+
+/// Writes entries, many in flight at once.
+async fn put_all(
+    cache: &CacheEntries,
+    entries: Vec<(String, String, Cached)>,
+) -> Result<(), CacheError> {
+    let mut writes = futures_util::stream::iter(entries)
+        .map(|(tenant, user, value)| async move { cache.put(&tenant, &user, &value).await })
+        .buffer_unordered(256);
+    while let Some(written) = writes.next().await {
+        written?;
+    }
+    Ok(())
 }
 
 /// How long the append transaction now holding the append lock has been open, in seconds

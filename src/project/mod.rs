@@ -6,8 +6,8 @@ mod registry;
 mod worker;
 
 pub use fold::{FoldOutcome, appends_held_back_for, fold_next, install, reinstall};
-pub use registry::{Projection, ProjectionSource, projections};
-pub use worker::{ProjectConfig, Projector};
+pub use registry::{CacheSpec, Projection, ProjectionSource, projections};
+pub use worker::{CacheConfig, ProjectConfig, Projector};
 
 use crate::log::LogError;
 
@@ -25,6 +25,9 @@ pub enum ProjectError {
         /// What is wrong.
         problem: String,
     },
+    /// Cache entries could not be invalidated before a fold's commit: the fold waits.
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
     /// No projection has this name.
     #[error("no projection is named {0}")]
     Unknown(String),

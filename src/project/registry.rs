@@ -33,6 +33,18 @@ pub struct Projection {
     pub schema: &'static str,
     /// `fold.sql`.
     pub fold: &'static str,
+    /// Where its rows are also kept as cache entries, if anywhere.
+    pub cache: Option<CacheSpec>,
+}
+
+/// A cached projection: its main table's rows, keyed by tenant and user, in a KV bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSpec {
+    /// The NATS KV bucket.
+    pub bucket: String,
+    /// The default TTL (the bucket's `max_age`), in seconds.
+    pub ttl_secs: u64,
 }
 
 #[derive(Deserialize)]
@@ -42,9 +54,16 @@ struct Manifest {
     version: i32,
     tables: Vec<String>,
     about: String,
+    #[serde(default)]
+    cache: Option<CacheSpec>,
 }
 
 impl Projection {
+    /// Its main read table, `analytics.<name>`.
+    pub fn table(&self) -> String {
+        format!("analytics.{}", self.name)
+    }
+
     /// The SQL that folds positions `(after, upto]`.
     pub fn fold_call(&self) -> String {
         format!("SELECT projection_state.fold_{}($1, $2)", self.name)
@@ -81,7 +100,11 @@ impl Projection {
                 "tables must be analytics.<name> or projection_state.<name>",
             ));
         }
+        if m.cache.as_ref().is_some_and(|c| c.ttl_secs == 0) {
+            return Err(invalid("a cache's ttl_secs must be 1 or more"));
+        }
         Ok(Projection {
+            cache: m.cache,
             name: m.name,
             version: m.version,
             tables: m.tables,

@@ -1,15 +1,18 @@
 //! The projector: holds a lease per projection and folds the log into each one it holds,
 //! waking on the log's NOTIFY, with a timed poll as fallback.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
+
+use async_nats::jetstream;
 
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use super::fold::{appends_held_back_for, fold_next, install};
+use super::fold::{appends_held_back_for, fold_next, install, reinstall};
 use super::{ProjectError, Projection, projections};
+use crate::cache::CacheEntries;
 use crate::log::{APPEND_CHANNEL, LogError, db};
 
 /// The first key of a projection's lease ("LEAS"); the second is its name's hash.
@@ -33,11 +36,21 @@ impl Default for ProjectConfig {
     }
 }
 
+/// How cache buckets are set up.
+#[derive(Debug, Clone, Default)]
+pub struct CacheConfig {
+    /// TTLs by projection name; a projection's default where absent.
+    pub ttls: HashMap<String, Duration>,
+    /// Put before every bucket name, to keep several stores (or tests) apart on one server.
+    pub bucket_prefix: String,
+}
+
 /// Folds the log into every registered projection.
 pub struct Projector {
     pool: PgPool,
     projections: Vec<Projection>,
     config: ProjectConfig,
+    caches: HashMap<String, CacheEntries>,
 }
 
 impl Projector {
@@ -53,7 +66,70 @@ impl Projector {
             pool,
             projections,
             config,
+            caches: HashMap::new(),
         })
+    }
+
+    /// Opens the cache bucket of every cached projection, creating it if missing, with its
+    /// TTL from `config` or the projection's default; from then on every fold writes its
+    /// changes through.
+    pub async fn attach_caches(
+        &mut self,
+        js: &jetstream::Context,
+        config: &CacheConfig,
+    ) -> Result<(), ProjectError> {
+        for p in &self.projections {
+            if let Some(spec) = &p.cache {
+                let ttl = config
+                    .ttls
+                    .get(&p.name)
+                    .copied()
+                    .unwrap_or(Duration::from_secs(spec.ttl_secs));
+                let bucket = format!("{}{}", config.bucket_prefix, spec.bucket);
+                let entries = CacheEntries::open(js, p, &bucket, ttl).await?;
+                self.caches.insert(p.name.clone(), entries);
+            }
+        }
+        Ok(())
+    }
+
+    /// The cache entries of projection `name`, if it is cached and caches are attached.
+    pub fn cache(&self, name: &str) -> Option<&CacheEntries> {
+        self.caches.get(name)
+    }
+
+    /// Rebuilds projection `name` from the whole log: drops and recreates its tables, clears
+    /// its cache bucket, and folds every window again (calling `progress(upto, last)`).
+    pub async fn rebuild(
+        &self,
+        name: &str,
+        progress: impl Fn(i64, i64),
+    ) -> Result<i64, ProjectError> {
+        let p = self
+            .projections
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| ProjectError::Unknown(name.to_owned()))?;
+        reinstall(&self.pool, p).await?;
+        if let Some(cache) = self.caches.get(name) {
+            cache.clear().await?;
+        }
+        let last: Option<i64> = db(
+            sqlx::query_scalar("SELECT max(position) FROM events")
+                .fetch_one(&self.pool)
+                .await,
+            "read the log's last position",
+        )?;
+        let mut folded = 0;
+        loop {
+            let outcome =
+                fold_next(&self.pool, p, self.config.window, self.caches.get(name)).await?;
+            progress(outcome.upto, last.unwrap_or(0).max(outcome.upto));
+            if outcome.caught_up() {
+                return Ok(folded);
+            }
+            folded += outcome.upto - outcome.after;
+        }
     }
 
     /// The projections it folds.
@@ -74,7 +150,8 @@ impl Projector {
     async fn catch_up_one(&self, p: &Projection) -> Result<i64, ProjectError> {
         let mut folded = 0;
         loop {
-            let outcome = fold_next(&self.pool, p, self.config.window).await?;
+            let cache = self.caches.get(&p.name);
+            let outcome = fold_next(&self.pool, p, self.config.window, cache).await?;
             if outcome.caught_up() {
                 return Ok(folded);
             }
@@ -95,6 +172,11 @@ impl Projector {
             if let Err(e) = self.round(&mut lease, &mut held).await {
                 match e {
                     ProjectError::Log(ref l) if l.is_transient() => {
+                        tracing::warn!(error = %e, "projection paused; retrying");
+                        lease = None;
+                        held.clear();
+                    }
+                    ProjectError::Cache(_) => {
                         tracing::warn!(error = %e, "projection paused; retrying");
                         lease = None;
                         held.clear();

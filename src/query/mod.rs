@@ -1,6 +1,8 @@
 //! Tenant-scoped reads of the read models, each in a transaction as `activity_reader` with
 //! the tenant set, so row-level security applies even to a privileged connection.
 
+mod cached;
 mod reads;
 
+pub use cached::{CachedRead, user_through_cache};
 pub use reads::{DailyRow, FEED_BY_METADATA_SQL, FEED_SQL, FeedRow, UserRow, daily, feed, user};

@@ -38,6 +38,7 @@ pub struct UserRow {
     pub last_seen: Option<DateTime<Utc>>,
     pub events: i64,
     pub last_activity_type: Option<String>,
+    pub last_activity_position: Option<i64>,
     pub position: i64,
 }
 
@@ -119,7 +120,8 @@ pub async fn user(pool: &PgPool, tenant: &str, user: &str) -> Result<Option<User
     db(
         sqlx::query_as(
             "SELECT tenant, user_id, name, email, first_seen, last_seen, events, last_activity_type, \
-             position FROM analytics.user_summary WHERE tenant = $1 AND user_id = $2",
+             last_activity_position, position FROM analytics.user_summary \
+             WHERE tenant = $1 AND user_id = $2",
         )
         .bind(tenant)
         .bind(user)

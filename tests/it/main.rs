@@ -4,6 +4,7 @@
 mod support;
 
 mod append;
+mod cache;
 mod cli;
 mod cli_query;
 mod crash;

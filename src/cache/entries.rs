@@ -1,0 +1,282 @@
+//! Cache entries of a projection's rows in its KV bucket, keyed
+//! `<projection>.v<version>.<tenant>.<user>`, each value the row as JSON with the log
+//! position it reflects.
+//!
+//! Who writes what, so an entry is never wrong:
+//! - the projector, inside each fold's transaction, first puts a tombstone (the window's last
+//!   position, no row) on every key the fold changes; after the commit it puts the new rows.
+//!   A crash in between leaves tombstones: missing entries, never stale ones;
+//! - a reader that missed fills the entry from the table only if the entry is absent or
+//!   reflects an older position (compare-and-set on the KV revision), so a fill that read the
+//!   table before a fold committed can never overwrite what the fold wrote.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::bucket::{BucketError, ensure_bucket};
+use crate::project::Projection;
+
+/// What can go wrong with cache entries.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The bucket could not be set up.
+    #[error(transparent)]
+    Bucket(#[from] BucketError),
+    /// The projection has no cache.
+    #[error("projection {0} has no cache")]
+    NotCached(String),
+    /// NATS refused or could not be reached.
+    #[error("cache bucket {bucket}: {message}")]
+    Nats {
+        /// The bucket.
+        bucket: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// One bucket's entries for one projection version.
+#[derive(Clone)]
+pub struct CacheEntries {
+    kv: kv::Store,
+    js: jetstream::Context,
+    bucket: String,
+    projection: String,
+    version: i32,
+}
+
+impl std::fmt::Debug for CacheEntries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheEntries")
+            .field("bucket", &self.bucket)
+            .field("projection", &self.projection)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// A cached value: a row, or a tombstone that only keeps older fills out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cached {
+    /// The row, as JSON, with its `position`.
+    Row(Value),
+    /// No row may be filled that reflects a position before this one.
+    Tombstone(i64),
+}
+
+impl Cached {
+    fn position(&self) -> i64 {
+        match self {
+            Cached::Row(row) => row["position"].as_i64().unwrap_or(-1),
+            Cached::Tombstone(p) => *p,
+        }
+    }
+
+    fn parse(bytes: &[u8]) -> Option<Cached> {
+        let value: Value = serde_json::from_slice(bytes).ok()?;
+        match value.get("tombstone").and_then(Value::as_i64) {
+            Some(p) => Some(Cached::Tombstone(p)),
+            None => Some(Cached::Row(value)),
+        }
+    }
+
+    fn bytes(&self) -> Bytes {
+        match self {
+            Cached::Row(row) => serde_json::to_vec(row),
+            Cached::Tombstone(p) => serde_json::to_vec(&serde_json::json!({ "tombstone": p })),
+        }
+        .expect("JSON values serialise")
+        .into()
+    }
+}
+
+/// A key token for any user id: `[A-Za-z0-9_-]` kept, every other byte `=XX`.
+pub fn key_token(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("={b:02X}"));
+        }
+    }
+    out
+}
+
+impl CacheEntries {
+    /// Opens (creating if missing) `projection`'s entries in `bucket`, with `ttl` as its
+    /// `max_age`.
+    pub async fn open(
+        js: &jetstream::Context,
+        projection: &Projection,
+        bucket: &str,
+        ttl: Duration,
+    ) -> Result<CacheEntries, CacheError> {
+        if projection.cache.is_none() {
+            return Err(CacheError::NotCached(projection.name.clone()));
+        }
+        let kv = ensure_bucket(js, bucket, ttl).await?;
+        Ok(CacheEntries {
+            kv,
+            js: js.clone(),
+            bucket: bucket.to_owned(),
+            projection: projection.name.clone(),
+            version: projection.version,
+        })
+    }
+
+    /// Opens `projection`'s entries in `bucket` as a reader: never creates the bucket or
+    /// changes its TTL (the projector owns both). `None` if the bucket does not exist yet.
+    pub async fn open_for_reading(
+        js: &jetstream::Context,
+        projection: &Projection,
+        bucket: &str,
+    ) -> Result<Option<CacheEntries>, CacheError> {
+        if projection.cache.is_none() {
+            return Err(CacheError::NotCached(projection.name.clone()));
+        }
+        let Ok(kv) = js.get_key_value(bucket).await else {
+            return Ok(None);
+        };
+        Ok(Some(CacheEntries {
+            kv,
+            js: js.clone(),
+            bucket: bucket.to_owned(),
+            projection: projection.name.clone(),
+            version: projection.version,
+        }))
+    }
+
+    /// The projection whose rows it keeps.
+    pub fn projection(&self) -> &str {
+        &self.projection
+    }
+
+    fn nats(&self, what: &str, e: impl std::fmt::Display) -> CacheError {
+        CacheError::Nats {
+            bucket: self.bucket.clone(),
+            message: format!("{what}: {e}"),
+        }
+    }
+
+    /// The key of one user's entry.
+    pub fn key(&self, tenant: &str, user: &str) -> String {
+        format!(
+            "{}.v{}.{}.{}",
+            self.projection,
+            self.version,
+            key_token(tenant),
+            key_token(user)
+        )
+    }
+
+    async fn current(&self, key: &str) -> Result<Option<(Cached, u64)>, CacheError> {
+        let entry = self
+            .kv
+            .entry(key)
+            .await
+            .map_err(|e| self.nats("read an entry", e))?;
+        Ok(entry.and_then(|e| match e.operation {
+            kv::Operation::Put => Some((
+                Cached::parse(&e.value).unwrap_or(Cached::Tombstone(-1)),
+                e.revision,
+            )),
+            _ => None,
+        }))
+    }
+
+    /// The row cached for a user, if there is one (a tombstone is no row).
+    pub async fn get(&self, tenant: &str, user: &str) -> Result<Option<Value>, CacheError> {
+        Ok(match self.current(&self.key(tenant, user)).await? {
+            Some((Cached::Row(row), _)) => Some(row),
+            _ => None,
+        })
+    }
+
+    /// What the entry holds, tombstones included.
+    pub async fn peek(&self, tenant: &str, user: &str) -> Result<Option<Cached>, CacheError> {
+        Ok(self.current(&self.key(tenant, user)).await?.map(|(c, _)| c))
+    }
+
+    /// The projector's writes: unconditional, in order.
+    pub async fn put(&self, tenant: &str, user: &str, value: &Cached) -> Result<(), CacheError> {
+        self.kv
+            .put(self.key(tenant, user), value.bytes())
+            .await
+            .map_err(|e| self.nats("write an entry", e))?;
+        Ok(())
+    }
+
+    /// A reader's fill: written only if the entry is absent or reflects an older position.
+    /// Returns whether it was written.
+    pub async fn fill(&self, tenant: &str, user: &str, row: Value) -> Result<bool, CacheError> {
+        let key = self.key(tenant, user);
+        let value = Cached::Row(row);
+        loop {
+            let written = match self.current(&key).await? {
+                Some((held, _)) if held.position() >= value.position() => return Ok(false),
+                Some((_, revision)) => self
+                    .kv
+                    .update(&key, value.bytes(), revision)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.kind() == kv::UpdateErrorKind::WrongLastRevision),
+                None => self
+                    .kv
+                    .create(&key, value.bytes())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.kind() == kv::CreateErrorKind::AlreadyExists),
+            };
+            match written {
+                Ok(()) => return Ok(true),
+                // Someone wrote in between: look again.
+                Err(true) => continue,
+                Err(false) => return Err(self.nats("fill an entry", "refused")),
+            }
+        }
+    }
+
+    /// Removes every entry of the bucket (every projection version): before a rebuild.
+    pub async fn clear(&self) -> Result<(), CacheError> {
+        let mut stream = self
+            .js
+            .get_stream(format!("KV_{}", self.bucket))
+            .await
+            .map_err(|e| self.nats("open the bucket's stream", e))?;
+        stream
+            .purge()
+            .await
+            .map_err(|e| self.nats("purge the bucket", e))?;
+        let _ = stream.info().await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_token;
+
+    #[test]
+    fn key_tokens_keep_plain_ids_and_escape_everything_else() {
+        assert_eq!(key_token("ann_1-x"), "ann_1-x");
+        assert_eq!(key_token("a.b@x"), "a=2Eb=40x");
+        assert_eq!(key_token("ü"), "=C3=BC");
+        // `=` is escaped too, so two ids never share a token.
+        assert_ne!(key_token("=2E"), key_token("."));
+    }
+
+    #[test]
+    fn key_tokens_only_use_characters_nats_keys_allow_and_no_dots() {
+        let token = key_token("Ann.O'Neil/ü@x y=*>\u{7f}");
+        assert!(
+            token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-=".contains(&b)),
+            "{token}"
+        );
+    }
+}

@@ -1,0 +1,298 @@
+//! Cache entries of user summaries in NATS KV, against real NATS and PostgreSQL: read-through
+//! misses then hits, write-through after every kind of change, erasure, versioned keys, the
+//! bucket's TTL, stale fills refused, rebuilds, and the hit rate of a realistic read mix.
+
+use std::time::{Duration, Instant};
+
+use activity_store::cache::{CacheEntries, Cached};
+use activity_store::project::{CacheConfig, ProjectConfig, Projector, projections};
+use activity_store::query::{self, UserRow, user_through_cache};
+use async_nats::jetstream;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::project_support::{ReadSide, activity, change_email, forget, register, tenant};
+use crate::support::{nats_url, unique_name};
+
+struct CacheSide {
+    r: ReadSide,
+    /// Folds with write-through; `r.projector` folds without it (as before a cache existed).
+    projector: Projector,
+    js: jetstream::Context,
+    bucket: String,
+}
+
+async fn cached(ttl: Duration) -> CacheSide {
+    let r = ReadSide::new().await;
+    let js = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    let prefix = unique_name("c");
+    let config = CacheConfig {
+        ttls: [("user_summary".to_owned(), ttl)].into(),
+        bucket_prefix: prefix.clone(),
+    };
+    let mut projector = Projector::start(r.db.pool.clone(), ProjectConfig::default())
+        .await
+        .unwrap();
+    projector.attach_caches(&js, &config).await.unwrap();
+    CacheSide {
+        r,
+        projector,
+        js,
+        bucket: format!("{prefix}activity_user_summary"),
+    }
+}
+
+impl CacheSide {
+    fn entries(&self) -> &CacheEntries {
+        self.projector.cache("user_summary").unwrap()
+    }
+
+    async fn read(&self, user: &str) -> (Option<UserRow>, bool) {
+        let read = user_through_cache(&self.r.db.pool, self.entries(), "acme", user)
+            .await
+            .unwrap();
+        (read.row, read.from_cache)
+    }
+
+    async fn fold_through(&self) {
+        self.projector.catch_up().await.unwrap();
+    }
+}
+
+async fn with_ann(ttl: Duration) -> CacheSide {
+    let c = cached(ttl).await;
+    c.r.apply(&[tenant("acme"), register("acme", "ann", "Ann")])
+        .await;
+    c.r.apply(&[activity("acme", "ann", "login", "2026-11-03 08:00:00")])
+        .await;
+    // Folded before the cache saw anything: the entry is absent.
+    c.r.catch_up().await;
+    c
+}
+
+#[tokio::test]
+async fn the_first_read_misses_and_fills_the_second_hits_without_the_database() {
+    let c = with_ann(Duration::from_secs(60)).await;
+    let (first, from_cache) = c.read("ann").await;
+    assert!(!from_cache, "an absent entry is a miss");
+    let first = first.unwrap();
+    assert_eq!((first.events, first.email.as_str()), (1, "ann@example.com"));
+    let (second, from_cache) = c.read("ann").await;
+    assert!(from_cache, "the fill makes the next read a hit");
+    assert_eq!(second.unwrap(), first);
+    // The entry is the row as JSON, with the position it reflects.
+    let entry = c.entries().get("acme", "ann").await.unwrap().unwrap();
+    assert_eq!(entry["position"].as_i64(), Some(first.position));
+}
+
+#[tokio::test]
+async fn email_changes_and_new_activities_are_on_the_next_read() {
+    let c = with_ann(Duration::from_secs(60)).await;
+    c.read("ann").await;
+    c.r.apply(&[change_email("acme", "ann", "ann@new.example")])
+        .await;
+    c.fold_through().await;
+    let (row, from_cache) = c.read("ann").await;
+    assert!(from_cache);
+    assert_eq!(row.unwrap().email, "ann@new.example");
+    c.r.apply(&[activity("acme", "ann", "view", "2026-11-04 08:00:00")])
+        .await;
+    c.fold_through().await;
+    let (row, from_cache) = c.read("ann").await;
+    let row = row.unwrap();
+    assert!(from_cache);
+    assert_eq!(
+        (row.events, row.last_activity_type.as_deref()),
+        (2, Some("view"))
+    );
+}
+
+#[tokio::test]
+async fn forget_user_removes_the_entry_and_its_personal_data() {
+    let c = with_ann(Duration::from_secs(60)).await;
+    c.read("ann").await;
+    c.r.apply(&[forget("acme", "ann")]).await;
+    c.fold_through().await;
+    assert_eq!(c.read("ann").await, (None, false));
+    let held = c.entries().peek("acme", "ann").await.unwrap();
+    assert!(
+        matches!(held, Some(Cached::Tombstone(_))),
+        "only a tombstone is left: {held:?}"
+    );
+}
+
+#[tokio::test]
+async fn keys_carry_the_projection_version_so_a_bump_misses() {
+    let c = with_ann(Duration::from_secs(60)).await;
+    c.read("ann").await;
+    assert!(
+        c.entries()
+            .key("acme", "ann")
+            .starts_with("user_summary.v1.acme.")
+    );
+    let mut bumped = projections()
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name == "user_summary")
+        .unwrap();
+    bumped.version += 1;
+    let v2 = CacheEntries::open(&c.js, &bumped, &c.bucket, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(v2.get("acme", "ann").await.unwrap(), None);
+    assert!(c.entries().get("acme", "ann").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn any_user_id_makes_a_valid_key() {
+    let c = cached(Duration::from_secs(60)).await;
+    let odd = "Ann.O'Neil/ü@x y=*>";
+    let registration = serde_json::json!({"type": "register_user", "tenant": "acme",
+        "user": odd, "email": "ann@example.com"});
+    c.r.apply(&[tenant("acme"), registration]).await;
+    c.fold_through().await;
+    let (row, from_cache) = c.read(odd).await;
+    assert!(from_cache, "written through under an escaped key");
+    assert_eq!(row.unwrap().user_id, odd);
+}
+
+#[tokio::test]
+async fn the_bucket_ttl_is_the_configured_one_and_entries_expire_after_it() {
+    let c = with_ann(Duration::from_secs(1)).await;
+    let info =
+        c.js.get_stream(format!("KV_{}", c.bucket))
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .clone();
+    assert_eq!(info.config.max_age, Duration::from_secs(1));
+    c.read("ann").await;
+    assert!(c.entries().get("acme", "ann").await.unwrap().is_some());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.entries().get("acme", "ann").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the entry never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!c.read("ann").await.1, "an expired entry is a miss");
+}
+
+#[tokio::test]
+async fn a_fill_from_an_older_read_never_overwrites_a_newer_entry() {
+    let c = with_ann(Duration::from_secs(60)).await;
+    // A reader read the table, then stalled...
+    let old = query::user(&c.r.db.pool, "acme", "ann")
+        .await
+        .unwrap()
+        .unwrap();
+    // ...while the projector folded a change and wrote it through.
+    c.r.apply(&[change_email("acme", "ann", "ann@new.example")])
+        .await;
+    c.fold_through().await;
+    let filled = c
+        .entries()
+        .fill("acme", "ann", serde_json::to_value(&old).unwrap())
+        .await
+        .unwrap();
+    assert!(!filled);
+    assert_eq!(c.read("ann").await.0.unwrap().email, "ann@new.example");
+}
+
+#[tokio::test]
+async fn a_tombstone_left_by_a_crash_means_a_miss_never_a_stale_answer() {
+    let c = with_ann(Duration::from_secs(60)).await;
+    let row = c.read("ann").await.0.unwrap();
+    // The projector tombstoned the key for a fold, then died before writing the new row.
+    c.entries()
+        .put("acme", "ann", &Cached::Tombstone(row.position + 5))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let (again, from_cache) = c.read("ann").await;
+        assert!(!from_cache, "a tombstone is never an answer");
+        assert_eq!(again.unwrap(), row, "the table answers");
+    }
+}
+
+#[tokio::test]
+async fn a_rebuild_clears_the_bucket_and_refills_every_entry_from_its_row() {
+    let c = cached(Duration::from_secs(60)).await;
+    c.r.apply(&[tenant("acme")]).await;
+    let users: Vec<String> = (0..30).map(|i| format!("u{i}")).collect();
+    let regs: Vec<_> = users.iter().map(|u| register("acme", u, "U")).collect();
+    c.r.apply(&regs).await;
+    let acts: Vec<_> = users
+        .iter()
+        .map(|u| activity("acme", u, "login", "2026-11-03 08:00:00"))
+        .collect();
+    c.r.apply(&acts).await;
+    c.fold_through().await;
+    // A stray entry that no row backs: a rebuild must not keep it.
+    let stray = c.entries().key("acme", "ghost");
+    c.entries()
+        .fill("acme", "ghost", serde_json::json!({"position": 1}))
+        .await
+        .unwrap();
+    c.projector
+        .rebuild("user_summary", |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        c.entries().get("acme", "ghost").await.unwrap(),
+        None,
+        "{stray}"
+    );
+    for u in &users {
+        let table = query::user(&c.r.db.pool, "acme", u).await.unwrap().unwrap();
+        let entry = c.entries().get("acme", u).await.unwrap().unwrap();
+        assert_eq!(serde_json::from_value::<UserRow>(entry).unwrap(), table);
+    }
+}
+
+#[tokio::test]
+async fn a_realistic_read_mix_hits_more_than_nine_times_in_ten() {
+    let c = cached(Duration::from_secs(300)).await;
+    c.r.apply(&[tenant("acme")]).await;
+    let users: Vec<String> = (0..1_000).map(|i| format!("user-{i}")).collect();
+    for chunk in users.chunks(250) {
+        let regs: Vec<_> = chunk.iter().map(|u| register("acme", u, "U")).collect();
+        c.r.apply(&regs).await;
+    }
+    // Folded without the cache: it starts cold, as after a restart or an expiry.
+    c.r.catch_up().await;
+    let mut rng = StdRng::seed_from_u64(7);
+    let (mut hits, mut reads) = (0, 0);
+    for round in 0..100 {
+        // Between reads, some users act and the projector writes their entries through.
+        let acts: Vec<_> = (0..5)
+            .map(|_| {
+                let u = &users[rng.random_range(0..users.len())];
+                activity("acme", u, "login", "2026-11-03 08:00:00")
+            })
+            .collect();
+        c.r.apply(&acts).await;
+        if round % 10 == 0 {
+            c.fold_through().await;
+        }
+        for _ in 0..100 {
+            // Skewed like real traffic: a fifth of the users get four fifths of the reads.
+            let hot = rng.random_bool(0.8);
+            let i = if hot {
+                rng.random_range(0..200)
+            } else {
+                rng.random_range(200..1_000)
+            };
+            let (row, from_cache) = c.read(&users[i]).await;
+            assert!(row.is_some());
+            hits += from_cache as u32;
+            reads += 1;
+        }
+    }
+    let rate = hits as f64 / reads as f64;
+    eprintln!(
+        "cache hit rate over {reads} reads of 1,000 users: {:.1}%",
+        rate * 100.0
+    );
+    assert!(rate > 0.9, "hit rate {rate}");
+}
