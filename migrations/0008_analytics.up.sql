@@ -6,11 +6,13 @@ CREATE SCHEMA projection_state;
 
 -- Readers: NOLOGIN; operators grant it to login roles. It sees analytics rows only of the
 -- tenant set with `SET activity.tenant = '<tenant>'` (or set_config), and nothing else.
+-- Roles belong to the whole cluster: creating it tolerates another database (or a
+-- concurrent migration) having done so.
 DO $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'activity_reader') THEN
-        CREATE ROLE activity_reader NOLOGIN;
-    END IF;
+    CREATE ROLE activity_reader NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;
 END
 $$;
 GRANT USAGE ON SCHEMA analytics TO activity_reader;
