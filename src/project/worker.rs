@@ -1,7 +1,7 @@
 //! The projector: holds a lease per projection and folds the log into each one it holds,
 //! waking on the log's NOTIFY, with a timed poll as fallback.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -159,30 +159,53 @@ impl Projector {
         }
     }
 
-    /// Folds until `shutdown`: takes the lease of each projection no other projector holds
-    /// (a standby takes over when the holder's session ends), folds what it holds, then
-    /// waits for a NOTIFY or the poll. Database outages are waited out; a fold PostgreSQL
-    /// refuses for its data stops the projector rather than skip events.
+    /// Folds until `shutdown`, each projection in its own task so a slow one (a cache to
+    /// write through) never delays another: takes the projection's lease unless another
+    /// projector holds it (a standby takes over when the holder's session ends), folds, then
+    /// waits for a NOTIFY or the poll. Database and cache outages are waited out; a fold
+    /// PostgreSQL refuses for its data stops the projector rather than skip events.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProjectError> {
+        let this = std::sync::Arc::new(self);
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..this.projections.len() {
+            let (this, shutdown) = (this.clone(), shutdown.clone());
+            tasks.spawn(async move { this.run_one(&this.projections[i], shutdown).await });
+        }
+        while let Some(ended) = tasks.join_next().await {
+            let result = ended.unwrap_or_else(|e| {
+                Err(ProjectError::Invalid {
+                    name: "projector".into(),
+                    problem: format!("a fold task panicked: {e}"),
+                })
+            });
+            if let Err(e) = result {
+                shutdown.cancel();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_one(
+        &self,
+        p: &Projection,
+        shutdown: CancellationToken,
+    ) -> Result<(), ProjectError> {
         let mut listener = db(PgListener::connect_with(&self.pool).await, "listen")?;
         db(listener.listen(APPEND_CHANNEL).await, "listen")?;
         let mut lease: Option<PgConnection> = None;
-        let mut held: HashSet<String> = HashSet::new();
         loop {
-            if let Err(e) = self.round(&mut lease, &mut held).await {
-                match e {
-                    ProjectError::Log(ref l) if l.is_transient() => {
-                        tracing::warn!(error = %e, "projection paused; retrying");
-                        lease = None;
-                        held.clear();
-                    }
-                    ProjectError::Cache(_) => {
-                        tracing::warn!(error = %e, "projection paused; retrying");
-                        lease = None;
-                        held.clear();
-                    }
-                    other => return Err(other),
+            match self.round(p, &mut lease).await {
+                Ok(()) => {}
+                Err(ProjectError::Log(e)) if e.is_transient() => {
+                    tracing::warn!(error = %e, projection = %p.name, "projection paused; retrying");
+                    lease = None;
                 }
+                Err(ProjectError::Cache(e)) => {
+                    tracing::warn!(error = %e, projection = %p.name, "cache unavailable; the fold waits");
+                    lease = None;
+                }
+                Err(other) => return Err(other),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -192,24 +215,29 @@ impl Projector {
         }
     }
 
+    /// Folds `p` up to date if this projector holds (or can take) its lease.
     async fn round(
         &self,
+        p: &Projection,
         lease: &mut Option<PgConnection>,
-        held: &mut HashSet<String>,
     ) -> Result<(), ProjectError> {
         let conn = match lease {
             Some(c) => c,
-            None => lease.insert(db(self.pool.acquire().await, "connect for leases")?.detach()),
-        };
-        for p in &self.projections {
-            if !held.contains(&p.name) && take_lease(conn, &p.name).await? {
+            None => {
+                let mut conn = db(self.pool.acquire().await, "connect for a lease")?.detach();
+                if !take_lease(&mut conn, &p.name).await? {
+                    return Ok(());
+                }
                 tracing::info!(projection = %p.name, "lease taken");
-                held.insert(p.name.clone());
+                lease.insert(conn)
             }
-        }
-        for p in self.projections.iter().filter(|p| held.contains(&p.name)) {
-            self.catch_up_one(p).await?;
-        }
+        };
+        // The lease session must still be alive: if it died, another projector may hold it.
+        db(
+            sqlx::query("SELECT 1").execute(&mut *conn).await,
+            "check a lease",
+        )?;
+        self.catch_up_one(p).await?;
         let stall = appends_held_back_for(&self.pool).await?;
         metrics::gauge!("activity_projection_watermark_stall_seconds").set(stall);
         Ok(())

@@ -163,3 +163,90 @@ async fn a_version_bump_rebuilds_the_projection_from_the_whole_log() {
     again.catch_up().await.unwrap();
     assert_eq!(r.snapshot().await, before);
 }
+
+async fn lease_holders(r: &ReadSide) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 \
+         AND classid = x'4c454153'::int::oid \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_all(&r.db.pool)
+    .await
+    .unwrap()
+}
+
+async fn wait_for(r: &ReadSide, what: &str, sql: &'static str, expected: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(&r.db.pool).await.unwrap();
+        if n == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {n}, not {expected}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn one_projector_holds_each_lease_and_a_standby_takes_over_when_it_stops() {
+    use activity_store::project::{ProjectConfig, Projector};
+    use tokio_util::sync::CancellationToken;
+    let r = ReadSide::new().await;
+    r.apply(&[tenant("acme"), register("acme", "ann", "Ann")])
+        .await;
+    let config = ProjectConfig {
+        poll: std::time::Duration::from_millis(100),
+        ..Default::default()
+    };
+    let start = || Projector::start(r.db.pool.clone(), config.clone());
+    let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
+    let a = tokio::spawn(start().await.unwrap().run(stop_a.clone()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while lease_holders(&r).await.len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "leases never taken");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let first = lease_holders(&r).await;
+    let b = tokio::spawn(start().await.unwrap().run(stop_b.clone()));
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(lease_holders(&r).await, first, "the standby holds no lease");
+
+    r.apply(&[activity("acme", "ann", "login", "2026-11-03 08:00:00")])
+        .await;
+    wait_for(
+        &r,
+        "folded by the holder",
+        "SELECT count(*) FROM analytics.activity_feed",
+        1,
+    )
+    .await;
+    stop_a.cancel();
+    a.await.unwrap().unwrap();
+    r.apply(&[activity("acme", "ann", "view", "2026-11-03 09:00:00")])
+        .await;
+    wait_for(
+        &r,
+        "folded by the standby",
+        "SELECT count(*) FROM analytics.activity_feed",
+        2,
+    )
+    .await;
+    wait_for(
+        &r,
+        "summary by the standby",
+        "SELECT events FROM analytics.user_summary",
+        2,
+    )
+    .await;
+    let now = lease_holders(&r).await;
+    assert_eq!(now.len(), 3);
+    assert!(
+        now.iter().all(|pid| !first.contains(pid)),
+        "the standby took every lease"
+    );
+    stop_b.cancel();
+    b.await.unwrap().unwrap();
+}
