@@ -274,6 +274,7 @@ pub async fn appends_held_back_for(pool: &PgPool) -> Result<f64, LogError> {
             "SELECT coalesce(extract(epoch FROM now() - min(a.xact_start)), 0)::float8 \
              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
              WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
                AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid",
         )
         .bind((key >> 32) as i64)

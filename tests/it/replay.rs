@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use activity_store::log::{EventLog, append_in};
 use activity_store::model::{EventType, Lineage, NewEvent};
-use activity_store::project::{ProjectConfig, Projector, reinstall};
+use activity_store::project::{ProjectConfig, Projector, appends_held_back_for, reinstall};
 use chrono::{TimeZone, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -81,6 +81,8 @@ async fn the_projector_waits_for_an_open_append_and_never_skips_it() {
         !later.is_finished(),
         "a later append waits for the open one"
     );
+    let held_back = appends_held_back_for(&r.db.pool).await.unwrap();
+    assert!(held_back >= 0.25, "the stall is measured: {held_back} s");
     r.catch_up().await;
     assert_eq!(
         feed_positions(&r).await,
@@ -90,6 +92,7 @@ async fn the_projector_waits_for_an_open_append_and_never_skips_it() {
 
     open.commit().await.unwrap();
     later.await.unwrap();
+    assert_eq!(appends_held_back_for(&r.db.pool).await.unwrap(), 0.0);
     r.catch_up().await;
     let positions = feed_positions(&r).await;
     assert_eq!(positions.len(), 2, "both appends folded, none skipped");
