@@ -18,7 +18,7 @@ use activity_store::log::{EventLog, partitions};
 use async_nats::jetstream;
 use bytes::Bytes;
 use chrono::Utc;
-use common::{bar, commands, create_stream, peak_rss_mib, publish, ready_store, stop};
+use common::{bar, commands, cpu_seconds, create_stream, peak_rss_mib, publish, ready_store, stop};
 use futures_util::StreamExt;
 use indicatif::ProgressBar;
 use sqlx::PgPool;
@@ -44,14 +44,36 @@ struct EndToEnd {
     rate: f64,
     seconds: f64,
     peak_rss_mib: f64,
+    cpu_seconds: f64,
+    /// Seconds the ingestor spent appending, committing the rest of each batch and acking.
+    append_seconds: f64,
+    batch_seconds: f64,
     db: TestDb,
+}
+
+/// The ingestor's `/metrics`, as a lookup of plain series by name.
+async fn scrape(port: u16) -> impl Fn(&str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    move |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(f64::NAN)
+    }
 }
 
 /// Publish → ingest → commit, timed from the first publish to the commit of the last one.
 async fn end_to_end(js: &jetstream::Context, commands: &[(String, Bytes)]) -> EndToEnd {
     let db = TestDb::migrated().await;
     let prefix = unique_name("e2e");
-    let (child, _) = ready_store(&db, &prefix, &["--ingest"]).await;
+    let (child, port) = ready_store(&db, &prefix, &["--ingest"]).await;
     let n = commands.len() as i64;
     let pb = bar(commands.len(), "end to end (committed)");
     let t = Instant::now();
@@ -75,6 +97,8 @@ async fn end_to_end(js: &jetstream::Context, commands: &[(String, Bytes)]) -> En
     let ((), elapsed) = tokio::join!(publisher, committed);
     pb.finish_and_clear();
     let peak_rss_mib = peak_rss_mib(child.id().unwrap());
+    let cpu_seconds = cpu_seconds(child.id().unwrap());
+    let metrics = scrape(port).await;
     stop(child).await;
     let appended: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&db.pool)
@@ -85,6 +109,9 @@ async fn end_to_end(js: &jetstream::Context, commands: &[(String, Bytes)]) -> En
         rate: n as f64 / elapsed.as_secs_f64(),
         seconds: elapsed.as_secs_f64(),
         peak_rss_mib,
+        cpu_seconds,
+        append_seconds: metrics("activity_append_seconds_sum"),
+        batch_seconds: metrics("activity_ingest_batch_duration_seconds_sum"),
         db,
     }
 }
@@ -227,8 +254,15 @@ async fn main() {
             );
         }
         println!(
-            "{n:>9}  end to end took {:.3} s; ingestor peak RSS {:.1} MiB",
-            e2e.seconds, e2e.peak_rss_mib
+            "{n:>9}  end to end took {:.3} s; ingestor peak RSS {:.1} MiB, {:.1} CPU seconds",
+            e2e.seconds, e2e.peak_rss_mib, e2e.cpu_seconds
+        );
+        println!(
+            "{n:>9}  ingestor time: appending {:.2} s, rest of each batch's commit and ack {:.2} s, \
+             pulling and waiting {:.2} s",
+            e2e.append_seconds,
+            e2e.batch_seconds - e2e.append_seconds,
+            e2e.seconds - e2e.batch_seconds
         );
     }
 }
