@@ -24,3 +24,11 @@ CREATE FUNCTION analytics.current_tenant() RETURNS text
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$ SELECT nullif(current_setting('activity.tenant', true), '') $$;
 GRANT EXECUTE ON FUNCTION analytics.current_tenant() TO activity_reader;
+
+-- A projection's checkpoint, for readers: a cache fill records the checkpoint its row was
+-- read at, in the same statement, to order itself against the projector's writes.
+CREATE FUNCTION analytics.projection_position(name text) RETURNS bigint
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$ SELECT position FROM projection_checkpoints WHERE projection = name $$;
+REVOKE EXECUTE ON FUNCTION analytics.projection_position(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION analytics.projection_position(text) TO activity_reader;

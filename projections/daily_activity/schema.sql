@@ -26,6 +26,10 @@ CREATE POLICY tenant_reads ON analytics.daily_activity FOR SELECT TO activity_re
     USING (tenant = analytics.current_tenant());
 CREATE POLICY projector_writes ON analytics.daily_activity FOR ALL TO activity_writer
     USING (true) WITH CHECK (true);
+-- The role that installs the projection owns the table and folds into it; FORCE applies
+-- row-level security to owners too, so it needs a policy of its own.
+CREATE POLICY owner_folds ON analytics.daily_activity FOR ALL TO CURRENT_USER
+    USING (true) WITH CHECK (true);
 GRANT SELECT ON analytics.daily_activity TO activity_reader;
 GRANT SELECT, INSERT, UPDATE, DELETE ON analytics.daily_activity TO activity_writer;
 GRANT SELECT, INSERT, UPDATE, DELETE ON projection_state.daily_activity_users TO activity_writer;

@@ -2,13 +2,18 @@
 //! `<projection>.v<version>.<tenant>.<user>`, each value the row as JSON with the log
 //! position it reflects.
 //!
-//! Who writes what, so an entry is never wrong:
-//! - the projector, inside each fold's transaction, first puts a tombstone (the window's last
-//!   position, no row) on every key the fold changes; after the commit it puts the new rows.
-//!   A crash in between leaves tombstones: missing entries, never stale ones;
-//! - a reader that missed fills the entry from the table only if the entry is absent or
-//!   reflects an older position (compare-and-set on the KV revision), so a fill that read the
-//!   table before a fold committed can never overwrite what the fold wrote.
+//! Every entry carries `as_of`: the projection's checkpoint when its content was read, and
+//! every write is a compare-and-set on the KV revision that never lowers it, so an entry is
+//! never wrong:
+//! - the projector, inside each fold's transaction, first writes a tombstone (no row) as of
+//!   the window's end on every key the fold changes; after the commit it writes the new rows
+//!   as of the same position. A crash in between leaves tombstones: missing entries, never
+//!   stale ones. A projector that stalled after its commit cannot overwrite what a later fold
+//!   wrote;
+//! - a reader that missed reads the row and the checkpoint in one statement and fills the
+//!   entry as of that checkpoint: a fill that read the table before a fold committed is
+//!   older than the fold's tombstone and is refused, and a fill after the commit replaces a
+//!   tombstone a crashed projector left.
 
 use std::time::Duration;
 
@@ -58,38 +63,62 @@ impl std::fmt::Debug for CacheEntries {
     }
 }
 
-/// A cached value: a row, or a tombstone that only keeps older fills out.
+/// A cached value: a row, or a tombstone that only keeps older writes out; each as of a
+/// checkpoint of the projection.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cached {
-    /// The row, as JSON, with its `position`.
-    Row(Value),
-    /// No row may be filled that reflects a position before this one.
-    Tombstone(i64),
+    /// The row, as JSON (its `position` included).
+    Row {
+        /// The row.
+        row: Value,
+        /// The checkpoint it was read at.
+        as_of: i64,
+    },
+    /// No row here; nothing read before `as_of` may be written.
+    Tombstone {
+        /// The checkpoint of the fold that wrote it.
+        as_of: i64,
+    },
 }
 
 impl Cached {
-    fn position(&self) -> i64 {
+    fn as_of(&self) -> i64 {
         match self {
-            Cached::Row(row) => row["position"].as_i64().unwrap_or(-1),
-            Cached::Tombstone(p) => *p,
+            Cached::Row { as_of, .. } | Cached::Tombstone { as_of } => *as_of,
         }
+    }
+
+    /// Whether this may replace `held`: it is newer, or it is the row a tombstone of the
+    /// same checkpoint was waiting for.
+    fn replaces(&self, held: &Cached) -> bool {
+        self.as_of() > held.as_of()
+            || (self.as_of() == held.as_of()
+                && matches!((self, held), (Cached::Row { .. }, Cached::Tombstone { .. })))
     }
 
     fn parse(bytes: &[u8]) -> Option<Cached> {
-        let value: Value = serde_json::from_slice(bytes).ok()?;
-        match value.get("tombstone").and_then(Value::as_i64) {
-            Some(p) => Some(Cached::Tombstone(p)),
-            None => Some(Cached::Row(value)),
+        let mut value: Value = serde_json::from_slice(bytes).ok()?;
+        let as_of = value.as_object_mut()?.remove("as_of")?.as_i64()?;
+        if value.get("tombstone").is_some() {
+            return Some(Cached::Tombstone { as_of });
         }
+        Some(Cached::Row { row: value, as_of })
     }
 
     fn bytes(&self) -> Bytes {
-        match self {
-            Cached::Row(row) => serde_json::to_vec(row),
-            Cached::Tombstone(p) => serde_json::to_vec(&serde_json::json!({ "tombstone": p })),
-        }
-        .expect("JSON values serialise")
-        .into()
+        let value = match self {
+            Cached::Row { row, as_of } => {
+                let mut row = row.clone();
+                if let Some(fields) = row.as_object_mut() {
+                    fields.insert("as_of".into(), (*as_of).into());
+                }
+                row
+            }
+            Cached::Tombstone { as_of } => serde_json::json!({ "tombstone": true, "as_of": as_of }),
+        };
+        serde_json::to_vec(&value)
+            .expect("JSON values serialise")
+            .into()
     }
 }
 
@@ -181,7 +210,7 @@ impl CacheEntries {
             .map_err(|e| self.nats("read an entry", e))?;
         Ok(entry.and_then(|e| match e.operation {
             kv::Operation::Put => Some((
-                Cached::parse(&e.value).unwrap_or(Cached::Tombstone(-1)),
+                Cached::parse(&e.value).unwrap_or(Cached::Tombstone { as_of: -1 }),
                 e.revision,
             )),
             _ => None,
@@ -191,7 +220,7 @@ impl CacheEntries {
     /// The row cached for a user, if there is one (a tombstone is no row).
     pub async fn get(&self, tenant: &str, user: &str) -> Result<Option<Value>, CacheError> {
         Ok(match self.current(&self.key(tenant, user)).await? {
-            Some((Cached::Row(row), _)) => Some(row),
+            Some((Cached::Row { row, .. }, _)) => Some(row),
             _ => None,
         })
     }
@@ -201,23 +230,18 @@ impl CacheEntries {
         Ok(self.current(&self.key(tenant, user)).await?.map(|(c, _)| c))
     }
 
-    /// The projector's writes: unconditional, in order.
-    pub async fn put(&self, tenant: &str, user: &str, value: &Cached) -> Result<(), CacheError> {
-        self.kv
-            .put(self.key(tenant, user), value.bytes())
-            .await
-            .map_err(|e| self.nats("write an entry", e))?;
-        Ok(())
-    }
-
-    /// A reader's fill: written only if the entry is absent or reflects an older position.
-    /// Returns whether it was written.
-    pub async fn fill(&self, tenant: &str, user: &str, row: Value) -> Result<bool, CacheError> {
+    /// Writes `value` unless the entry holds something as new or newer (compare-and-set on
+    /// the KV revision). Returns whether it was written.
+    pub async fn write(
+        &self,
+        tenant: &str,
+        user: &str,
+        value: &Cached,
+    ) -> Result<bool, CacheError> {
         let key = self.key(tenant, user);
-        let value = Cached::Row(row);
         loop {
             let written = match self.current(&key).await? {
-                Some((held, _)) if held.position() >= value.position() => return Ok(false),
+                Some((held, _)) if !value.replaces(&held) => return Ok(false),
                 Some((_, revision)) => self
                     .kv
                     .update(&key, value.bytes(), revision)
@@ -235,7 +259,7 @@ impl CacheEntries {
                 Ok(()) => return Ok(true),
                 // Someone wrote in between: look again.
                 Err(true) => continue,
-                Err(false) => return Err(self.nats("fill an entry", "refused")),
+                Err(false) => return Err(self.nats("write an entry", "refused")),
             }
         }
     }

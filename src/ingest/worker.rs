@@ -289,6 +289,8 @@ impl Ingestor {
         loop {
             match self.commit(part).await {
                 Ok(outcome) => return Ok(Ok(outcome)),
+                // Misconfigured: stop rather than retry in silence or dead-letter the batch.
+                Err(e) if e.is_fatal() => return Err(IngestError::Log(e)),
                 Err(e) if e.is_transient() => {
                     // Keep the whole batch from redelivery while we wait.
                     for m in messages {
@@ -319,7 +321,7 @@ impl Ingestor {
         if let LogError::Superseded { .. } = error {
             return Err(superseded(error));
         }
-        if !error.is_transient() {
+        if error.is_fatal() || !error.is_transient() {
             return Err(IngestError::Log(error));
         }
         if self.shutdown.is_cancelled() {

@@ -52,6 +52,23 @@ impl LogError {
     }
 }
 
+impl LogError {
+    /// Whether retrying cannot help and no message is at fault: the store is misconfigured
+    /// (SQLSTATE class 42: a missing table or function, a privilege or row-level security
+    /// refusal; 28: authentication; 3D: no such database). Workers stop on these rather than
+    /// retry in silence or dead-letter good messages.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            LogError::Database { source, .. } => source
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c.starts_with("42") || c.starts_with("28") || c.starts_with("3D")),
+            LogError::Migrate(_) => true,
+            LogError::NoPartition(_) | LogError::Superseded { .. } => false,
+        }
+    }
+}
+
 /// Takes transaction-scoped advisory lock `key`.
 pub(crate) async fn xact_lock(
     conn: &mut sqlx::PgConnection,

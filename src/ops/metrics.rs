@@ -40,6 +40,8 @@ pub struct Health {
     pub nats: async_nats::Client,
     /// Set once the ingestor is bound to its consumer.
     pub consumer_bound: Arc<AtomicBool>,
+    /// Cleared if the projector stops on an error.
+    pub projecting: Arc<AtomicBool>,
 }
 
 #[derive(Clone)]
@@ -95,6 +97,9 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
     }
     if !s.health.consumer_bound.load(Ordering::SeqCst) {
         problems.push("consumer not bound");
+    }
+    if !s.health.projecting.load(Ordering::SeqCst) {
+        problems.push("projector stopped");
     }
     if problems.is_empty() {
         (StatusCode::OK, "ready\n".into())

@@ -72,10 +72,12 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
         .map_err(|e| IngestError::Nats(format!("connect to {}: {e}", config.nats_url)))?;
     // Ready means the consumer is bound when this process ingests.
     let consumer_bound = Arc::new(AtomicBool::new(!config.ingest));
+    let projecting = Arc::new(AtomicBool::new(true));
     let health = Health {
         pool: pool.clone(),
         nats: nats.clone(),
         consumer_bound: consumer_bound.clone(),
+        projecting: projecting.clone(),
     };
     let (bound, metrics) = serve_metrics(config.metrics_addr, health, shutdown.clone())
         .await
@@ -98,6 +100,8 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
         let token = shutdown.clone();
         tracker.spawn(async move {
             if let Err(e) = projector.run(token).await {
+                // /readyz turns 503; the other roles carry on.
+                projecting.store(false, Ordering::SeqCst);
                 tracing::error!(error = %e, "projector stopped; restart to resume from the checkpoints");
             }
         });

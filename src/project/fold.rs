@@ -190,7 +190,7 @@ pub async fn fold_next(
     if let (Some(c), Some(rows)) = (cache, changed) {
         let rows: Vec<(String, String, Cached)> = rows
             .into_iter()
-            .map(|(tenant, user, row)| (tenant, user, Cached::Row(row)))
+            .map(|(tenant, user, row)| (tenant, user, Cached::Row { row, as_of: upto }))
             .collect();
         if let Err(e) = put_all(c, rows).await {
             // The tombstones stay: missing entries, which readers fill from the table.
@@ -241,22 +241,22 @@ async fn invalidate(
     )?;
     let mut tombstones: Vec<(String, String, Cached)> = Vec::with_capacity(rows.len());
     for (t, u, _) in &rows {
-        tombstones.push((t.clone(), u.clone(), Cached::Tombstone(upto)));
+        tombstones.push((t.clone(), u.clone(), Cached::Tombstone { as_of: upto }));
     }
     for (t, u) in erased {
-        tombstones.push((t, u, Cached::Tombstone(upto)));
+        tombstones.push((t, u, Cached::Tombstone { as_of: upto }));
     }
     put_all(cache, tombstones).await?;
     Ok(rows)
 }
 
-/// Writes entries, many in flight at once.
+/// Writes entries (each a compare-and-set that never goes back), many in flight at once.
 async fn put_all(
     cache: &CacheEntries,
     entries: Vec<(String, String, Cached)>,
 ) -> Result<(), CacheError> {
     let mut writes = futures_util::stream::iter(entries)
-        .map(|(tenant, user, value)| async move { cache.put(&tenant, &user, &value).await })
+        .map(|(tenant, user, value)| async move { cache.write(&tenant, &user, &value).await })
         .buffer_unordered(256);
     while let Some(written) = writes.next().await {
         written?;

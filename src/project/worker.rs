@@ -1,7 +1,7 @@
 //! The projector: holds a lease per projection and folds the log into each one it holds,
 //! waking on the log's NOTIFY, with a timed poll as fallback.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -51,15 +51,19 @@ pub struct Projector {
     projections: Vec<Projection>,
     config: ProjectConfig,
     caches: HashMap<String, CacheEntries>,
+    /// Projections this start (re)installed at a new version: their buckets are cleared.
+    reinstalled: HashSet<String>,
 }
 
 impl Projector {
     /// Installs every projection that is missing or at another version.
     pub async fn start(pool: PgPool, config: ProjectConfig) -> Result<Projector, ProjectError> {
         let projections = projections()?;
+        let mut reinstalled = HashSet::new();
         for p in &projections {
             if install(&pool, p).await? {
                 tracing::info!(projection = %p.name, version = p.version, "installed");
+                reinstalled.insert(p.name.clone());
             }
         }
         Ok(Projector {
@@ -67,6 +71,7 @@ impl Projector {
             projections,
             config,
             caches: HashMap::new(),
+            reinstalled,
         })
     }
 
@@ -87,6 +92,10 @@ impl Projector {
                     .unwrap_or(Duration::from_secs(spec.ttl_secs));
                 let bucket = format!("{}{}", config.bucket_prefix, spec.bucket);
                 let entries = CacheEntries::open(js, p, &bucket, ttl).await?;
+                if self.reinstalled.contains(&p.name) {
+                    // Refolded from scratch: no entry of an earlier fold may survive.
+                    entries.clear().await?;
+                }
                 self.caches.insert(p.name.clone(), entries);
             }
         }
@@ -110,6 +119,14 @@ impl Projector {
             .iter()
             .find(|p| p.name == name)
             .ok_or_else(|| ProjectError::Unknown(name.to_owned()))?;
+        if p.cache.is_some() && !self.caches.contains_key(name) {
+            return Err(ProjectError::Invalid {
+                name: name.to_owned(),
+                problem: "is cached: rebuild it with NATS configured, so that its cache \
+                          entries are cleared and refilled"
+                    .into(),
+            });
+        }
         reinstall(&self.pool, p).await?;
         if let Some(cache) = self.caches.get(name) {
             cache.clear().await?;
@@ -166,9 +183,11 @@ impl Projector {
     /// PostgreSQL refuses for its data stops the projector rather than skip events.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProjectError> {
         let this = std::sync::Arc::new(self);
+        // Its own token: one projection's failure stops this projector, not the process.
+        let stop = shutdown.child_token();
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..this.projections.len() {
-            let (this, shutdown) = (this.clone(), shutdown.clone());
+            let (this, shutdown) = (this.clone(), stop.clone());
             tasks.spawn(async move { this.run_one(&this.projections[i], shutdown).await });
         }
         while let Some(ended) = tasks.join_next().await {
@@ -179,7 +198,7 @@ impl Projector {
                 })
             });
             if let Err(e) = result {
-                shutdown.cancel();
+                stop.cancel();
                 return Err(e);
             }
         }
@@ -197,7 +216,7 @@ impl Projector {
         loop {
             match self.round(p, &mut lease).await {
                 Ok(()) => {}
-                Err(ProjectError::Log(e)) if e.is_transient() => {
+                Err(ProjectError::Log(e)) if e.is_transient() && !e.is_fatal() => {
                     tracing::warn!(error = %e, projection = %p.name, "projection paused; retrying");
                     lease = None;
                 }

@@ -3,8 +3,8 @@
 
 use sqlx::PgPool;
 
-use super::reads::{UserRow, user};
-use crate::cache::CacheEntries;
+use super::reads::{UserRow, user_as_of};
+use crate::cache::{CacheEntries, Cached};
 use crate::log::LogError;
 
 /// A read and where it was answered from.
@@ -42,15 +42,16 @@ pub async fn user_through_cache(
         Err(e) => tracing::warn!(error = %e, "cache unavailable; reading the table"),
     }
     metrics::counter!("activity_cache_misses_total", &labels).increment(1);
-    let row = user(pool, tenant, user_id).await?;
-    if let Some(r) = &row {
-        let value = serde_json::to_value(r).expect("rows serialise");
-        if let Err(e) = cache.fill(tenant, user_id, value).await {
+    let read = user_as_of(pool, tenant, user_id).await?;
+    if let Some((r, as_of)) = &read {
+        let row = serde_json::to_value(r).expect("rows serialise");
+        let fill = Cached::Row { row, as_of: *as_of };
+        if let Err(e) = cache.write(tenant, user_id, &fill).await {
             tracing::warn!(error = %e, "could not fill a cache entry");
         }
     }
     Ok(CachedRead {
-        row,
+        row: read.map(|(r, _)| r),
         from_cache: false,
     })
 }

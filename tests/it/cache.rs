@@ -116,7 +116,7 @@ async fn forget_user_removes_the_entry_and_its_personal_data() {
     assert_eq!(c.read("ann").await, (None, false));
     let held = c.entries().peek("acme", "ann").await.unwrap();
     assert!(
-        matches!(held, Some(Cached::Tombstone(_))),
+        matches!(held, Some(Cached::Tombstone { .. })),
         "only a tombstone is left: {held:?}"
     );
 }
@@ -182,7 +182,7 @@ async fn the_bucket_ttl_is_the_configured_one_and_entries_expire_after_it() {
 async fn a_fill_from_an_older_read_never_overwrites_a_newer_entry() {
     let c = with_ann(Duration::from_secs(60)).await;
     // A reader read the table, then stalled...
-    let old = query::user(&c.r.db.pool, "acme", "ann")
+    let (old, as_of) = query::user_as_of(&c.r.db.pool, "acme", "ann")
         .await
         .unwrap()
         .unwrap();
@@ -190,29 +190,56 @@ async fn a_fill_from_an_older_read_never_overwrites_a_newer_entry() {
     c.r.apply(&[change_email("acme", "ann", "ann@new.example")])
         .await;
     c.fold_through().await;
-    let filled = c
-        .entries()
-        .fill("acme", "ann", serde_json::to_value(&old).unwrap())
-        .await
-        .unwrap();
-    assert!(!filled);
+    let stale = Cached::Row {
+        row: serde_json::to_value(&old).unwrap(),
+        as_of,
+    };
+    assert!(!c.entries().write("acme", "ann", &stale).await.unwrap());
     assert_eq!(c.read("ann").await.0.unwrap().email, "ann@new.example");
 }
 
+async fn checkpoint(c: &CacheSide) -> i64 {
+    sqlx::query_scalar(
+        "SELECT position FROM projection_checkpoints WHERE projection = 'user_summary'",
+    )
+    .fetch_one(&c.r.db.pool)
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
-async fn a_tombstone_left_by_a_crash_means_a_miss_never_a_stale_answer() {
+async fn a_tombstone_of_a_fold_not_yet_committed_keeps_every_fill_out() {
     let c = with_ann(Duration::from_secs(60)).await;
     let row = c.read("ann").await.0.unwrap();
-    // The projector tombstoned the key for a fold, then died before writing the new row.
-    c.entries()
-        .put("acme", "ann", &Cached::Tombstone(row.position + 5))
-        .await
-        .unwrap();
+    // A fold in progress has tombstoned the key as of a position not yet committed.
+    let pending = Cached::Tombstone {
+        as_of: checkpoint(&c).await + 5,
+    };
+    c.entries().write("acme", "ann", &pending).await.unwrap();
     for _ in 0..2 {
         let (again, from_cache) = c.read("ann").await;
         assert!(!from_cache, "a tombstone is never an answer");
         assert_eq!(again.unwrap(), row, "the table answers");
+        assert_eq!(
+            c.entries().peek("acme", "ann").await.unwrap(),
+            Some(pending.clone())
+        );
     }
+}
+
+#[tokio::test]
+async fn a_tombstone_left_by_a_crash_after_commit_is_replaced_by_the_next_fill() {
+    let c = with_ann(Duration::from_secs(60)).await;
+    // The projector committed up to the checkpoint and died before writing the row.
+    let left = Cached::Tombstone {
+        as_of: checkpoint(&c).await,
+    };
+    c.entries().write("acme", "ann", &left).await.unwrap();
+    let (row, from_cache) = c.read("ann").await;
+    assert!(!from_cache && row.is_some(), "a miss the table answers");
+    let (again, from_cache) = c.read("ann").await;
+    assert!(from_cache, "the fill replaced the tombstone");
+    assert_eq!(again, row);
 }
 
 #[tokio::test]
@@ -230,10 +257,11 @@ async fn a_rebuild_clears_the_bucket_and_refills_every_entry_from_its_row() {
     c.fold_through().await;
     // A stray entry that no row backs: a rebuild must not keep it.
     let stray = c.entries().key("acme", "ghost");
-    c.entries()
-        .fill("acme", "ghost", serde_json::json!({"position": 1}))
-        .await
-        .unwrap();
+    let ghost = Cached::Row {
+        row: serde_json::json!({"position": 1}),
+        as_of: 1,
+    };
+    c.entries().write("acme", "ghost", &ghost).await.unwrap();
     c.projector
         .rebuild("user_summary", |_, _| {})
         .await
@@ -295,4 +323,31 @@ async fn a_realistic_read_mix_hits_more_than_nine_times_in_ten() {
         rate * 100.0
     );
     assert!(rate > 0.9, "hit rate {rate}");
+}
+
+#[tokio::test]
+async fn a_cached_projection_is_never_refolded_without_its_cache() {
+    let c = with_ann(Duration::from_secs(60)).await;
+    c.read("ann").await;
+    // Without NATS, a rebuild would leave entries of the old fold: refused.
+    let e = c.r.projector.rebuild("user_summary", |_, _| {}).await;
+    assert!(e.unwrap_err().to_string().contains("is cached"));
+    // A new version installed at start clears the bucket once the cache is attached.
+    sqlx::query("UPDATE projection_checkpoints SET version = version + 100")
+        .execute(&c.r.db.pool)
+        .await
+        .unwrap();
+    let mut restarted = Projector::start(c.r.db.pool.clone(), ProjectConfig::default())
+        .await
+        .unwrap();
+    let prefix = c
+        .bucket
+        .trim_end_matches("activity_user_summary")
+        .to_owned();
+    let config = CacheConfig {
+        bucket_prefix: prefix,
+        ..Default::default()
+    };
+    restarted.attach_caches(&c.js, &config).await.unwrap();
+    assert_eq!(c.entries().peek("acme", "ann").await.unwrap(), None);
 }

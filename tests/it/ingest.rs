@@ -200,3 +200,21 @@ async fn forget_then_register_again() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_misconfigured_database_stops_the_ingestor_and_dead_letters_nothing() {
+    let p = Pipeline::new().await;
+    sqlx::query("ALTER TABLE tenants RENAME TO tenants_elsewhere")
+        .execute(&p.db.pool)
+        .await
+        .unwrap();
+    p.publish(create_tenant("acme")).await;
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), p.ingestor.step())
+        .await
+        .expect("a missing table is not retried for ever");
+    match stopped {
+        Err(activity_store::ingest::IngestError::Log(e)) => assert!(e.is_fatal(), "{e}"),
+        other => panic!("expected a fatal database error, got {other:?}"),
+    }
+    assert_eq!(p.count("SELECT count(*) FROM dead_letters").await, 0);
+}

@@ -250,3 +250,28 @@ async fn one_projector_holds_each_lease_and_a_standby_takes_over_when_it_stops()
     stop_b.cancel();
     b.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_projector_that_cannot_fold_stops_with_the_error_instead_of_retrying_in_silence() {
+    use activity_store::project::{ProjectConfig, ProjectError, Projector};
+    let r = ReadSide::new().await;
+    r.apply(&[tenant("acme"), register("acme", "ann", "Ann")])
+        .await;
+    sqlx::query("ALTER TABLE analytics.user_summary RENAME TO user_summary_elsewhere")
+        .execute(&r.db.pool)
+        .await
+        .unwrap();
+    let projector = Projector::start(r.db.pool.clone(), ProjectConfig::default())
+        .await
+        .unwrap();
+    let stopped = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        projector.run(tokio_util::sync::CancellationToken::new()),
+    )
+    .await
+    .expect("the projector stops");
+    match stopped {
+        Err(ProjectError::Log(e)) => assert!(e.is_fatal(), "{e}"),
+        other => panic!("expected a fatal database error, got {other:?}"),
+    }
+}
