@@ -25,7 +25,8 @@ async fn two_tenants() -> ReadSide {
     r
 }
 
-async fn reader(r: &ReadSide) -> PgConnection {
+/// A login that only has `activity_reader`, bound to `tenants`.
+async fn reader_of(r: &ReadSide, tenants: &[&str]) -> PgConnection {
     let role = unique_name("reader");
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "CREATE ROLE {role} LOGIN PASSWORD 'pw' IN ROLE activity_reader"
@@ -33,9 +34,21 @@ async fn reader(r: &ReadSide) -> PgConnection {
     .execute(&r.db.pool)
     .await
     .unwrap();
+    for t in tenants {
+        sqlx::query("INSERT INTO reader_tenants (login, tenant) VALUES ($1, $2)")
+            .bind(&role)
+            .bind(t)
+            .execute(&r.db.pool)
+            .await
+            .unwrap();
+    }
     PgConnection::connect_with(&r.db.options_as(&role, "pw"))
         .await
         .unwrap()
+}
+
+async fn reader(r: &ReadSide) -> PgConnection {
+    reader_of(r, &["a", "b"]).await
 }
 
 async fn tenants_seen(conn: &mut PgConnection, table: &str) -> Vec<String> {
@@ -72,6 +85,47 @@ async fn a_reader_sees_only_its_tenant_in_every_read_model_and_nothing_without_o
     for table in READ_MODELS {
         assert_eq!(tenants_seen(&mut conn, table).await, ["b"], "{table}");
     }
+}
+
+#[tokio::test]
+async fn a_login_reads_only_the_tenants_it_is_bound_to_whatever_it_sets() {
+    let r = two_tenants().await;
+    let mut bound_to_a = reader_of(&r, &["a"]).await;
+    for (set, expected) in [("a", vec!["a".to_owned()]), ("b", vec![])] {
+        sqlx::query("SELECT set_config('activity.tenant', $1, false)")
+            .bind(set)
+            .execute(&mut bound_to_a)
+            .await
+            .unwrap();
+        for table in READ_MODELS {
+            assert_eq!(
+                tenants_seen(&mut bound_to_a, table).await,
+                expected,
+                "{set} {table}"
+            );
+        }
+    }
+    let mut unbound = reader_of(&r, &[]).await;
+    sqlx::query("SET activity.tenant = 'a'")
+        .execute(&mut unbound)
+        .await
+        .unwrap();
+    for table in READ_MODELS {
+        assert!(
+            tenants_seen(&mut unbound, table).await.is_empty(),
+            "{table}"
+        );
+    }
+    // Nor can a reader bind itself.
+    let e = sqlx::query("INSERT INTO reader_tenants VALUES (session_user, '*')")
+        .execute(&mut unbound)
+        .await
+        .unwrap_err();
+    let code = e
+        .as_database_error()
+        .and_then(|d| d.code())
+        .unwrap_or_default();
+    assert_eq!(code, "42501", "{e}");
 }
 
 #[tokio::test]
