@@ -1,8 +1,8 @@
 -- Folds the log's positions (after, upto] into analytics.activity_feed.
-CREATE OR REPLACE FUNCTION projection_state.fold_activity_feed(after bigint, upto bigint)
+CREATE OR REPLACE FUNCTION {{state}}.fold_activity_feed(after bigint, upto bigint)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO analytics.activity_feed
+    INSERT INTO {{analytics}}.activity_feed
         (tenant, user_id, event_id, activity_type, occurred_at, metadata, position)
     SELECT tenant, user_id, event_id, activity_type, occurred_at, data, position
     FROM events
@@ -10,7 +10,7 @@ BEGIN
 
     -- An erasure removes the user's activities before it; later ones (a new registration
     -- of the same id) stay.
-    DELETE FROM analytics.activity_feed f
+    DELETE FROM {{analytics}}.activity_feed f
     USING events e
     WHERE e.position > after AND e.position <= upto AND e.event_type = 'user_forgotten'
       AND f.tenant = e.tenant AND f.user_id = e.user_id AND f.position < e.position;

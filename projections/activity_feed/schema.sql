@@ -1,5 +1,5 @@
 -- analytics.activity_feed: one row per recorded activity of a user the store still knows.
-CREATE TABLE analytics.activity_feed (
+CREATE TABLE {{analytics}}.activity_feed (
     tenant        text        NOT NULL,
     user_id       text        NOT NULL,
     event_id      uuid        NOT NULL,
@@ -10,21 +10,21 @@ CREATE TABLE analytics.activity_feed (
     PRIMARY KEY (tenant, event_id)
 );
 -- A user's feed, newest first.
-CREATE INDEX activity_feed_user_time ON analytics.activity_feed (tenant, user_id, occurred_at DESC);
+CREATE INDEX activity_feed_user_time ON {{analytics}}.activity_feed (tenant, user_id, occurred_at DESC);
 -- Metadata containment (`metadata @> '{"ip": "10.0.0.1"}'`); the tenant is a filter on top.
 -- (A btree_gin index on (tenant, metadata) was measured: the planner prefers a sequential
 -- scan to it, since it walks the tenant's whole posting list.)
-CREATE INDEX activity_feed_metadata ON analytics.activity_feed USING gin (metadata jsonb_path_ops);
+CREATE INDEX activity_feed_metadata ON {{analytics}}.activity_feed USING gin (metadata jsonb_path_ops);
 
-ALTER TABLE analytics.activity_feed ENABLE ROW LEVEL SECURITY;
-ALTER TABLE analytics.activity_feed FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_reads ON analytics.activity_feed FOR SELECT TO activity_reader
+ALTER TABLE {{analytics}}.activity_feed ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {{analytics}}.activity_feed FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_reads ON {{analytics}}.activity_feed FOR SELECT TO activity_reader
     USING (tenant = analytics.current_tenant());
-CREATE POLICY projector_writes ON analytics.activity_feed FOR ALL TO activity_writer
+CREATE POLICY projector_writes ON {{analytics}}.activity_feed FOR ALL TO activity_writer
     USING (true) WITH CHECK (true);
 -- The role that installs the projection owns the table and folds into it; FORCE applies
 -- row-level security to owners too, so it needs a policy of its own.
-CREATE POLICY owner_folds ON analytics.activity_feed FOR ALL TO CURRENT_USER
+CREATE POLICY owner_folds ON {{analytics}}.activity_feed FOR ALL TO CURRENT_USER
     USING (true) WITH CHECK (true);
-GRANT SELECT ON analytics.activity_feed TO activity_reader;
-GRANT SELECT, INSERT, UPDATE, DELETE ON analytics.activity_feed TO activity_writer;
+GRANT SELECT ON {{analytics}}.activity_feed TO activity_reader;
+GRANT SELECT, INSERT, UPDATE, DELETE ON {{analytics}}.activity_feed TO activity_writer;

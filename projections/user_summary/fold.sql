@@ -1,6 +1,6 @@
 -- Folds the log's positions (after, upto] into analytics.user_summary, in segments that end
 -- at each erasure (an erased id may be registered again later in the same window).
-CREATE OR REPLACE FUNCTION projection_state.fold_user_summary(after bigint, upto bigint)
+CREATE OR REPLACE FUNCTION {{state}}.fold_user_summary(after bigint, upto bigint)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     lo bigint := after;
@@ -11,25 +11,25 @@ BEGIN
         WHERE position > after AND position <= upto AND event_type = 'user_forgotten'
         ORDER BY position
     LOOP
-        PERFORM projection_state.fold_user_summary_segment(lo, f.position);
-        DELETE FROM analytics.user_summary WHERE tenant = f.tenant AND user_id = f.user_id;
+        PERFORM {{state}}.fold_user_summary_segment(lo, f.position);
+        DELETE FROM {{analytics}}.user_summary WHERE tenant = f.tenant AND user_id = f.user_id;
         lo := f.position;
     END LOOP;
-    PERFORM projection_state.fold_user_summary_segment(lo, upto);
+    PERFORM {{state}}.fold_user_summary_segment(lo, upto);
 END
 $$;
 
 -- Registrations, then email changes, then activities in (lo, hi]: within a segment a user is
 -- registered before anything else happens to them.
-CREATE OR REPLACE FUNCTION projection_state.fold_user_summary_segment(lo bigint, hi bigint)
+CREATE OR REPLACE FUNCTION {{state}}.fold_user_summary_segment(lo bigint, hi bigint)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO analytics.user_summary (tenant, user_id, name, email, position)
+    INSERT INTO {{analytics}}.user_summary (tenant, user_id, name, email, position)
     SELECT tenant, user_id, data->>'name', data->>'email', position
     FROM events
     WHERE position > lo AND position <= hi AND event_type = 'user_registered';
 
-    UPDATE analytics.user_summary s
+    UPDATE {{analytics}}.user_summary s
     SET email = c.email, position = greatest(s.position, c.position)
     FROM (
         SELECT DISTINCT ON (tenant, user_id) tenant, user_id, data->>'email' AS email, position
@@ -55,7 +55,7 @@ BEGIN
                l.occurred_at, l.position AS last_position, l.activity_type
         FROM agg a JOIN latest l USING (tenant, user_id)
     )
-    UPDATE analytics.user_summary s
+    UPDATE {{analytics}}.user_summary s
     SET first_seen = least(s.first_seen, m.first_seen),
         events = s.events + m.n,
         last_seen = CASE WHEN s.last_seen IS NULL

@@ -1,5 +1,5 @@
 -- analytics.user_summary: one row per registered user the store still knows.
-CREATE TABLE analytics.user_summary (
+CREATE TABLE {{analytics}}.user_summary (
     tenant                 text        NOT NULL,
     user_id                text        NOT NULL,
     name                   text,
@@ -16,17 +16,17 @@ CREATE TABLE analytics.user_summary (
     PRIMARY KEY (tenant, user_id)
 );
 -- The rows a fold changed, for the cache's write-through.
-CREATE INDEX user_summary_position ON analytics.user_summary (position);
+CREATE INDEX user_summary_position ON {{analytics}}.user_summary (position);
 
-ALTER TABLE analytics.user_summary ENABLE ROW LEVEL SECURITY;
-ALTER TABLE analytics.user_summary FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_reads ON analytics.user_summary FOR SELECT TO activity_reader
+ALTER TABLE {{analytics}}.user_summary ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {{analytics}}.user_summary FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_reads ON {{analytics}}.user_summary FOR SELECT TO activity_reader
     USING (tenant = analytics.current_tenant());
-CREATE POLICY projector_writes ON analytics.user_summary FOR ALL TO activity_writer
+CREATE POLICY projector_writes ON {{analytics}}.user_summary FOR ALL TO activity_writer
     USING (true) WITH CHECK (true);
 -- The role that installs the projection owns the table and folds into it; FORCE applies
 -- row-level security to owners too, so it needs a policy of its own.
-CREATE POLICY owner_folds ON analytics.user_summary FOR ALL TO CURRENT_USER
+CREATE POLICY owner_folds ON {{analytics}}.user_summary FOR ALL TO CURRENT_USER
     USING (true) WITH CHECK (true);
-GRANT SELECT ON analytics.user_summary TO activity_reader;
-GRANT SELECT, INSERT, UPDATE, DELETE ON analytics.user_summary TO activity_writer;
+GRANT SELECT ON {{analytics}}.user_summary TO activity_reader;
+GRANT SELECT, INSERT, UPDATE, DELETE ON {{analytics}}.user_summary TO activity_writer;

@@ -165,8 +165,8 @@ async fn reader_cache(cli: &Cli) -> Option<CacheEntries> {
         .flatten()
 }
 
-/// `rebuild <projection>`: refolds it from the whole log, with a progress bar, clearing and
-/// refilling its cache entries when NATS is configured.
+/// `rebuild <projection>`: refolds it from the whole log into shadow tables and swaps them in,
+/// with a progress bar, then clears and refills its cache entries.
 pub async fn rebuild(cli: &Cli, name: &str) -> Result<(), CliError> {
     let pool = super::admin::connect(cli).await?;
     let mut projector = Projector::start(pool, ProjectConfig::default()).await?;
@@ -182,14 +182,14 @@ pub async fn rebuild(cli: &Cli, name: &str) -> Result<(), CliError> {
             .expect("a valid template"),
     );
     bar.set_message(format!("rebuilding {name}"));
-    let folded = projector
+    let position = projector
         .rebuild(name, |upto, last| {
             bar.set_length(last.max(0) as u64);
             bar.set_position(upto.max(0) as u64);
         })
         .await?;
     bar.finish_and_clear();
-    println!("rebuilt {name}: folded {folded} log positions");
+    println!("rebuilt {name} from the whole log, up to position {position}");
     Ok(())
 }
 

@@ -19,6 +19,13 @@ use crate::log::{APPEND_LOCK, LogError, db};
 /// The first key of a projection's install lock ("PROJ"); the second is its name's hash.
 const INSTALL_LOCK: i32 = 0x5052_4f4a;
 
+/// Positions folded per transaction while a new version is built at start.
+const REBUILD_WINDOW: i64 = 50_000;
+
+/// Where live projections keep their read tables and their private state.
+pub(super) const LIVE_ANALYTICS: &str = "analytics";
+pub(super) const LIVE_STATE: &str = "projection_state";
+
 /// What one fold did: it folded positions `(after, upto]`; nothing when they are equal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FoldOutcome {
@@ -35,7 +42,7 @@ impl FoldOutcome {
     }
 }
 
-async fn lock_projection(
+pub(super) async fn lock_projection(
     tx: &mut Transaction<'_, Postgres>,
     p: &Projection,
 ) -> Result<(), ProjectError> {
@@ -65,11 +72,19 @@ pub async fn install(pool: &PgPool, p: &Projection) -> Result<bool, ProjectError
     if installed == Some(p.version) {
         return Ok(false);
     }
-    if let Some(old) = installed {
-        tracing::info!(projection = %p.name, from = old, to = p.version, "new version: rebuilding");
+    match installed {
+        None => {
+            reinstall_in(&mut tx, p).await?;
+            db(tx.commit().await, "commit a projection install")?;
+        }
+        Some(old) => {
+            // The old version keeps serving reads while the new one is built beside it.
+            drop(tx);
+            tracing::info!(projection = %p.name, from = old, to = p.version, "new version: rebuilding");
+            let shadow = super::shadow::prepare(pool, p, REBUILD_WINDOW, |_, _| {}).await?;
+            super::shadow::swap_in(pool, p, shadow).await?;
+        }
     }
-    reinstall_in(&mut tx, p).await?;
-    db(tx.commit().await, "commit a projection install")?;
     Ok(true)
 }
 
@@ -87,6 +102,23 @@ async fn reinstall_in(
     tx: &mut Transaction<'_, Postgres>,
     p: &Projection,
 ) -> Result<(), ProjectError> {
+    drop_tables(tx, p).await?;
+    let schema = p.schema_sql(LIVE_ANALYTICS, LIVE_STATE);
+    db(
+        sqlx::raw_sql(sqlx::AssertSqlSafe(schema))
+            .execute(&mut **tx)
+            .await,
+        "create a projection's tables",
+    )?;
+    install_fold(tx, p, LIVE_ANALYTICS, LIVE_STATE).await?;
+    set_checkpoint(tx, p, 0).await
+}
+
+/// Drops `p`'s live tables.
+pub(super) async fn drop_tables(
+    tx: &mut Transaction<'_, Postgres>,
+    p: &Projection,
+) -> Result<(), ProjectError> {
     for table in &p.tables {
         // Names were checked against [a-z0-9_] when the registry was read.
         let drop = format!("DROP TABLE IF EXISTS {table} CASCADE");
@@ -97,25 +129,43 @@ async fn reinstall_in(
             "drop a projection's table",
         )?;
     }
+    Ok(())
+}
+
+/// Creates (or replaces) `p`'s fold functions, placed in `analytics` and `state`.
+pub(super) async fn install_fold(
+    tx: &mut Transaction<'_, Postgres>,
+    p: &Projection,
+    analytics: &str,
+    state: &str,
+) -> Result<(), ProjectError> {
     db(
-        sqlx::raw_sql(p.schema).execute(&mut **tx).await,
-        "create a projection's tables",
-    )?;
-    db(
-        sqlx::raw_sql(p.fold).execute(&mut **tx).await,
+        sqlx::raw_sql(sqlx::AssertSqlSafe(p.fold_sql(analytics, state)))
+            .execute(&mut **tx)
+            .await,
         "create a projection's fold",
     )?;
+    Ok(())
+}
+
+/// Records `p` as installed at its version and folded up to `position`.
+pub(super) async fn set_checkpoint(
+    tx: &mut Transaction<'_, Postgres>,
+    p: &Projection,
+    position: i64,
+) -> Result<(), ProjectError> {
     db(
         sqlx::query(
-            "INSERT INTO projection_checkpoints (projection, version, position) VALUES ($1, $2, 0) \
+            "INSERT INTO projection_checkpoints (projection, version, position) VALUES ($1, $2, $3) \
              ON CONFLICT (projection) DO UPDATE \
-             SET version = EXCLUDED.version, position = 0, updated_at = now()",
+             SET version = EXCLUDED.version, position = EXCLUDED.position, updated_at = now()",
         )
         .bind(&p.name)
         .bind(p.version)
+        .bind(position)
         .execute(&mut **tx)
         .await,
-        "reset a projection's checkpoint",
+        "set a projection's checkpoint",
     )?;
     Ok(())
 }
@@ -165,7 +215,7 @@ pub async fn fold_next(
         return Ok(FoldOutcome { after, upto: after });
     }
     db(
-        sqlx::query(sqlx::AssertSqlSafe(p.fold_call()))
+        sqlx::query(sqlx::AssertSqlSafe(p.fold_call(LIVE_STATE)))
             .bind(after)
             .bind(upto)
             .execute(&mut *tx)
@@ -248,6 +298,32 @@ async fn invalidate(
     }
     put_all(cache, tombstones).await?;
     Ok(rows)
+}
+
+/// Writes every row of `p`'s table to its cache, as of the checkpoint read with the rows in
+/// one statement: after a rebuild, every entry equals its row.
+pub(super) async fn refill(
+    pool: &PgPool,
+    p: &Projection,
+    cache: &CacheEntries,
+) -> Result<(), ProjectError> {
+    let rows: Vec<(String, String, serde_json::Value, i64)> = db(
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT tenant, user_id, to_jsonb(t), \
+             (SELECT position FROM projection_checkpoints WHERE projection = $1) FROM {} t",
+            p.table()
+        )))
+        .bind(&p.name)
+        .fetch_all(pool)
+        .await,
+        "read rows to refill a cache",
+    )?;
+    let entries = rows
+        .into_iter()
+        .map(|(tenant, user, row, as_of)| (tenant, user, Cached::Row { row, as_of }))
+        .collect();
+    put_all(cache, entries).await?;
+    Ok(())
 }
 
 /// Writes entries (each a compare-and-set that never goes back), many in flight at once.

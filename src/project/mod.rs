@@ -3,6 +3,7 @@
 
 mod fold;
 mod registry;
+pub mod shadow;
 mod worker;
 
 pub use fold::{FoldOutcome, appends_held_back_for, fold_next, install, reinstall};

@@ -64,9 +64,20 @@ impl Projection {
         format!("analytics.{}", self.name)
     }
 
-    /// The SQL that folds positions `(after, upto]`.
-    pub fn fold_call(&self) -> String {
-        format!("SELECT projection_state.fold_{}($1, $2)", self.name)
+    /// The SQL that folds positions `(after, upto]` with the fold installed in `state`.
+    pub fn fold_call(&self, state: &str) -> String {
+        format!("SELECT {state}.fold_{}($1, $2)", self.name)
+    }
+
+    /// `schema.sql` with its read tables in schema `analytics` and its private ones in
+    /// `state` (the live `analytics` and `projection_state`, or a rebuild's shadow schema).
+    pub fn schema_sql(&self, analytics: &str, state: &str) -> String {
+        render(self.schema, analytics, state)
+    }
+
+    /// `fold.sql`, placed like `schema_sql`.
+    pub fn fold_sql(&self, analytics: &str, state: &str) -> String {
+        render(self.fold, analytics, state)
     }
 
     fn from_source(source: &ProjectionSource) -> Result<Projection, ProjectError> {
@@ -100,6 +111,16 @@ impl Projection {
                 "tables must be analytics.<name> or projection_state.<name>",
             ));
         }
+        let mut bare: Vec<&str> = m
+            .tables
+            .iter()
+            .filter_map(|t| t.split_once('.'))
+            .map(|(_, n)| n)
+            .collect();
+        bare.sort_unstable();
+        if bare.windows(2).any(|w| w[0] == w[1]) {
+            return Err(invalid("table names must differ without their schema"));
+        }
         if m.cache.as_ref().is_some_and(|c| c.ttl_secs == 0) {
             return Err(invalid("a cache's ttl_secs must be 1 or more"));
         }
@@ -113,6 +134,13 @@ impl Projection {
             fold: source.fold,
         })
     }
+}
+
+/// Projection SQL names its own schemas `{{analytics}}` and `{{state}}`, so that the same
+/// files build the live tables and a rebuild's shadow ones.
+fn render(sql: &str, analytics: &str, state: &str) -> String {
+    sql.replace("{{analytics}}", analytics)
+        .replace("{{state}}", state)
 }
 
 /// Every projection, in name order.

@@ -10,7 +10,8 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use super::fold::{appends_held_back_for, fold_next, install, reinstall};
+use super::fold::{appends_held_back_for, fold_next, install, refill};
+use super::shadow;
 use super::{ProjectError, Projection, projections};
 use crate::cache::CacheEntries;
 use crate::log::{APPEND_CHANNEL, LogError, db};
@@ -107,8 +108,9 @@ impl Projector {
         self.caches.get(name)
     }
 
-    /// Rebuilds projection `name` from the whole log: drops and recreates its tables, clears
-    /// its cache bucket, and folds every window again (calling `progress(upto, last)`).
+    /// Rebuilds projection `name` from the whole log without taking reads down: folds it into
+    /// shadow tables (calling `progress(folded, last)`) while the live ones serve, swaps them
+    /// in, then clears and refills its cache bucket. Returns the position it stands at.
     pub async fn rebuild(
         &self,
         name: &str,
@@ -127,26 +129,13 @@ impl Projector {
                     .into(),
             });
         }
-        reinstall(&self.pool, p).await?;
+        let shadow = shadow::prepare(&self.pool, p, self.config.window, progress).await?;
+        let position = shadow::swap_in(&self.pool, p, shadow).await?;
         if let Some(cache) = self.caches.get(name) {
             cache.clear().await?;
+            refill(&self.pool, p, cache).await?;
         }
-        let last: Option<i64> = db(
-            sqlx::query_scalar("SELECT max(position) FROM events")
-                .fetch_one(&self.pool)
-                .await,
-            "read the log's last position",
-        )?;
-        let mut folded = 0;
-        loop {
-            let outcome =
-                fold_next(&self.pool, p, self.config.window, self.caches.get(name)).await?;
-            progress(outcome.upto, last.unwrap_or(0).max(outcome.upto));
-            if outcome.caught_up() {
-                return Ok(folded);
-            }
-            folded += outcome.upto - outcome.after;
-        }
+        Ok(position)
     }
 
     /// The projections it folds.

@@ -20,6 +20,7 @@ mod producers;
 mod project_support;
 mod projections;
 mod publish;
+mod rebuild;
 mod recovery;
 mod replay;
 mod schema;

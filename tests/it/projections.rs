@@ -147,20 +147,33 @@ async fn a_version_bump_rebuilds_the_projection_from_the_whole_log() {
         .await;
     r.catch_up().await;
     let before = r.snapshot().await;
-    // An older version recorded: the next start must drop and refold.
+    // A row the fold would never write: a refold must not keep it.
+    sqlx::query("UPDATE analytics.activity_feed SET activity_type = 'tampered'")
+        .execute(&r.db.pool)
+        .await
+        .unwrap();
+    // An older version recorded: the next start must refold, beside the old tables.
     sqlx::query("UPDATE projection_checkpoints SET version = version + 100")
         .execute(&r.db.pool)
         .await
         .unwrap();
-    let again = activity_store::project::Projector::start(r.db.pool.clone(), Default::default())
+    activity_store::project::Projector::start(r.db.pool.clone(), Default::default())
         .await
         .unwrap();
-    let positions: Vec<i64> = sqlx::query_scalar("SELECT position FROM projection_checkpoints")
-        .fetch_all(&r.db.pool)
+    let checkpoints: Vec<(i32, i64)> =
+        sqlx::query_as("SELECT version, position FROM projection_checkpoints")
+            .fetch_all(&r.db.pool)
+            .await
+            .unwrap();
+    let last: i64 = sqlx::query_scalar("SELECT max(position) FROM events")
+        .fetch_one(&r.db.pool)
         .await
         .unwrap();
-    assert_eq!(positions, [0, 0, 0], "reinstalled at position 0");
-    again.catch_up().await.unwrap();
+    assert_eq!(
+        checkpoints,
+        [(1, last), (1, last), (1, last)],
+        "rebuilt to the log's end"
+    );
     assert_eq!(r.snapshot().await, before);
 }
 

@@ -1,0 +1,159 @@
+//! Rebuilds that never take reads down: the projection is folded from the whole log into a
+//! shadow schema of its own while its live tables keep serving and folding, then swapped in
+//! by one short transaction, which is all readers ever wait for.
+
+use sqlx::{PgConnection, PgPool};
+
+use super::fold::{
+    LIVE_ANALYTICS, LIVE_STATE, drop_tables, install_fold, lock_projection, set_checkpoint,
+};
+use super::{ProjectError, Projection};
+use crate::log::db;
+
+/// A projection's shadow copy and how far it has folded the log.
+#[derive(Debug)]
+pub struct Shadow {
+    schema: String,
+    position: i64,
+}
+
+impl Shadow {
+    /// The schema holding the shadow tables.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The last log position folded into it.
+    pub fn position(&self) -> i64 {
+        self.position
+    }
+}
+
+async fn exec(
+    conn: &mut PgConnection,
+    sql: String,
+    action: &'static str,
+) -> Result<(), ProjectError> {
+    db(
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(conn).await,
+        action,
+    )?;
+    Ok(())
+}
+
+async fn last_visible(conn: &mut PgConnection) -> Result<i64, ProjectError> {
+    Ok(db(
+        sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
+            .fetch_one(conn)
+            .await,
+        "read the log's last position",
+    )?)
+}
+
+async fn fold(
+    conn: &mut PgConnection,
+    p: &Projection,
+    shadow: &mut Shadow,
+    upto: i64,
+) -> Result<(), ProjectError> {
+    db(
+        sqlx::query(sqlx::AssertSqlSafe(p.fold_call(&shadow.schema)))
+            .bind(shadow.position)
+            .bind(upto)
+            .execute(conn)
+            .await,
+        "fold a window into a shadow",
+    )?;
+    shadow.position = upto;
+    Ok(())
+}
+
+/// Creates `p`'s tables empty in its shadow schema `rebuild_<name>` and folds the whole log
+/// into them in windows of `window` positions, calling `progress(folded, last)`.
+pub async fn prepare(
+    pool: &PgPool,
+    p: &Projection,
+    window: i64,
+    progress: impl Fn(i64, i64),
+) -> Result<Shadow, ProjectError> {
+    let mut shadow = Shadow {
+        schema: format!("rebuild_{}", p.name),
+        position: 0,
+    };
+    let mut tx = db(pool.begin().await, "begin a shadow")?;
+    lock_projection(&mut tx, p).await?;
+    let schema = &shadow.schema;
+    let create = format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}");
+    exec(&mut tx, create, "create a shadow schema").await?;
+    exec(
+        &mut tx,
+        p.schema_sql(schema, schema),
+        "create shadow tables",
+    )
+    .await?;
+    install_fold(&mut tx, p, schema, schema).await?;
+    db(tx.commit().await, "commit a shadow")?;
+    catch_up(pool, p, &mut shadow, window, &progress).await?;
+    Ok(shadow)
+}
+
+async fn catch_up(
+    pool: &PgPool,
+    p: &Projection,
+    shadow: &mut Shadow,
+    window: i64,
+    progress: &impl Fn(i64, i64),
+) -> Result<(), ProjectError> {
+    loop {
+        let mut tx = db(pool.begin().await, "begin a shadow fold")?;
+        let last = last_visible(&mut tx).await?;
+        progress(shadow.position, last);
+        let upto = last.min(shadow.position.saturating_add(window.max(1)));
+        if upto <= shadow.position {
+            return Ok(());
+        }
+        fold(&mut tx, p, shadow, upto).await?;
+        db(tx.commit().await, "commit a shadow fold")?;
+    }
+}
+
+/// Swaps the shadow in, in one transaction: with the projection's checkpoint locked (live
+/// folds wait), it folds what the log gained since, drops the live tables, moves the shadow
+/// ones into their schemas, reinstalls the live fold and sets the checkpoint. Returns the
+/// position the projection now stands at.
+pub async fn swap_in(
+    pool: &PgPool,
+    p: &Projection,
+    mut shadow: Shadow,
+) -> Result<i64, ProjectError> {
+    // Most of what arrived while it was built, outside the swap's transaction.
+    catch_up(pool, p, &mut shadow, i64::MAX / 4, &|_, _| {}).await?;
+    let mut tx = db(pool.begin().await, "begin a swap")?;
+    lock_projection(&mut tx, p).await?;
+    db(
+        sqlx::query("SELECT position FROM projection_checkpoints WHERE projection = $1 FOR UPDATE")
+            .bind(&p.name)
+            .fetch_optional(&mut *tx)
+            .await,
+        "lock a projection's checkpoint",
+    )?;
+    let last = last_visible(&mut tx).await?;
+    if last > shadow.position {
+        fold(&mut tx, p, &mut shadow, last).await?;
+    }
+    drop_tables(&mut tx, p).await?;
+    for table in &p.tables {
+        let (schema, name) = table.split_once('.').expect("tables are schema-qualified");
+        let to = format!("ALTER TABLE {}.{name} SET SCHEMA {schema}", shadow.schema);
+        exec(&mut tx, to, "move a shadow table into place").await?;
+    }
+    install_fold(&mut tx, p, LIVE_ANALYTICS, LIVE_STATE).await?;
+    set_checkpoint(&mut tx, p, shadow.position).await?;
+    db(tx.commit().await, "commit a swap")?;
+    // Only the shadow's fold functions are left in it.
+    let cleanup = format!("DROP SCHEMA IF EXISTS {} CASCADE", shadow.schema);
+    if let Ok(mut conn) = pool.acquire().await {
+        let _ = exec(&mut conn, cleanup, "drop a shadow schema").await;
+    }
+    Ok(shadow.position)
+}
