@@ -10,11 +10,16 @@ use super::fold::{
 use super::{ProjectError, Projection};
 use crate::log::db;
 
-/// A projection's shadow copy and how far it has folded the log.
+/// The first key of a projection's rebuild lock ("REBU"); the second is its name's hash.
+const REBUILD_LOCK: i32 = 0x5245_4255;
+
+/// A projection's shadow copy and how far it has folded the log. It holds the projection's
+/// rebuild lock until it is swapped in or dropped, so two rebuilds never share a shadow.
 #[derive(Debug)]
 pub struct Shadow {
     schema: String,
     position: i64,
+    _rebuilding: PgConnection,
 }
 
 impl Shadow {
@@ -76,9 +81,25 @@ pub async fn prepare(
     window: i64,
     progress: impl Fn(i64, i64),
 ) -> Result<Shadow, ProjectError> {
+    let mut guard = db(pool.acquire().await, "connect for a rebuild lock")?.detach();
+    let free: bool = db(
+        sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+            .bind(REBUILD_LOCK)
+            .bind(&p.name)
+            .fetch_one(&mut guard)
+            .await,
+        "take a rebuild lock",
+    )?;
+    if !free {
+        return Err(ProjectError::Invalid {
+            name: p.name.clone(),
+            problem: "is being rebuilt by another process".into(),
+        });
+    }
     let mut shadow = Shadow {
         schema: format!("rebuild_{}", p.name),
         position: 0,
+        _rebuilding: guard,
     };
     let mut tx = db(pool.begin().await, "begin a shadow")?;
     lock_projection(&mut tx, p).await?;
