@@ -15,7 +15,7 @@ INSERT INTO reader_tenants (login, tenant) VALUES (CURRENT_USER, '*');
 -- session user, whatever role it has switched to) is bound to it; NULL, and so no rows,
 -- otherwise.
 CREATE OR REPLACE FUNCTION analytics.current_tenant() RETURNS text
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+    LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = public, pg_temp
     AS $$
         SELECT s.tenant
         FROM (SELECT nullif(current_setting('activity.tenant', true), '') AS tenant) s

@@ -19,7 +19,7 @@ CREATE INDEX activity_feed_metadata ON {{analytics}}.activity_feed USING gin (me
 ALTER TABLE {{analytics}}.activity_feed ENABLE ROW LEVEL SECURITY;
 ALTER TABLE {{analytics}}.activity_feed FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_reads ON {{analytics}}.activity_feed FOR SELECT TO activity_reader
-    USING (tenant = analytics.current_tenant());
+    USING (tenant = (SELECT analytics.current_tenant()));
 CREATE POLICY projector_writes ON {{analytics}}.activity_feed FOR ALL TO activity_writer
     USING (true) WITH CHECK (true);
 -- The role that installs the projection owns the table and folds into it; FORCE applies

@@ -23,7 +23,7 @@ CREATE INDEX daily_activity_users_user ON {{state}}.daily_activity_users (tenant
 ALTER TABLE {{analytics}}.daily_activity ENABLE ROW LEVEL SECURITY;
 ALTER TABLE {{analytics}}.daily_activity FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_reads ON {{analytics}}.daily_activity FOR SELECT TO activity_reader
-    USING (tenant = analytics.current_tenant());
+    USING (tenant = (SELECT analytics.current_tenant()));
 CREATE POLICY projector_writes ON {{analytics}}.daily_activity FOR ALL TO activity_writer
     USING (true) WITH CHECK (true);
 -- The role that installs the projection owns the table and folds into it; FORCE applies

@@ -21,7 +21,7 @@ CREATE INDEX user_summary_position ON {{analytics}}.user_summary (position);
 ALTER TABLE {{analytics}}.user_summary ENABLE ROW LEVEL SECURITY;
 ALTER TABLE {{analytics}}.user_summary FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_reads ON {{analytics}}.user_summary FOR SELECT TO activity_reader
-    USING (tenant = analytics.current_tenant());
+    USING (tenant = (SELECT analytics.current_tenant()));
 CREATE POLICY projector_writes ON {{analytics}}.user_summary FOR ALL TO activity_writer
     USING (true) WITH CHECK (true);
 -- The role that installs the projection owns the table and folds into it; FORCE applies

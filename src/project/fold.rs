@@ -72,6 +72,15 @@ pub async fn install(pool: &PgPool, p: &Projection) -> Result<bool, ProjectError
     if installed == Some(p.version) {
         return Ok(false);
     }
+    if let Some(newer) = installed.filter(|v| *v > p.version) {
+        return Err(ProjectError::Invalid {
+            name: p.name.clone(),
+            problem: format!(
+                "version {newer} is installed, newer than this binary's {}: run the newer binary",
+                p.version
+            ),
+        });
+    }
     match installed {
         None => {
             reinstall_in(&mut tx, p).await?;

@@ -19,7 +19,8 @@ const REBUILD_LOCK: i32 = 0x5245_4255;
 pub struct Shadow {
     schema: String,
     position: i64,
-    _rebuilding: PgConnection,
+    /// Holds the rebuild lock; every shadow fold runs on it, so a lost lock fails the fold.
+    conn: PgConnection,
 }
 
 impl Shadow {
@@ -99,42 +100,54 @@ pub async fn prepare(
     let mut shadow = Shadow {
         schema: format!("rebuild_{}", p.name),
         position: 0,
-        _rebuilding: guard,
+        conn: guard,
     };
-    let mut tx = db(pool.begin().await, "begin a shadow")?;
+    let schema = shadow.schema.clone();
+    let mut tx = db(
+        sqlx::Connection::begin(&mut shadow.conn).await,
+        "begin a shadow",
+    )?;
     lock_projection(&mut tx, p).await?;
-    let schema = &shadow.schema;
     let create = format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}");
     exec(&mut tx, create, "create a shadow schema").await?;
-    exec(
-        &mut tx,
-        p.schema_sql(schema, schema),
-        "create shadow tables",
-    )
-    .await?;
-    install_fold(&mut tx, p, schema, schema).await?;
+    let tables = p.schema_sql(&schema, &schema);
+    exec(&mut tx, tables, "create shadow tables").await?;
+    install_fold(&mut tx, p, &schema, &schema).await?;
     db(tx.commit().await, "commit a shadow")?;
-    catch_up(pool, p, &mut shadow, window, &progress).await?;
+    catch_up(p, &mut shadow, window, &progress).await?;
     Ok(shadow)
 }
 
+/// Folds the shadow up to the log's last visible position, on the connection that holds the
+/// rebuild lock: if that session is lost, the fold fails rather than run unprotected.
 async fn catch_up(
-    pool: &PgPool,
     p: &Projection,
     shadow: &mut Shadow,
     window: i64,
     progress: &impl Fn(i64, i64),
 ) -> Result<(), ProjectError> {
     loop {
-        let mut tx = db(pool.begin().await, "begin a shadow fold")?;
-        let last = last_visible(&mut tx).await?;
+        let last = last_visible(&mut shadow.conn).await?;
         progress(shadow.position, last);
         let upto = last.min(shadow.position.saturating_add(window.max(1)));
         if upto <= shadow.position {
             return Ok(());
         }
-        fold(&mut tx, p, shadow, upto).await?;
+        let (call, from) = (p.fold_call(&shadow.schema), shadow.position);
+        let mut tx = db(
+            sqlx::Connection::begin(&mut shadow.conn).await,
+            "begin a shadow fold",
+        )?;
+        db(
+            sqlx::query(sqlx::AssertSqlSafe(call))
+                .bind(from)
+                .bind(upto)
+                .execute(&mut *tx)
+                .await,
+            "fold a window into a shadow",
+        )?;
         db(tx.commit().await, "commit a shadow fold")?;
+        shadow.position = upto;
     }
 }
 
@@ -148,9 +161,32 @@ pub async fn swap_in(
     mut shadow: Shadow,
 ) -> Result<i64, ProjectError> {
     // Most of what arrived while it was built, outside the swap's transaction.
-    catch_up(pool, p, &mut shadow, i64::MAX / 4, &|_, _| {}).await?;
+    catch_up(p, &mut shadow, i64::MAX / 4, &|_, _| {}).await?;
+    for table in &p.tables {
+        let (_, name) = table.split_once('.').expect("tables are schema-qualified");
+        let analyze = format!("ANALYZE {}.{name}", shadow.schema);
+        exec(&mut shadow.conn, analyze, "analyze a shadow table").await?;
+    }
     let mut tx = db(pool.begin().await, "begin a swap")?;
     lock_projection(&mut tx, p).await?;
+    // The moved tables must keep the owner the projector folds as: refuse any other role.
+    let foreign: Option<String> = db(
+        sqlx::query_scalar(
+            "SELECT string_agg(c.oid::regclass::text, ', ') FROM pg_class c \
+             WHERE c.oid = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) t) \
+               AND pg_get_userbyid(c.relowner) <> current_user",
+        )
+        .bind(&p.tables)
+        .fetch_one(&mut *tx)
+        .await,
+        "check who owns a projection's tables",
+    )?;
+    if let Some(tables) = foreign {
+        return Err(ProjectError::Invalid {
+            name: p.name.clone(),
+            problem: format!("{tables} belong to another role: rebuild as their owner"),
+        });
+    }
     db(
         sqlx::query("SELECT position FROM projection_checkpoints WHERE projection = $1 FOR UPDATE")
             .bind(&p.name)

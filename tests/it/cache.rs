@@ -333,7 +333,14 @@ async fn a_cached_projection_is_never_refolded_without_its_cache() {
     let e = c.r.projector.rebuild("user_summary", |_, _| {}).await;
     assert!(e.unwrap_err().to_string().contains("is cached"));
     // A new version installed at start clears the bucket once the cache is attached.
-    sqlx::query("UPDATE projection_checkpoints SET version = version + 100")
+    // An older version recorded (0, below any real one).
+    sqlx::query(
+        "ALTER TABLE projection_checkpoints DROP CONSTRAINT projection_checkpoints_version_positive",
+    )
+    .execute(&c.r.db.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE projection_checkpoints SET version = 0")
         .execute(&c.r.db.pool)
         .await
         .unwrap();

@@ -152,8 +152,28 @@ async fn a_version_bump_rebuilds_the_projection_from_the_whole_log() {
         .execute(&r.db.pool)
         .await
         .unwrap();
-    // An older version recorded: the next start must refold, beside the old tables.
+    // A newer version recorded: this older binary must refuse, not rebuild backwards.
     sqlx::query("UPDATE projection_checkpoints SET version = version + 100")
+        .execute(&r.db.pool)
+        .await
+        .unwrap();
+    let refused = activity_store::project::Projector::start(r.db.pool.clone(), Default::default())
+        .await
+        .err()
+        .expect("a newer installed version is refused");
+    assert!(
+        refused.to_string().contains("newer than this binary"),
+        "{refused}"
+    );
+    // An older version recorded (0, below any real one): the next start must refold, beside
+    // the old tables.
+    sqlx::query(
+        "ALTER TABLE projection_checkpoints DROP CONSTRAINT projection_checkpoints_version_positive",
+    )
+    .execute(&r.db.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE projection_checkpoints SET version = 0")
         .execute(&r.db.pool)
         .await
         .unwrap();
