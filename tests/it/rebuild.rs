@@ -74,3 +74,40 @@ async fn a_rebuild_serves_the_live_tables_until_it_swaps_in_a_complete_copy() {
             .unwrap();
     assert_eq!(shadows, 0, "the shadow schema is gone");
 }
+
+#[tokio::test]
+async fn a_swap_by_a_role_that_does_not_own_the_live_tables_is_refused() {
+    let r = ReadSide::new().await;
+    r.apply(&[tenant("acme"), register("acme", "ann", "Ann")])
+        .await;
+    r.catch_up().await;
+    let owner = crate::support::unique_name("owner");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {owner} NOLOGIN; ALTER TABLE analytics.user_summary OWNER TO {owner}"
+    )))
+    .execute(&r.db.pool)
+    .await
+    .unwrap();
+    let summary = r
+        .projector
+        .projections()
+        .iter()
+        .find(|p| p.name == "user_summary")
+        .unwrap()
+        .clone();
+    let built = shadow::prepare(&r.db.pool, &summary, 100, |_, _| {})
+        .await
+        .unwrap();
+    let refused = shadow::swap_in(&r.db.pool, &summary, built)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("belong to another role"),
+        "{refused}"
+    );
+    assert_eq!(
+        r.rows("analytics.user_summary").await.len(),
+        1,
+        "the live table stays"
+    );
+}
