@@ -7,15 +7,17 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod common;
+
 use std::time::Instant;
 
-use activity_store::log::copy::{EVENT_COLUMNS, encode_events};
+use activity_store::log::copy::encode_events;
 use activity_store::log::{EventLog, partitions};
 use activity_store::model::{EventType, Lineage, NewEvent};
 use chrono::{Duration, TimeZone, Utc};
+use common::copy_rate;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use sqlx::PgPool;
 use support::TestDb;
 
 const BATCH: usize = 10_000;
@@ -86,23 +88,6 @@ async fn bench_append_batch(events: &[NewEvent]) -> f64 {
     }
     pb.finish_and_clear();
     events.len() as f64 / t.elapsed().as_secs_f64()
-}
-
-/// One plain binary COPY of pre-encoded rows, in one transaction; nothing else is timed.
-async fn copy_rate(pool: &PgPool, table: &str, payload: Vec<u8>, n: usize) -> f64 {
-    let mut conn = pool.acquire().await.unwrap();
-    let t = Instant::now();
-    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
-    let mut copy = tx
-        .copy_in_raw(&format!(
-            "COPY {table} ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"
-        ))
-        .await
-        .unwrap();
-    copy.send(payload).await.unwrap();
-    copy.finish().await.unwrap();
-    tx.commit().await.unwrap();
-    n as f64 / t.elapsed().as_secs_f64()
 }
 
 fn payload(events: &[NewEvent]) -> Vec<u8> {

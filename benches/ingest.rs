@@ -18,7 +18,9 @@ use activity_store::log::{EventLog, partitions};
 use async_nats::jetstream;
 use bytes::Bytes;
 use chrono::Utc;
-use common::{bar, commands, cpu_seconds, create_stream, peak_rss_mib, publish, ready_store, stop};
+use common::{
+    bar, commands, copy_rate, cpu_seconds, create_stream, peak_rss_mib, publish, ready_store, stop,
+};
 use futures_util::StreamExt;
 use indicatif::ProgressBar;
 use sqlx::PgPool;
@@ -151,19 +153,7 @@ async fn copy_ceiling(source: &PgPool) -> f64 {
         .await
         .unwrap();
     let target = empty_log_like(source).await;
-    let mut conn = target.pool.acquire().await.unwrap();
-    let t = Instant::now();
-    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
-    let mut copy = tx
-        .copy_in_raw(&format!(
-            "COPY events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"
-        ))
-        .await
-        .unwrap();
-    copy.send(payload).await.unwrap();
-    copy.finish().await.unwrap();
-    tx.commit().await.unwrap();
-    n as f64 / t.elapsed().as_secs_f64()
+    copy_rate(&target.pool, "events", payload, n as usize).await
 }
 
 type Row = (

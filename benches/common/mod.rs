@@ -165,6 +165,25 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// One plain binary COPY of pre-encoded rows into `table`, in one transaction; nothing else
+/// is timed. Returns rows a second.
+pub async fn copy_rate(pool: &sqlx::PgPool, table: &str, payload: Vec<u8>, n: usize) -> f64 {
+    let columns = activity_store::log::copy::EVENT_COLUMNS;
+    let mut conn = pool.acquire().await.unwrap();
+    let t = std::time::Instant::now();
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    let mut copy = tx
+        .copy_in_raw(&format!(
+            "COPY {table} ({columns}) FROM STDIN (FORMAT binary)"
+        ))
+        .await
+        .unwrap();
+    copy.send(payload).await.unwrap();
+    copy.finish().await.unwrap();
+    tx.commit().await.unwrap();
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
