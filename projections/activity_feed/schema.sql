@@ -20,11 +20,8 @@ ALTER TABLE {{analytics}}.activity_feed ENABLE ROW LEVEL SECURITY;
 ALTER TABLE {{analytics}}.activity_feed FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_reads ON {{analytics}}.activity_feed FOR SELECT TO activity_reader
     USING (tenant = (SELECT analytics.current_tenant()));
-CREATE POLICY projector_writes ON {{analytics}}.activity_feed FOR ALL TO activity_writer
-    USING (true) WITH CHECK (true);
 -- The role that installs the projection owns the table and folds into it; FORCE applies
 -- row-level security to owners too, so it needs a policy of its own.
 CREATE POLICY owner_folds ON {{analytics}}.activity_feed FOR ALL TO CURRENT_USER
     USING (true) WITH CHECK (true);
 GRANT SELECT ON {{analytics}}.activity_feed TO activity_reader;
-GRANT SELECT, INSERT, UPDATE, DELETE ON {{analytics}}.activity_feed TO activity_writer;

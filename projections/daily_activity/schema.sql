@@ -24,12 +24,8 @@ ALTER TABLE {{analytics}}.daily_activity ENABLE ROW LEVEL SECURITY;
 ALTER TABLE {{analytics}}.daily_activity FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_reads ON {{analytics}}.daily_activity FOR SELECT TO activity_reader
     USING (tenant = (SELECT analytics.current_tenant()));
-CREATE POLICY projector_writes ON {{analytics}}.daily_activity FOR ALL TO activity_writer
-    USING (true) WITH CHECK (true);
 -- The role that installs the projection owns the table and folds into it; FORCE applies
 -- row-level security to owners too, so it needs a policy of its own.
 CREATE POLICY owner_folds ON {{analytics}}.daily_activity FOR ALL TO CURRENT_USER
     USING (true) WITH CHECK (true);
 GRANT SELECT ON {{analytics}}.daily_activity TO activity_reader;
-GRANT SELECT, INSERT, UPDATE, DELETE ON {{analytics}}.daily_activity TO activity_writer;
-GRANT SELECT, INSERT, UPDATE, DELETE ON {{state}}.daily_activity_users TO activity_writer;

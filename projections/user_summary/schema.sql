@@ -22,11 +22,8 @@ ALTER TABLE {{analytics}}.user_summary ENABLE ROW LEVEL SECURITY;
 ALTER TABLE {{analytics}}.user_summary FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_reads ON {{analytics}}.user_summary FOR SELECT TO activity_reader
     USING (tenant = (SELECT analytics.current_tenant()));
-CREATE POLICY projector_writes ON {{analytics}}.user_summary FOR ALL TO activity_writer
-    USING (true) WITH CHECK (true);
 -- The role that installs the projection owns the table and folds into it; FORCE applies
 -- row-level security to owners too, so it needs a policy of its own.
 CREATE POLICY owner_folds ON {{analytics}}.user_summary FOR ALL TO CURRENT_USER
     USING (true) WITH CHECK (true);
 GRANT SELECT ON {{analytics}}.user_summary TO activity_reader;
-GRANT SELECT, INSERT, UPDATE, DELETE ON {{analytics}}.user_summary TO activity_writer;

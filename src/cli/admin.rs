@@ -74,14 +74,21 @@ pub async fn partitions(cli: &Cli, action: &PartitionsAction) -> Result<(), CliE
                     m = m.next();
                 }
             }
-            let created = partitions::ensure(&mut conn, &months).await?;
-            for m in &created {
+            let ensured = partitions::ensure(&mut conn, &months).await?;
+            for m in &ensured.created {
                 println!("created {}", m.table_name());
             }
+            for m in &ensured.archived {
+                println!(
+                    "{} exists but is detached from the log: left alone; commands for {m} are refused as archived_month",
+                    m.table_name()
+                );
+            }
             println!(
-                "{} created, {} already there",
-                created.len(),
-                months.len() - created.len()
+                "{} created, {} detached, {} already there",
+                ensured.created.len(),
+                ensured.archived.len(),
+                months.len() - ensured.created.len() - ensured.archived.len()
             );
         }
     }

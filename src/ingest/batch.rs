@@ -10,7 +10,7 @@ use super::registry;
 use crate::log::partitions::Month;
 use crate::log::{EventLog, LogError, append_in, lock_appends};
 use crate::model::{
-    Command, CommandBody, Lineage, NewEvent, Reason, Rejection, TimeWindow, decode,
+    Command, CommandBody, Lineage, NewEvent, Reason, Rejection, TimeWindow, decode, escape_text,
 };
 
 /// A message as the ingestor received it from the stream.
@@ -26,6 +26,8 @@ pub struct Inbound {
     pub delivered: u64,
     /// When the stream stored it: the default `occurred_at`, the same on every redelivery.
     pub published: DateTime<Utc>,
+    /// When the stream was created: its identity, which a recreated stream changes.
+    pub stream_created: Option<DateTime<Utc>>,
 }
 
 impl Inbound {
@@ -64,8 +66,8 @@ pub fn decode_inbound(m: &Inbound, window: &TimeWindow) -> Result<Command, Rejec
             format!(
                 "is `{}` but the subject `{}` names `{}`",
                 command.tenant,
-                m.subject,
-                m.subject_tenant()
+                escape_text(&m.subject),
+                escape_text(m.subject_tenant())
             ),
         ));
     }
@@ -75,6 +77,12 @@ pub fn decode_inbound(m: &Inbound, window: &TimeWindow) -> Result<Command, Rejec
 /// Commits one batch: its events, its registry changes and its dead letters, in one
 /// transaction, if `leader_epoch` is still the stream's leader. Messages may be acked once
 /// this returns `Ok`.
+///
+/// Only commands that are accepted may cause a month's partition to be created: the batch
+/// is decided first, and if its events need months the log does not have yet, the
+/// transaction is rolled back, the months are created (in a transaction of their own, so the
+/// DDL never waits behind the append lock) and the batch is decided again. A command for a
+/// month whose table exists detached is refused as `archived_month`.
 pub async fn commit_batch(
     log: &EventLog,
     stream: &str,
@@ -82,33 +90,68 @@ pub async fn commit_batch(
     batch: &[Inbound],
     window: &TimeWindow,
 ) -> Result<BatchOutcome, LogError> {
-    let decoded: Vec<Result<Command, Rejection>> =
-        batch.iter().map(|m| decode_inbound(m, window)).collect();
-    let months: Vec<Month> = decoded
-        .iter()
-        .zip(batch)
-        .filter_map(|(d, m)| match d {
-            Ok(Command {
-                body: CommandBody::RecordActivity { occurred_at, .. },
-                ..
-            }) => Some(Month::of(*occurred_at)),
-            Ok(_) => Some(Month::of(m.published)),
-            Err(_) => None,
-        })
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    log.ensure_months(&months).await?;
-    let mut tx = crate::log::db(log.pool().begin().await, "begin a batch")?;
-    let outcome = match write_batch(&mut tx, stream, leader_epoch, batch, decoded).await {
-        Err(LogError::NoPartition(e)) => {
-            log.forget_known_months();
-            return Err(LogError::NoPartition(e));
+    let mut archived: HashSet<Month> = HashSet::new();
+    loop {
+        let decoded: Vec<Result<Command, Rejection>> =
+            batch.iter().map(|m| decode_inbound(m, window)).collect();
+        let mut tx = crate::log::db(log.pool().begin().await, "begin a batch")?;
+        let written = write_batch(
+            &mut tx,
+            stream,
+            leader_epoch,
+            batch,
+            decoded,
+            log,
+            &archived,
+        );
+        match written.await {
+            Ok(Written::Done(outcome)) => {
+                crate::log::db(tx.commit().await, "commit a batch")?;
+                return Ok(outcome);
+            }
+            Ok(Written::NeedMonths(months)) => {
+                drop(tx);
+                let detached = log.ensure_months(&months).await?;
+                if detached.is_empty() && log.unknown_months(&months).len() == months.len() {
+                    // Nothing moved: never loop for ever.
+                    return Err(LogError::NoPartition(format!("months {months:?}")));
+                }
+                archived.extend(detached);
+            }
+            Err(LogError::NoPartition(e)) => {
+                log.forget_known_months();
+                return Err(LogError::NoPartition(e));
+            }
+            Err(e) => return Err(e),
         }
-        other => other?,
-    };
-    crate::log::db(tx.commit().await, "commit a batch")?;
-    Ok(outcome)
+    }
+}
+
+/// What deciding a batch came to.
+enum Written {
+    /// Written in the transaction, ready to commit.
+    Done(BatchOutcome),
+    /// Its accepted events need these months' partitions first.
+    NeedMonths(Vec<Month>),
+}
+
+/// The month a command's event falls in.
+fn month_of(command: &Command, m: &Inbound) -> Month {
+    match &command.body {
+        CommandBody::RecordActivity { occurred_at, .. } => Month::of(*occurred_at),
+        _ => Month::of(m.published),
+    }
+}
+
+fn archived_month(month: Month) -> Rejection {
+    Rejection::field(
+        Reason::ArchivedMonth,
+        "occurred_at",
+        format!(
+            "falls in {month}, whose partition was detached from the log (archived); \
+             re-attach it to accept commands for that month"
+        ),
+    )
 }
 
 async fn write_batch(
@@ -117,15 +160,17 @@ async fn write_batch(
     leader_epoch: i64,
     batch: &[Inbound],
     decoded: Vec<Result<Command, Rejection>>,
-) -> Result<BatchOutcome, LogError> {
+    log: &EventLog,
+    archived: &HashSet<Month>,
+) -> Result<Written, LogError> {
     // The append lock first: the ledger and registry read below cannot change under us.
     lock_appends(tx).await?;
-    let ids: Vec<Uuid> = decoded
+    let keys: Vec<(String, Uuid)> = decoded
         .iter()
-        .filter_map(|d| d.as_ref().ok().map(|c| c.id))
+        .filter_map(|d| d.as_ref().ok().map(|c| (c.tenant.clone(), c.id)))
         .collect();
     let checkpoint = registry::checkpoint_as_leader(tx, stream, leader_epoch).await?;
-    let mut applied: HashSet<Uuid> = registry::applied_commands(tx, &ids).await?;
+    let mut applied: HashSet<(String, Uuid)> = registry::applied_commands(tx, &keys).await?;
     let mut view = registry::load_view(tx, decoded.iter().filter_map(|d| d.as_ref().ok())).await?;
     let mut outcome = BatchOutcome::default();
     let mut events: Vec<NewEvent> = Vec::new();
@@ -138,16 +183,20 @@ async fn write_batch(
         }
         let command_id = d.as_ref().ok().map(|c| c.id);
         let result = d.and_then(|command| {
-            if applied.contains(&command.id) {
+            let key = (command.tenant.clone(), command.id);
+            if applied.contains(&key) {
                 return Ok(None);
             }
-            let id = command.id;
+            let month = month_of(&command, m);
+            if archived.contains(&month) {
+                return Err(archived_month(month));
+            }
             view.decide(command, m.published, m.lineage())
-                .map(|e| Some((id, e)))
+                .map(|e| Some((key, e)))
         });
         match result {
-            Ok(Some((id, event))) => {
-                applied.insert(id);
+            Ok(Some((key, event))) => {
+                applied.insert(key);
                 events.push(event);
             }
             Ok(None) => outcome.duplicates += 1,
@@ -156,6 +205,11 @@ async fn write_batch(
                 dead.push(registry::DeadLetter::of(m, command_id, rejection));
             }
         }
+    }
+    let months: Vec<Month> = events.iter().map(|e| Month::of(e.occurred_at)).collect();
+    let missing = log.unknown_months(&months);
+    if !missing.is_empty() {
+        return Ok(Written::NeedMonths(missing));
     }
     registry::apply(tx, &view).await?;
     let appended = append_in(tx, &events).await?;
@@ -170,5 +224,5 @@ async fn write_batch(
     {
         registry::advance_checkpoint(tx, stream, last).await?;
     }
-    Ok(outcome)
+    Ok(Written::Done(outcome))
 }

@@ -4,12 +4,16 @@
 mod batch;
 mod decide;
 mod registry;
+mod retry;
+mod source;
 mod worker;
 
 use std::time::Duration;
 
 pub use batch::{BatchOutcome, Inbound, commit_batch, decode_inbound};
 pub use decide::{RegistryView, UserChange, UserRow};
+pub use registry::DEAD_LETTER_RAW_PREFIX;
+pub use source::{StreamChange, StreamState, reconcile};
 pub use worker::{Ingestor, Step};
 
 use crate::log::LogError;
@@ -29,6 +33,12 @@ pub struct IngestConfig {
     pub duplicate_window: Duration,
     /// Most messages in one batch.
     pub batch_max: usize,
+    /// Most bytes of messages in one batch: what one batch may hold in memory. At least
+    /// `max_message_bytes`, so that any message the stream accepts fits in a batch.
+    pub batch_max_bytes: usize,
+    /// The largest message the stream accepts (its `max_msg_size`, set when the store
+    /// creates it).
+    pub max_message_bytes: usize,
     /// Longest wait for a batch to fill.
     pub batch_wait: Duration,
     /// How long a delivered, un-acked message waits before redelivery.
@@ -45,10 +55,21 @@ impl Default for IngestConfig {
             durable: "activity-ingest".into(),
             duplicate_window: Duration::from_secs(120),
             batch_max: 1_000,
+            batch_max_bytes: 8 << 20,
+            max_message_bytes: 1 << 20,
             batch_wait: Duration::from_millis(50),
             ack_wait: Duration::from_secs(30),
             window: TimeWindow::default(),
         }
+    }
+}
+
+impl IngestConfig {
+    /// The bytes one pull may bring: `batch_max_bytes`, but never less than the largest
+    /// message the stream takes (and its subject and headers), or that message could never
+    /// be pulled.
+    pub fn batch_bytes(&self) -> usize {
+        self.batch_max_bytes.max(self.max_message_bytes + 64 * 1024)
     }
 }
 

@@ -10,23 +10,7 @@ use uuid::Uuid;
 use super::batch::Inbound;
 use super::decide::{RegistryView, UserChange};
 use crate::log::{LogError, db};
-use crate::model::{Command, Rejection};
-
-/// The last stream sequence committed for `stream` (0 before the first batch).
-pub async fn checkpoint(conn: &mut PgConnection, stream: &str) -> Result<Checkpoint, LogError> {
-    let row: Option<(i64, i64)> = db(
-        sqlx::query_as("SELECT last_seq, leader_epoch FROM ingest_checkpoints WHERE stream = $1")
-            .bind(stream)
-            .fetch_optional(conn)
-            .await,
-        "read the ingest checkpoint",
-    )?;
-    let (last_seq, leader_epoch) = row.unwrap_or((0, 0));
-    Ok(Checkpoint {
-        last_seq: last_seq.max(0) as u64,
-        leader_epoch,
-    })
-}
+use crate::model::{Command, Rejection, escape_text, without_nul};
 
 /// Where a stream's ingest stands, and which leader may move it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +19,34 @@ pub struct Checkpoint {
     pub last_seq: u64,
     /// The fencing token of the stream's current leader.
     pub leader_epoch: i64,
+    /// The creation time of the stream `last_seq` belongs to, once known.
+    pub stream_created: Option<DateTime<Utc>>,
+}
+
+type CheckpointRow = (i64, i64, Option<DateTime<Utc>>);
+
+impl From<CheckpointRow> for Checkpoint {
+    fn from((last_seq, leader_epoch, stream_created): CheckpointRow) -> Self {
+        Checkpoint {
+            last_seq: last_seq.max(0) as u64,
+            leader_epoch,
+            stream_created,
+        }
+    }
+}
+
+/// The checkpoint of `stream` (sequence 0 before the first batch).
+pub async fn checkpoint(conn: &mut PgConnection, stream: &str) -> Result<Checkpoint, LogError> {
+    let row: Option<CheckpointRow> = db(
+        sqlx::query_as(
+            "SELECT last_seq, leader_epoch, stream_created FROM ingest_checkpoints WHERE stream = $1",
+        )
+        .bind(stream)
+        .fetch_optional(conn)
+        .await,
+        "read the ingest checkpoint",
+    )?;
+    Ok(row.unwrap_or((0, 0, None)).into())
 }
 
 /// Becomes `stream`'s leader: bumps its epoch, which fences off every earlier leader.
@@ -43,21 +55,18 @@ pub async fn claim_leadership(
     conn: &mut PgConnection,
     stream: &str,
 ) -> Result<Checkpoint, LogError> {
-    let (last_seq, leader_epoch): (i64, i64) = db(
+    let row: CheckpointRow = db(
         sqlx::query_as(
             "INSERT INTO ingest_checkpoints (stream, last_seq, leader_epoch) VALUES ($1, 0, 1) \
              ON CONFLICT (stream) DO UPDATE SET leader_epoch = ingest_checkpoints.leader_epoch + 1 \
-             RETURNING last_seq, leader_epoch",
+             RETURNING last_seq, leader_epoch, stream_created",
         )
         .bind(stream)
         .fetch_one(conn)
         .await,
         "claim the stream's leadership",
     )?;
-    Ok(Checkpoint {
-        last_seq: last_seq.max(0) as u64,
-        leader_epoch,
-    })
+    Ok(row.into())
 }
 
 /// The last committed sequence of `stream`, in a transaction holding the append lock, if
@@ -74,6 +83,38 @@ pub async fn checkpoint_as_leader(
         });
     }
     Ok(current.last_seq)
+}
+
+/// Points `stream`'s checkpoint at the stream as it is now (its identity, and the sequence
+/// ingest continues after), counting a reset, if `leader_epoch` is still its leader.
+pub async fn rebase_checkpoint(
+    conn: &mut PgConnection,
+    stream: &str,
+    leader_epoch: i64,
+    last_seq: u64,
+    stream_created: DateTime<Utc>,
+    reset: bool,
+) -> Result<(), LogError> {
+    let updated = db(
+        sqlx::query(
+            "UPDATE ingest_checkpoints SET last_seq = $3, stream_created = $4, \
+             resets = resets + $5, updated_at = now() WHERE stream = $1 AND leader_epoch = $2",
+        )
+        .bind(stream)
+        .bind(leader_epoch)
+        .bind(last_seq as i64)
+        .bind(stream_created)
+        .bind(i64::from(reset))
+        .execute(conn)
+        .await,
+        "rebase the ingest checkpoint",
+    )?;
+    if updated.rows_affected() == 0 {
+        return Err(LogError::Superseded {
+            stream: stream.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Moves `stream`'s checkpoint forward to `seq`, in the batch's transaction.
@@ -97,16 +138,22 @@ pub async fn advance_checkpoint(
     Ok(())
 }
 
-/// Which of these command ids the log has already applied.
+/// Which of these (tenant, command id) pairs the log has already applied.
 pub async fn applied_commands(
     conn: &mut PgConnection,
-    ids: &[Uuid],
-) -> Result<HashSet<Uuid>, LogError> {
-    let found: Vec<Uuid> = db(
-        sqlx::query_scalar("SELECT command_id FROM command_ledger WHERE command_id = ANY($1)")
-            .bind(ids)
-            .fetch_all(conn)
-            .await,
+    keys: &[(String, Uuid)],
+) -> Result<HashSet<(String, Uuid)>, LogError> {
+    let (tenants, ids): (Vec<&str>, Vec<Uuid>) =
+        keys.iter().map(|(t, id)| (t.as_str(), *id)).unzip();
+    let found: Vec<(String, Uuid)> = db(
+        sqlx::query_as(
+            "SELECT l.tenant, l.command_id FROM command_ledger l \
+             JOIN unnest($1::text[], $2::uuid[]) AS k(tenant, command_id) USING (tenant, command_id)",
+        )
+        .bind(&tenants)
+        .bind(&ids)
+        .fetch_all(conn)
+        .await,
         "look up applied commands",
     )?;
     Ok(found.into_iter().collect())
@@ -234,6 +281,10 @@ pub async fn apply(conn: &mut PgConnection, view: &RegistryView) -> Result<(), L
     Ok(())
 }
 
+/// How many bytes of a refused message a dead letter keeps: the largest command accepted, so
+/// a refusal of any command within the limit keeps all of it.
+pub const DEAD_LETTER_RAW_PREFIX: usize = crate::model::fields::MAX_COMMAND_BYTES;
+
 /// A refused message, as stored in `dead_letters`.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
@@ -243,27 +294,36 @@ pub struct DeadLetter {
     delivered: i32,
     command_id: Option<Uuid>,
     tenant: String,
-    raw: Vec<u8>,
+    raw: bytes::Bytes,
     received_at: DateTime<Utc>,
+    stream_created: Option<DateTime<Utc>>,
 }
 
 impl DeadLetter {
-    /// The dead letter of message `m`, refused for `rejection`.
+    /// The dead letter of message `m`, refused for `rejection`. Every text is made storable
+    /// (the subject escaped, NUL kept out of the message), so writing it never fails on the
+    /// message's bytes.
     pub fn of(m: &Inbound, command_id: Option<Uuid>, rejection: Rejection) -> Self {
+        let rejection = Rejection {
+            message: without_nul(&rejection.message).into_owned(),
+            ..rejection
+        };
         DeadLetter {
             rejection,
-            subject: m.subject.clone(),
-            stream_seq: m.stream_seq as i64,
+            subject: escape_text(&m.subject).into_owned(),
+            stream_seq: m.stream_seq.min(i64::MAX as u64) as i64,
             delivered: m.delivered.min(i32::MAX as u64) as i32,
             command_id,
-            tenant: m.subject_tenant().to_owned(),
-            raw: m.payload.to_vec(),
+            tenant: escape_text(m.subject_tenant()).into_owned(),
+            raw: m.payload.clone(),
             received_at: m.published,
+            stream_created: m.stream_created,
         }
     }
 }
 
-/// Stores a batch's dead letters and counts them by reason.
+/// Stores a batch's dead letters and counts them by reason. Each keeps the first
+/// `DEAD_LETTER_RAW_PREFIX` bytes of its message, with the full length and SHA-256.
 pub async fn insert_dead_letters(
     conn: &mut PgConnection,
     dead: &[DeadLetter],
@@ -275,10 +335,15 @@ pub async fn insert_dead_letters(
     db(
         sqlx::query(
             "INSERT INTO dead_letters (reason, field, message, subject, stream_seq, delivery_count, \
-             command_id, tenant, raw, received_at) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int4[], \
-             $7::uuid[], $8::text[], $9::bytea[], $10::timestamptz[]) \
-             ON CONFLICT (stream_seq, subject, md5(raw)) WHERE stream_seq IS NOT NULL DO NOTHING",
+             command_id, tenant, raw, raw_length, raw_sha256, received_at, stream_created) \
+             SELECT reason, field, message, subject, stream_seq, delivery_count, command_id, tenant, \
+                    substring(raw FROM 1 FOR $11), length(raw), sha256(raw), received_at, stream_created \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int4[], \
+                  $7::uuid[], $8::text[], $9::bytea[], $10::timestamptz[], $12::timestamptz[]) \
+                  AS d(reason, field, message, subject, stream_seq, delivery_count, command_id, \
+                       tenant, raw, received_at, stream_created) \
+             ON CONFLICT (stream_seq, subject, raw_sha256, stream_created) WHERE stream_seq IS NOT NULL \
+             DO NOTHING",
         )
         .bind(col(|d| d.rejection.reason.code().to_owned()))
         .bind(dead.iter().map(|d| d.rejection.field).collect::<Vec<_>>())
@@ -288,8 +353,10 @@ pub async fn insert_dead_letters(
         .bind(dead.iter().map(|d| d.delivered).collect::<Vec<_>>())
         .bind(dead.iter().map(|d| d.command_id).collect::<Vec<_>>())
         .bind(col(|d| d.tenant.clone()))
-        .bind(dead.iter().map(|d| d.raw.clone()).collect::<Vec<_>>())
+        .bind(dead.iter().map(|d| d.raw.as_ref()).collect::<Vec<&[u8]>>())
         .bind(dead.iter().map(|d| d.received_at).collect::<Vec<_>>())
+        .bind(DEAD_LETTER_RAW_PREFIX as i32)
+        .bind(dead.iter().map(|d| d.stream_created).collect::<Vec<_>>())
         .execute(conn)
         .await,
         "store dead letters",

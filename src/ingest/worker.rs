@@ -4,17 +4,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{
-    self, AckKind, consumer::DeliverPolicy, consumer::PullConsumer, consumer::pull, stream,
-};
+use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::batch::{BatchOutcome, Inbound, commit_batch};
-use super::registry::{self, DeadLetter, insert_dead_letters};
+use super::batch::{BatchOutcome, Inbound};
+use super::registry;
+use super::retry::superseded;
+use super::source::{self, Source, StreamChange, StreamState};
 use super::{IngestConfig, IngestError};
-use crate::log::{EventLog, LogError, db, lock_appends};
-use crate::model::{Reason, Rejection};
+use crate::log::{EventLog, db};
+use crate::ops::Heartbeat;
 
 /// The first key of the per-stream leadership lock ("ACTI"); the second is the stream's hash.
 const INGEST_LEADER_LOCK: i32 = 0x4143_5449;
@@ -34,13 +34,27 @@ pub enum Step {
     },
     /// Nothing arrived within the batch wait.
     Idle,
-    /// The batch skipped messages the stream still holds (delivered to a pull that was
-    /// abandoned, or lost with a connection): nothing was committed, and the consumer now
-    /// delivers again from `from`, so no message is ever passed over.
+    /// Messages the stream holds were not delivered (taken by a pull that was abandoned, lost
+    /// with a connection, or unreadable by the client): nothing was committed, and the
+    /// consumer now delivers again from `from`, so no message is ever passed over.
     Rewound {
         /// The first sequence delivered next.
         from: u64,
     },
+    /// The consumer failed twice to deliver the message at `sequence` (its subject or headers
+    /// hold bytes the client cannot parse): it was read through the stream's JSON API and
+    /// committed alone, as an event or a dead letter.
+    Salvaged {
+        /// Its stream sequence.
+        sequence: u64,
+    },
+}
+
+/// The sequence the consumer failed to deliver, and how many times in a row.
+#[derive(Debug, Default)]
+struct Stall {
+    sequence: u64,
+    times: u32,
 }
 
 /// Pulls commands from the stream and appends them to the log.
@@ -48,35 +62,29 @@ pub struct Ingestor {
     /// Holds the stream's leadership lock for as long as this ingestor lives.
     _leader: sqlx::PgConnection,
     /// The fencing token every commit checks: a successor's claim stops this ingestor.
-    epoch: i64,
-    stream: stream::Stream,
-    consumer: std::sync::Mutex<PullConsumer>,
+    pub(super) epoch: i64,
+    js: jetstream::Context,
+    source: std::sync::Mutex<Source>,
     /// The last stream sequence this leader committed; the next batch must follow it.
     last_seq: AtomicU64,
-    log: Arc<EventLog>,
-    config: IngestConfig,
-    shutdown: CancellationToken,
+    pub(super) log: Arc<EventLog>,
+    pub(super) config: IngestConfig,
+    pub(super) shutdown: CancellationToken,
+    pub(super) health: Heartbeat,
+    stall: std::sync::Mutex<Stall>,
 }
 
 impl Ingestor {
     /// Creates the stream if missing, becomes the stream's one active ingestor (a standby
-    /// waits here until the active one's database session ends), and recreates the durable
-    /// consumer to deliver from the sequence after the last one committed.
+    /// waits here until the active one's database session ends), checks the stream is the
+    /// one the checkpoint was written for, and recreates the durable consumer to deliver from
+    /// the sequence after the last one committed.
     pub async fn start(
         js: &jetstream::Context,
         log: Arc<EventLog>,
         config: IngestConfig,
     ) -> Result<Self, IngestError> {
-        let stream = js
-            .get_or_create_stream(stream::Config {
-                name: config.stream.clone(),
-                subjects: vec![config.subjects.clone()],
-                storage: stream::StorageType::File,
-                duplicate_window: config.duplicate_window,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| IngestError::Nats(format!("create stream {}: {e}", config.stream)))?;
+        let (stream, state) = source::open_stream(js, &config).await?;
         let mut leader = db(log.pool().acquire().await, "connect for the ingest lock")?.detach();
         db(
             sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
@@ -87,40 +95,95 @@ impl Ingestor {
             "take the ingest lock",
         )?;
         let claimed = registry::claim_leadership(&mut leader, &config.stream).await?;
-        let checkpoint = claimed.last_seq;
-        let consumer = bind_consumer(&stream, &config, checkpoint + 1).await?;
-        tracing::info!(stream = %config.stream, from_sequence = checkpoint + 1, "consumer bound");
         // Series exist from the start, at zero, as Prometheus expects.
         for name in [
             "activity_commands_received_total",
             "activity_events_appended_total",
             "activity_commands_duplicate_total",
+            "activity_ingest_stream_resets_total",
+            "activity_ingest_salvaged_total",
+            "activity_ingest_rewinds_total",
         ] {
             metrics::counter!(name).increment(0);
         }
+        let last = rebase(&mut leader, &config, claimed, state).await?;
+        let consumer = source::bind_consumer(&stream, &config, last + 1).await?;
+        tracing::info!(stream = %config.stream, from_sequence = last + 1, "consumer bound");
         Ok(Ingestor {
             _leader: leader,
             epoch: claimed.leader_epoch,
-            stream,
-            consumer: std::sync::Mutex::new(consumer),
-            last_seq: AtomicU64::new(checkpoint),
+            js: js.clone(),
+            source: std::sync::Mutex::new(Source {
+                stream,
+                consumer,
+                created: state.created,
+            }),
+            last_seq: AtomicU64::new(last),
             log,
             config,
             shutdown: CancellationToken::new(),
+            health: Heartbeat::new(),
+            stall: std::sync::Mutex::new(Stall::default()),
         })
     }
 
-    /// Pulls one batch (bounded by count and by time), commits it and acks it.
+    /// The heartbeat this ingestor beats on every step.
+    pub fn heartbeat(&self) -> Heartbeat {
+        self.health.clone()
+    }
+
+    fn source(&self) -> Source {
+        self.source.lock().expect("source lock").clone()
+    }
+
+    /// Pulls one batch (bounded by count, bytes and time), commits it and acks it. A pull
+    /// that fails, or messages the stream holds that never arrive, make it look at the stream
+    /// again: recreated streams and deleted consumers are found here.
     pub async fn step(&self) -> Result<Step, IngestError> {
-        let messages = self.fetch().await?;
-        self.commit_and_ack(messages).await
+        let fetched = self.fetch().await;
+        self.settle(fetched).await
+    }
+
+    async fn settle(
+        &self,
+        fetched: Result<Vec<jetstream::Message>, IngestError>,
+    ) -> Result<Step, IngestError> {
+        self.health.beat();
+        let expected = self.last_seq.load(Ordering::SeqCst) + 1;
+        let messages = match fetched {
+            Ok(messages) => messages,
+            Err(e) => {
+                tracing::warn!(error = %e, "pulling from the stream failed; looking at the stream again");
+                self.resync().await?;
+                if self.count_stall(expected) < 2 {
+                    let from = self.last_seq.load(Ordering::SeqCst) + 1;
+                    return Ok(Step::Rewound { from });
+                }
+                return self.salvage(expected).await;
+            }
+        };
+        if messages.is_empty() {
+            return match self.undelivered().await? {
+                true => self.stalled(expected).await,
+                false => Ok(Step::Idle),
+            };
+        }
+        let step = self.commit_and_ack(messages).await?;
+        match step {
+            Step::Rewound { from } => self.stalled(from).await,
+            step => {
+                *self.stall.lock().expect("stall lock") = Stall::default();
+                Ok(step)
+            }
+        }
     }
 
     async fn fetch(&self) -> Result<Vec<jetstream::Message>, IngestError> {
-        let consumer = self.consumer.lock().expect("consumer lock").clone();
+        let consumer = self.source().consumer;
         let mut batch = consumer
             .batch()
             .max_messages(self.config.batch_max)
+            .max_bytes(self.config.batch_bytes())
             .expires(self.config.batch_wait)
             .messages()
             .await
@@ -134,8 +197,11 @@ impl Ingestor {
         loop {
             tokio::select! {
                 next = batch.next() => match next {
-                    Some(m) => messages
-                        .push(m.map_err(|e| IngestError::Nats(format!("receive a message: {e}")))?),
+                    Some(Ok(m)) => messages.push(m),
+                    // The pull ends with a status: its byte budget is spent (409), or the
+                    // connection went. What arrived before it is a batch of its own.
+                    Some(Err(_)) if !messages.is_empty() => break,
+                    Some(Err(e)) => return Err(IngestError::Nats(format!("receive a message: {e}"))),
                     None => break,
                 },
                 _ = &mut deadline => break,
@@ -146,14 +212,27 @@ impl Ingestor {
         Ok(messages)
     }
 
+    /// Whether the consumer delivered messages this ingestor never received: after an idle
+    /// pull, they can only have gone to a pull that was abandoned or cut off.
+    async fn undelivered(&self) -> Result<bool, IngestError> {
+        let info = self
+            .source()
+            .consumer
+            .get_info()
+            .await
+            .map_err(|e| IngestError::Nats(format!("read consumer info: {e}")))?;
+        Ok(info.num_ack_pending > 0)
+    }
+
     async fn commit_and_ack(&self, messages: Vec<jetstream::Message>) -> Result<Step, IngestError> {
-        if messages.is_empty() {
-            return Ok(Step::Idle);
-        }
         let started = Instant::now();
-        let inbound: Vec<Inbound> = messages.iter().map(inbound).collect::<Result<_, _>>()?;
+        let created = self.source().created;
+        let inbound: Vec<Inbound> = messages
+            .iter()
+            .map(|m| inbound(m, created))
+            .collect::<Result<_, _>>()?;
         if let Some(lost) = self.first_skipped(&inbound).await? {
-            return self.rewind(lost).await;
+            return Ok(Step::Rewound { from: lost });
         }
         metrics::counter!("activity_commands_received_total").increment(inbound.len() as u64);
         let outcome = match self.commit_with_retry(&messages, &inbound).await {
@@ -170,16 +249,15 @@ impl Ingestor {
         if let Some(last) = inbound.iter().map(|m| m.stream_seq).max() {
             self.last_seq.fetch_max(last, Ordering::SeqCst);
         }
-        for m in &messages {
+        // Acks go out together: none waits on another, and none before the commit.
+        let acks = messages.iter().map(|m| m.ack());
+        for acked in futures_util::future::join_all(acks).await {
             // A lost ack means a redelivery, which the ledger turns into a duplicate.
-            if let Err(e) = m.ack().await {
+            if let Err(e) = acked {
                 tracing::warn!(error = %e, "ack failed; the message will be redelivered and deduplicated");
             }
         }
-        metrics::counter!("activity_commands_duplicate_total").increment(outcome.duplicates as u64);
-        metrics::histogram!("activity_ingest_batch_size").record(messages.len() as f64);
-        metrics::histogram!("activity_ingest_batch_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
+        record(&outcome, messages.len(), started);
         Ok(Step::Progress {
             messages: messages.len(),
             outcome,
@@ -211,6 +289,7 @@ impl Ingestor {
 
     async fn first_held(&self) -> Result<u64, IngestError> {
         let info = self
+            .source()
             .stream
             .get_info()
             .await
@@ -219,223 +298,187 @@ impl Ingestor {
     }
 
     async fn still_held(&self, seq: u64) -> Result<bool, IngestError> {
-        match self.stream.get_raw_message(seq).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(false),
-            Err(e) => Err(IngestError::Nats(format!(
-                "look up stream sequence {seq}: {e}"
-            ))),
-        }
+        let created = self.source().created;
+        Ok(
+            source::read_raw(&self.js, &self.config.stream, seq, created)
+                .await?
+                .is_some(),
+        )
     }
 
-    /// Recreates the consumer to deliver again from `from`; the batch in hand is dropped
-    /// un-acked (the old consumer's deliveries die with it).
-    async fn rewind(&self, from: u64) -> Result<Step, IngestError> {
-        tracing::warn!(
-            from_sequence = from,
-            "a batch skipped messages the stream holds; delivering again from the first"
-        );
-        metrics::counter!("activity_ingest_rewinds_total").increment(1);
-        let consumer = bind_consumer(&self.stream, &self.config, from).await?;
-        *self.consumer.lock().expect("consumer lock") = consumer;
+    /// The consumer did not deliver `seq`. The first time, it is recreated to deliver again
+    /// from there; the second time in a row, the message is read past the client and
+    /// committed alone, so one message the client cannot parse never stops ingest.
+    async fn stalled(&self, seq: u64) -> Result<Step, IngestError> {
+        if self.count_stall(seq) < 2 {
+            tracing::warn!(
+                from_sequence = seq,
+                "messages the stream holds were not delivered; delivering again"
+            );
+            metrics::counter!("activity_ingest_rewinds_total").increment(1);
+            self.rebind(seq).await?;
+            return Ok(Step::Rewound { from: seq });
+        }
+        self.salvage(seq).await
+    }
+
+    /// Counts one more failure to deliver `seq`; returns how many in a row.
+    fn count_stall(&self, seq: u64) -> u32 {
+        let mut stall = self.stall.lock().expect("stall lock");
+        if stall.sequence != seq {
+            *stall = Stall {
+                sequence: seq,
+                times: 0,
+            };
+        }
+        stall.times += 1;
+        stall.times
+    }
+
+    async fn salvage(&self, from: u64) -> Result<Step, IngestError> {
+        let Source {
+            stream, created, ..
+        } = self.source();
+        let last = stream
+            .get_info()
+            .await
+            .map_err(|e| IngestError::Nats(format!("read stream info: {e}")))?
+            .state
+            .last_sequence;
+        for seq in from..=last {
+            let Some(message) =
+                source::read_raw(&self.js, &self.config.stream, seq, created).await?
+            else {
+                continue;
+            };
+            tracing::warn!(
+                sequence = seq,
+                "the consumer cannot deliver this message; reading it from the stream"
+            );
+            let outcome = self
+                .commit_with_retry(&[], std::slice::from_ref(&message))
+                .await?;
+            metrics::counter!("activity_ingest_salvaged_total").increment(1);
+            record(&outcome, 1, Instant::now());
+            self.last_seq.fetch_max(seq, Ordering::SeqCst);
+            *self.stall.lock().expect("stall lock") = Stall::default();
+            self.rebind(seq + 1).await?;
+            return Ok(Step::Salvaged { sequence: seq });
+        }
+        // Nothing left to read past: the stream moved on (purged or recreated).
+        self.resync().await?;
         Ok(Step::Rewound { from })
     }
 
-    /// Commits, retrying while the database is unreachable. A batch PostgreSQL refuses is
-    /// split in halves, committed in stream order, until only the message at fault is left
-    /// to become a dead letter: one bad message costs about 2·log2(batch) commits.
-    async fn commit_with_retry(
-        &self,
-        messages: &[jetstream::Message],
-        inbound: &[Inbound],
-    ) -> Result<BatchOutcome, IngestError> {
-        // A stack of ranges still to commit; the next one is on top.
-        let mut pending = Vec::new();
-        pending.push(0..inbound.len());
-        let mut total = BatchOutcome::default();
-        while let Some(range) = pending.pop() {
-            let part = &inbound[range.clone()];
-            let outcome = match self.try_commit(messages, part).await? {
-                Ok(outcome) => outcome,
-                Err(refused) if part.len() == 1 => self.refuse(&part[0], refused).await?,
-                Err(refused) => {
-                    tracing::warn!(error = %refused, messages = part.len(), "batch refused; splitting it");
-                    let middle = range.start + part.len() / 2;
-                    pending.push(middle..range.end);
-                    pending.push(range.start..middle);
-                    continue;
-                }
-            };
-            total.appended += outcome.appended;
-            total.duplicates += outcome.duplicates;
-            total.rejected.extend(
-                outcome
-                    .rejected
-                    .into_iter()
-                    .map(|(i, r)| (range.start + i, r)),
-            );
-        }
-        Ok(total)
-    }
-
-    /// Commits `part`, retrying while the failure is the system's; the inner error is
-    /// PostgreSQL refusing the part's data.
-    async fn try_commit(
-        &self,
-        messages: &[jetstream::Message],
-        part: &[Inbound],
-    ) -> Result<Result<BatchOutcome, LogError>, IngestError> {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.commit(part).await {
-                Ok(outcome) => return Ok(Ok(outcome)),
-                // Misconfigured: stop rather than retry in silence or dead-letter the batch.
-                Err(e) if e.is_fatal() => return Err(IngestError::Log(e)),
-                Err(e) if e.is_transient() => {
-                    // Keep the whole batch from redelivery while we wait.
-                    for m in messages {
-                        let _ = m.ack_with(AckKind::Progress).await;
-                    }
-                    self.pause(e, &mut backoff).await?;
-                }
-                Err(e @ LogError::Superseded { .. }) => return Err(superseded(e)),
-                Err(refused) => return Ok(Err(refused)),
-            }
-        }
-    }
-
-    async fn commit(&self, inbound: &[Inbound]) -> Result<BatchOutcome, LogError> {
-        commit_batch(
-            &self.log,
-            &self.config.stream,
-            self.epoch,
-            inbound,
-            &self.config.window,
-        )
-        .await
-    }
-
-    /// Waits before a retry of a transient failure; any other failure, or a shutdown,
-    /// ends the retries with the error to return.
-    async fn pause(&self, error: LogError, backoff: &mut Duration) -> Result<(), IngestError> {
-        if let LogError::Superseded { .. } = error {
-            return Err(superseded(error));
-        }
-        if error.is_fatal() || !error.is_transient() {
-            return Err(IngestError::Log(error));
-        }
-        if self.shutdown.is_cancelled() {
-            return Err(IngestError::Interrupted(error.to_string()));
-        }
-        tracing::warn!(error = %error, retry_in = ?backoff, "database unavailable; keeping the messages");
-        tokio::time::sleep(*backoff).await;
-        *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    async fn rebind(&self, from: u64) -> Result<(), IngestError> {
+        let stream = self.source().stream;
+        let consumer = source::bind_consumer(&stream, &self.config, from).await?;
+        self.source.lock().expect("source lock").consumer = consumer;
         Ok(())
     }
 
-    /// Dead-letters a message PostgreSQL refused although the model accepted it, and moves
-    /// the checkpoint past it; retried like a commit.
-    async fn refuse(&self, m: &Inbound, error: LogError) -> Result<BatchOutcome, IngestError> {
-        let letter = DeadLetter::of(
-            m,
-            None,
-            Rejection {
-                reason: Reason::InvalidField,
-                field: None,
-                message: format!("PostgreSQL refused this command: {error}"),
-            },
-        );
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.write_refusal(&letter, m.stream_seq).await {
-                Ok(()) => {
-                    return Ok(BatchOutcome {
-                        rejected: vec![(0, Reason::InvalidField)],
-                        ..Default::default()
-                    });
-                }
-                Err(e) => self.pause(e, &mut backoff).await?,
-            }
+    /// Opens the stream again (creating it if it was deleted), compares it with the
+    /// checkpoint, and rebinds the consumer after the sequence ingest continues from.
+    async fn resync(&self) -> Result<(), IngestError> {
+        let (stream, state) = source::open_stream(&self.js, &self.config).await?;
+        let mut conn = db(self.log.pool().acquire().await, "connect to resync")?;
+        let checkpoint = registry::checkpoint(&mut conn, &self.config.stream).await?;
+        if checkpoint.leader_epoch != self.epoch {
+            return Err(IngestError::Superseded {
+                stream: self.config.stream.clone(),
+            });
         }
-    }
-
-    async fn write_refusal(&self, letter: &DeadLetter, seq: u64) -> Result<(), LogError> {
-        let stream = &self.config.stream;
-        let mut tx = db(self.log.pool().begin().await, "begin a dead letter")?;
-        lock_appends(&mut tx).await?;
-        if seq > registry::checkpoint_as_leader(&mut tx, stream, self.epoch).await? {
-            insert_dead_letters(&mut tx, std::slice::from_ref(letter)).await?;
-            registry::advance_checkpoint(&mut tx, stream, seq).await?;
-        }
-        db(tx.commit().await, "commit a dead letter")
+        let last = rebase(&mut conn, &self.config, checkpoint, state).await?;
+        let consumer = source::bind_consumer(&stream, &self.config, last + 1).await?;
+        self.last_seq.store(last, Ordering::SeqCst);
+        *self.source.lock().expect("source lock") = Source {
+            stream,
+            consumer,
+            created: state.created,
+        };
+        Ok(())
     }
 
     /// Steps until `shutdown` is cancelled; a batch in hand is committed and acked first.
-    /// An unexpected error stops the loop rather than let a later batch move the checkpoint
-    /// past messages that were not committed; a restart resumes from the checkpoint.
+    /// NATS failures are retried here; an error of the database that retrying cannot mend
+    /// ends the loop (its supervisor restarts it) rather than let a later batch move the
+    /// checkpoint past messages that were not committed.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), IngestError> {
         self.shutdown = shutdown.clone();
+        let mut backoff = Duration::from_millis(250);
         loop {
-            let messages = tokio::select! {
+            let fetched = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 fetched = self.fetch() => fetched,
             };
-            match messages {
-                Ok(messages) => match self.commit_and_ack(messages).await {
-                    Ok(_) => {}
-                    Err(IngestError::Interrupted(e)) => {
-                        tracing::warn!(error = %e, "stopping with a batch un-acked; NATS will redeliver it");
-                        return Ok(());
-                    }
-                    Err(e) => return Err(e),
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "pulling from NATS failed; retrying");
+            match self.settle(fetched).await {
+                Ok(_) => backoff = Duration::from_millis(250),
+                Err(IngestError::Interrupted(e)) => {
+                    tracing::warn!(error = %e, "stopping with a batch un-acked; NATS will redeliver it");
+                    return Ok(());
+                }
+                Err(IngestError::Nats(e)) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "NATS unavailable; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = tokio::time::sleep(backoff) => {}
                     }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
+                Err(e) => return Err(e),
             }
         }
     }
 }
 
-/// (Re)creates the durable pull consumer to deliver from stream sequence `from`.
-async fn bind_consumer(
-    stream: &stream::Stream,
+/// Compares the stream with the checkpoint and, if they differ, points the checkpoint at the
+/// stream as it is (fenced by the leader epoch); returns the sequence ingest continues after.
+async fn rebase(
+    conn: &mut sqlx::PgConnection,
     config: &IngestConfig,
-    from: u64,
-) -> Result<PullConsumer, IngestError> {
-    let deliver_policy = match from {
-        0 | 1 => DeliverPolicy::All,
-        seq => DeliverPolicy::ByStartSequence {
-            start_sequence: seq,
-        },
-    };
-    // Deleting fails harmlessly when there is no such consumer yet.
-    let _ = stream.delete_consumer(&config.durable).await;
-    stream
-        .create_consumer(pull::Config {
-            durable_name: Some(config.durable.clone()),
-            deliver_policy,
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ack_wait: config.ack_wait,
-            max_ack_pending: (config.batch_max * 4) as i64,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| IngestError::Nats(format!("create consumer {}: {e}", config.durable)))
-}
-
-fn superseded(error: LogError) -> IngestError {
-    match error {
-        LogError::Superseded { stream } => IngestError::Superseded { stream },
-        other => IngestError::Log(other),
+    checkpoint: registry::Checkpoint,
+    state: StreamState,
+) -> Result<u64, IngestError> {
+    let (change, last) = source::reconcile(checkpoint.last_seq, checkpoint.stream_created, state);
+    if change == StreamChange::Same {
+        return Ok(last);
     }
+    if change.is_reset() {
+        tracing::error!(
+            stream = %config.stream,
+            ?change,
+            checkpoint = checkpoint.last_seq,
+            stream_first = state.first_seq,
+            stream_last = state.last_seq,
+            continue_after = last,
+            "the stream is not the one the checkpoint was written for; continuing from what it holds"
+        );
+        metrics::counter!("activity_ingest_stream_resets_total").increment(1);
+    }
+    registry::rebase_checkpoint(
+        conn,
+        &config.stream,
+        checkpoint.leader_epoch,
+        last,
+        state.created,
+        change.is_reset(),
+    )
+    .await
+    .map_err(superseded)?;
+    Ok(last)
 }
 
-fn inbound(m: &jetstream::Message) -> Result<Inbound, IngestError> {
+fn record(outcome: &BatchOutcome, messages: usize, started: Instant) {
+    metrics::counter!("activity_commands_duplicate_total").increment(outcome.duplicates as u64);
+    metrics::histogram!("activity_ingest_batch_size").record(messages as f64);
+    metrics::histogram!("activity_ingest_batch_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+}
+
+fn inbound(
+    m: &jetstream::Message,
+    stream_created: chrono::DateTime<chrono::Utc>,
+) -> Result<Inbound, IngestError> {
     let info = m
         .info()
         .map_err(|e| IngestError::Nats(format!("read message metadata: {e}")))?;
@@ -445,5 +488,6 @@ fn inbound(m: &jetstream::Message) -> Result<Inbound, IngestError> {
         stream_seq: info.stream_sequence,
         delivered: info.delivered.max(0) as u64,
         published: info.published,
+        stream_created: Some(stream_created),
     })
 }

@@ -47,8 +47,15 @@ impl EventLog {
             known_months: Mutex::new(HashSet::new()),
         };
         let this_month = Month::of(chrono::Utc::now());
-        log.ensure_months(&Month::range(this_month, MONTHS_AHEAD + 1))
+        let archived = log
+            .ensure_months(&Month::range(this_month, MONTHS_AHEAD + 1))
             .await?;
+        if !archived.is_empty() {
+            tracing::warn!(
+                ?archived,
+                "months ahead are detached from the log; commands for them will be refused"
+            );
+        }
         Ok(log)
     }
 
@@ -65,26 +72,31 @@ impl EventLog {
         &self.pool
     }
 
-    /// Creates the partitions for these months, unless known to exist.
-    pub async fn ensure_months(&self, months: &[Month]) -> Result<(), LogError> {
-        let missing: Vec<Month> = {
-            let known = self.known_months.lock().expect("month cache poisoned");
-            months
-                .iter()
-                .copied()
-                .filter(|m| !known.contains(m))
-                .collect()
-        };
+    /// Creates the partitions for these months, unless known to exist; returns the months
+    /// whose table exists but is detached from the log (archived), which it leaves alone.
+    pub async fn ensure_months(&self, months: &[Month]) -> Result<Vec<Month>, LogError> {
+        let missing = self.unknown_months(months);
         if missing.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut conn = db(self.pool.acquire().await, "connect to create partitions")?;
-        partitions::ensure(&mut conn, &missing).await?;
-        self.known_months
-            .lock()
-            .expect("month cache poisoned")
-            .extend(missing);
-        Ok(())
+        let ensured = partitions::ensure(&mut conn, &missing).await?;
+        let mut known = self.known_months.lock().expect("month cache poisoned");
+        known.extend(missing.iter().filter(|m| !ensured.archived.contains(m)));
+        Ok(ensured.archived)
+    }
+
+    /// The months among these not known to have a partition.
+    pub fn unknown_months(&self, months: &[Month]) -> Vec<Month> {
+        let known = self.known_months.lock().expect("month cache poisoned");
+        let mut missing: Vec<Month> = months
+            .iter()
+            .copied()
+            .filter(|m| !known.contains(m))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        missing
     }
 
     /// Makes sure every month these events fall in has its partition. Call before opening the
@@ -93,7 +105,7 @@ impl EventLog {
         let mut months: Vec<Month> = events.iter().map(|e| Month::of(e.occurred_at)).collect();
         months.sort_unstable();
         months.dedup();
-        self.ensure_months(&months).await
+        self.ensure_months(&months).await.map(|_| ())
     }
 
     /// Appends a batch in one transaction of its own.
@@ -124,50 +136,49 @@ pub async fn append_in(
         return Ok(outcome);
     }
     lock_appends(conn).await?;
+    // Command ids are scoped to their tenant: the same id from two tenants is two commands.
     let mut seen = HashSet::with_capacity(events.len());
-    let mut candidates: Vec<Uuid> = Vec::with_capacity(events.len());
+    let mut candidates: Vec<(&str, Uuid)> = Vec::with_capacity(events.len());
     for e in events {
-        if seen.insert(e.command_id) {
-            candidates.push(e.command_id);
+        if seen.insert((e.tenant.as_str(), e.command_id)) {
+            candidates.push((e.tenant.as_str(), e.command_id));
         } else {
             outcome.duplicates.push(e.command_id);
         }
     }
     // In key order the ledger's index is walked once instead of hit at random.
     candidates.sort_unstable();
-    let fresh: HashSet<Uuid> = db(
-        sqlx::query_scalar(
-            "INSERT INTO command_ledger (command_id) SELECT unnest($1::uuid[]) \
-             ON CONFLICT DO NOTHING RETURNING command_id",
-        )
-        .bind(&candidates)
-        .fetch_all(&mut *conn)
-        .await,
+    let (tenants, ids): (Vec<&str>, Vec<Uuid>) = candidates.iter().copied().unzip();
+    // The database's one append path: it records the ids in the ledger and hands out the
+    // positions of the fresh ones; the log accepts exactly those rows from this transaction.
+    let granted: Vec<(String, Uuid, i64)> = db(
+        sqlx::query_as("SELECT tenant, command_id, last FROM begin_append($1::text[], $2::uuid[])")
+            .bind(&tenants)
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await,
         "record command ids",
-    )?
-    .into_iter()
-    .collect();
-    outcome
-        .duplicates
-        .extend(candidates.iter().filter(|id| !fresh.contains(id)));
+    )?;
+    let last = granted.first().map(|g| g.2);
+    let fresh: HashSet<(&str, Uuid)> = granted.iter().map(|(t, id, _)| (t.as_str(), *id)).collect();
+    outcome.duplicates.extend(
+        candidates
+            .iter()
+            .filter(|k| !fresh.contains(*k))
+            .map(|(_, id)| *id),
+    );
     let mut first_seen = HashSet::with_capacity(fresh.len());
     let to_write: Vec<&NewEvent> = events
         .iter()
-        .filter(|e| fresh.contains(&e.command_id) && first_seen.insert(e.command_id))
+        .filter(|e| {
+            let key = (e.tenant.as_str(), e.command_id);
+            fresh.contains(&key) && first_seen.insert(key)
+        })
         .collect();
-    if to_write.is_empty() {
+    let Some(last) = last.filter(|_| !to_write.is_empty()) else {
         return Ok(outcome);
-    }
+    };
     let n = to_write.len() as i64;
-    let last: i64 = db(
-        sqlx::query_scalar(
-            "SELECT setval('events_position_seq', nextval('events_position_seq') + $1 - 1)",
-        )
-        .bind(n)
-        .fetch_one(&mut *conn)
-        .await,
-        "allocate positions",
-    )?;
     let first = last - n + 1;
     let statement = format!("COPY events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)");
     let mut copy = db(

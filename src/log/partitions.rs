@@ -9,10 +9,17 @@ use super::{LogError, db};
 const PARTITION_LOCK: i64 = 0x4143_5456_5041_5254;
 
 /// A calendar month in UTC: the range of one partition.
+/// Shown as `YYYY-MM`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Month {
     year: i32,
     month: u32,
+}
+
+impl std::fmt::Display for Month {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
 }
 
 impl Month {
@@ -59,8 +66,19 @@ impl Month {
     }
 }
 
-/// Creates the partitions of `months` that do not exist yet; returns those it created.
-pub async fn ensure(conn: &mut PgConnection, months: &[Month]) -> Result<Vec<Month>, LogError> {
+/// What `ensure` found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ensured {
+    /// Months whose partition it created.
+    pub created: Vec<Month>,
+    /// Months whose table exists but is not attached to the log (detached or archived): left
+    /// as they are; commands for them are refused (`archived_month`).
+    pub archived: Vec<Month>,
+}
+
+/// Creates the partitions of `months` that do not exist yet, and reports the months whose
+/// table exists detached.
+pub async fn ensure(conn: &mut PgConnection, months: &[Month]) -> Result<Ensured, LogError> {
     let mut tx = db(
         sqlx::Connection::begin(conn).await,
         "begin partition creation",
@@ -75,9 +93,34 @@ pub async fn ensure(conn: &mut PgConnection, months: &[Month]) -> Result<Vec<Mon
         .await,
         "list partitions",
     )?;
-    let mut created = Vec::new();
+    let wanted: Vec<String> = months
+        .iter()
+        .map(|m| m.table_name())
+        .filter(|t| !existing.contains(t))
+        .collect();
+    // Tables of a month's name in the log's schema that are not its partitions.
+    let detached: Vec<String> = db(
+        sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_class c \
+             WHERE c.relname = ANY($1) AND c.relnamespace = \
+                   (SELECT relnamespace FROM pg_class WHERE oid = 'events'::regclass)",
+        )
+        .bind(&wanted)
+        .fetch_all(&mut *tx)
+        .await,
+        "look for detached months",
+    )?;
+    let mut ensured = Ensured::default();
     for &m in months {
-        if existing.contains(&m.table_name()) || created.contains(&m) {
+        let table = m.table_name();
+        if existing.contains(&table)
+            || ensured.created.contains(&m)
+            || ensured.archived.contains(&m)
+        {
+            continue;
+        }
+        if detached.contains(&table) {
+            ensured.archived.push(m);
             continue;
         }
         // A SECURITY DEFINER function: the application role may add months, not other DDL.
@@ -88,10 +131,10 @@ pub async fn ensure(conn: &mut PgConnection, months: &[Month]) -> Result<Vec<Mon
                 .await,
             "create partition",
         )?;
-        created.push(m);
+        ensured.created.push(m);
     }
     db(tx.commit().await, "commit partition creation")?;
-    Ok(created)
+    Ok(ensured)
 }
 
 /// One partition of the log, as `partitions list` shows it.

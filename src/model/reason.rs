@@ -25,11 +25,13 @@ pub enum Reason {
     OutOfRange,
     /// The command or its metadata is larger than allowed.
     TooLarge,
+    /// The command's month was detached (archived) from the log.
+    ArchivedMonth,
 }
 
 impl Reason {
     /// Every reason code, in the order of the contract.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::Malformed,
         Reason::UnknownType,
         Reason::InvalidField,
@@ -40,6 +42,7 @@ impl Reason {
         Reason::TenantMismatch,
         Reason::OutOfRange,
         Reason::TooLarge,
+        Reason::ArchivedMonth,
     ];
 
     /// The code as stored and as used for metric labels.
@@ -55,6 +58,7 @@ impl Reason {
             Reason::TenantMismatch => "tenant_mismatch",
             Reason::OutOfRange => "out_of_range",
             Reason::TooLarge => "too_large",
+            Reason::ArchivedMonth => "archived_month",
         }
     }
 }
@@ -121,7 +125,8 @@ mod tests {
                 "user_exists",
                 "tenant_mismatch",
                 "out_of_range",
-                "too_large"
+                "too_large",
+                "archived_month"
             ]
         );
     }

@@ -148,7 +148,7 @@ async fn partitions_are_created_for_the_months_a_batch_needs() {
     }
     let again = partitions::ensure(&mut conn, &[this_month]).await.unwrap();
     assert!(
-        again.is_empty(),
+        again.created.is_empty() && again.archived.is_empty(),
         "ensuring an existing month creates nothing"
     );
 }

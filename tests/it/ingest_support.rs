@@ -84,6 +84,7 @@ impl Pipeline {
         loop {
             match self.ingestor.step().await.unwrap() {
                 Step::Progress { messages, .. } => handled += messages,
+                Step::Salvaged { .. } => handled += 1,
                 Step::Rewound { .. } => {}
                 Step::Idle => return handled,
             }

@@ -55,6 +55,7 @@ impl ReadSide {
                     stream_seq: self.seq.fetch_add(1, Ordering::SeqCst) + 1,
                     delivered: 1,
                     published: Utc::now(),
+                    stream_created: None,
                 }
             })
             .collect();

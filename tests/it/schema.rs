@@ -247,10 +247,12 @@ async fn tenant_user_query_uses_the_composite_index() {
 #[tokio::test]
 async fn dead_letter_reasons_are_the_contracts() {
     let (db, _log) = log().await;
-    let add = |reason: &'static str| {
-        sqlx::query(
-        "INSERT INTO dead_letters (reason, message, raw, received_at) VALUES ($1, 'm', '\\x00ff', now())").bind(reason)
-    };
+    let add =
+        |reason: &'static str| {
+            sqlx::query(
+        "INSERT INTO dead_letters (reason, message, raw, raw_length, raw_sha256, received_at) \
+         VALUES ($1, 'm', '\\x00ff', 2, sha256('\\x00ff'), now())").bind(reason)
+        };
     for reason in activity_store::model::Reason::ALL {
         add(reason.code())
             .execute(&db.pool)
