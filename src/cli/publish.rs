@@ -1,4 +1,6 @@
-//! `activity-store publish`: JSON lines to the stream, each with `Nats-Msg-Id` = its `id`.
+//! `activity-store publish`: JSON lines to the stream, each with `Nats-Msg-Id` =
+//! `<tenant>:<id>`: JetStream's duplicate window is stream-wide, so one tenant's ids must
+//! never suppress another's.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, IsTerminal};
@@ -106,9 +108,12 @@ fn route(line: &str, prefix: &str) -> Result<(String, Option<String>), String> {
     let tenant = value
         .get("tenant")
         .and_then(Value::as_str)
-        .filter(|t| !t.is_empty() && !t.contains(['.', '*', '>', ' ']))
-        .ok_or("no `tenant` usable in a subject")?;
-    let id = value.get("id").and_then(Value::as_str).map(str::to_owned);
+        .ok_or("no `tenant`")?;
+    crate::model::fields::tenant_slug("tenant", tenant).map_err(|r| r.message)?;
+    let id = value
+        .get("id")
+        .and_then(Value::as_str)
+        .map(|id| format!("{tenant}:{id}"));
     Ok((format!("{prefix}.{tenant}"), id))
 }
 
@@ -121,7 +126,7 @@ mod tests {
         let (subject, id) = route(r#"{"tenant": "acme", "id": "x"}"#, "activity.commands").unwrap();
         assert_eq!(
             (subject.as_str(), id.as_deref()),
-            ("activity.commands.acme", Some("x"))
+            ("activity.commands.acme", Some("acme:x"))
         );
         assert!(
             route("{not json", "p")
@@ -133,5 +138,9 @@ mod tests {
             "a dot would change the subject"
         );
         assert!(route(r#"{"id": "x"}"#, "p").is_err());
+        assert!(
+            route("{\"tenant\": \"a\\r\\nPUB x 1\"}", "p").is_err(),
+            "a line break would end the protocol line"
+        );
     }
 }

@@ -163,9 +163,16 @@ impl Ingestor {
             }
         };
         if messages.is_empty() {
-            return match self.undelivered().await? {
-                true => self.stalled(expected).await,
-                false => Ok(Step::Idle),
+            return match self.undelivered().await {
+                Ok(true) => self.stalled(expected).await,
+                Ok(false) => Ok(Step::Idle),
+                // The consumer (or its stream) is gone: recreate it rather than wait.
+                Err(e) => {
+                    tracing::warn!(error = %e, "the consumer is gone; looking at the stream again");
+                    self.resync().await?;
+                    let from = self.last_seq.load(Ordering::SeqCst) + 1;
+                    Ok(Step::Rewound { from })
+                }
             };
         }
         let step = self.commit_and_ack(messages).await?;

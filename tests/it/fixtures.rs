@@ -3,6 +3,7 @@
 use activity_store::model::{EventType, Lineage, NewEvent};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Map, Value, json};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 /// An `activity_recorded` event with fresh ids.
@@ -106,4 +107,21 @@ pub fn tricky_metadata() -> Value {
         "empty_obj": {}, "empty_list": [],
         "emoji_key_🔑": "x"
     })
+}
+
+/// A new login role granted `role` (activity_writer or activity_reader), with a pool as it.
+pub async fn login_in(db: &crate::support::TestDb, role: &str) -> (String, PgPool) {
+    let user = crate::support::unique_name("login");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {user} LOGIN PASSWORD 'pw' IN ROLE {role}"
+    )))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(db.options_as(&user, "pw"))
+        .await
+        .unwrap();
+    (user, pool)
 }

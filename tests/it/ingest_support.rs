@@ -25,7 +25,22 @@ impl Pipeline {
 
     pub async fn with_config(adjust: impl FnOnce(&mut IngestConfig)) -> Pipeline {
         let db = TestDb::migrated().await;
-        let log = Arc::new(EventLog::open(db.pool.clone()).await.unwrap());
+        let pool = db.pool.clone();
+        Pipeline::build(db, pool, adjust).await
+    }
+
+    /// A pipeline whose ingestor connects through `pool` (a login of its own); `db.pool`
+    /// stays the superuser's, for checks.
+    pub async fn on_pool(db: TestDb, pool: sqlx::PgPool) -> Pipeline {
+        Pipeline::build(db, pool, |_| {}).await
+    }
+
+    async fn build(
+        db: TestDb,
+        pool: sqlx::PgPool,
+        adjust: impl FnOnce(&mut IngestConfig),
+    ) -> Pipeline {
+        let log = Arc::new(EventLog::open(pool).await.unwrap());
         let js = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
         let prefix = unique_name("p");
         let mut config = IngestConfig {
@@ -51,31 +66,23 @@ impl Pipeline {
 
     /// Publishes raw bytes and waits for the stream's ack; returns the stream sequence.
     pub async fn publish_raw(&self, tenant: &str, bytes: Vec<u8>, msg_id: Option<&str>) -> u64 {
-        let mut headers = async_nats::HeaderMap::new();
-        if let Some(id) = msg_id {
-            headers.insert("Nats-Msg-Id", id);
-        }
-        let ack = self
-            .js
-            .publish_with_headers(self.subject(tenant), headers, bytes.into())
-            .await
-            .unwrap();
-        ack.await.unwrap().sequence
+        publish_raw(&self.js, self.subject(tenant), bytes, msg_id).await
     }
 
-    /// Publishes a command (adding a fresh `id` unless it has one) with `Nats-Msg-Id` = its id.
-    pub async fn publish(&self, mut command: Value) -> u64 {
-        if command.get("id").is_none() {
-            command["id"] = json!(uuid::Uuid::new_v4().to_string());
+    /// Publishes a command (adding a fresh `id` unless it has one) with `Nats-Msg-Id` =
+    /// `<tenant>:<id>`, as the README tells producers to.
+    pub async fn publish(&self, command: Value) -> u64 {
+        publish(&self.js, &self.prefix, command).await
+    }
+
+    /// Stops the ingestor (its leadership lock goes with it); the rest stays.
+    pub fn stop(self) -> Stopped {
+        Stopped {
+            db: self.db,
+            js: self.js,
+            prefix: self.prefix,
+            config: self.config,
         }
-        let tenant = command["tenant"].as_str().unwrap_or("none").to_owned();
-        let id = command["id"].as_str().map(str::to_owned);
-        self.publish_raw(
-            &tenant,
-            serde_json::to_vec(&command).unwrap(),
-            id.as_deref(),
-        )
-        .await
     }
 
     /// Steps the ingestor until a step finds nothing; returns the messages it handled.
@@ -97,6 +104,68 @@ impl Pipeline {
             .await
             .unwrap()
     }
+}
+
+/// A pipeline whose ingestor is not running: the store stopped.
+pub struct Stopped {
+    pub db: TestDb,
+    pub js: jetstream::Context,
+    pub prefix: String,
+    pub config: IngestConfig,
+}
+
+impl Stopped {
+    pub async fn publish(&self, command: Value) -> u64 {
+        publish(&self.js, &self.prefix, command).await
+    }
+
+    /// Starts an ingestor again on the same database and stream.
+    pub async fn start(self) -> Pipeline {
+        let log = Arc::new(EventLog::open(self.db.pool.clone()).await.unwrap());
+        let ingestor = Ingestor::start(&self.js, log, self.config.clone())
+            .await
+            .unwrap();
+        Pipeline {
+            db: self.db,
+            js: self.js,
+            ingestor,
+            prefix: self.prefix,
+            config: self.config,
+        }
+    }
+}
+
+async fn publish_raw(
+    js: &jetstream::Context,
+    subject: String,
+    bytes: Vec<u8>,
+    msg_id: Option<&str>,
+) -> u64 {
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(id) = msg_id {
+        headers.insert("Nats-Msg-Id", id);
+    }
+    let ack = js
+        .publish_with_headers(subject, headers, bytes.into())
+        .await
+        .unwrap();
+    ack.await.unwrap().sequence
+}
+
+async fn publish(js: &jetstream::Context, prefix: &str, mut command: Value) -> u64 {
+    if command.get("id").is_none() {
+        command["id"] = json!(uuid::Uuid::new_v4().to_string());
+    }
+    let tenant = command["tenant"].as_str().unwrap_or("none").to_owned();
+    let msg_id = format!("{tenant}:{}", command["id"].as_str().unwrap_or_default());
+    let subject = format!("{prefix}.commands.{tenant}");
+    publish_raw(
+        js,
+        subject,
+        serde_json::to_vec(&command).unwrap(),
+        Some(&msg_id),
+    )
+    .await
 }
 
 pub fn create_tenant(t: &str) -> Value {

@@ -4,6 +4,7 @@
 mod support;
 
 mod append;
+mod append_path;
 mod cache;
 mod cli;
 mod cli_query;
@@ -27,4 +28,5 @@ mod recovery;
 mod replay;
 mod schema;
 mod schema_privileges;
+mod stream_reset;
 mod up;

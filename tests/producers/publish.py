@@ -30,7 +30,8 @@ async def main() -> None:
         ack = await js.publish(
             f"{prefix}.{tenant}",
             json.dumps(command).encode(),
-            headers={"Nats-Msg-Id": command["id"]},
+            # Scoped to the tenant: JetStream's duplicate window is stream-wide.
+            headers={"Nats-Msg-Id": f"{tenant}:{command['id']}"},
         )
         print(ack.seq)
     await nc.close()

@@ -20,7 +20,8 @@ pub async fn publish_example(nats_url: &str, prefix: &str) -> Result<Vec<u64>, a
         let id = uuid::Uuid::now_v7().to_string();
         command["id"] = json!(id);
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", id.as_str());
+        // Scoped to the tenant: JetStream's duplicate window is stream-wide.
+        headers.insert("Nats-Msg-Id", format!("{tenant}:{id}").as_str());
         // The second await is the stream's ack; on error, retry with the same body and id.
         let ack = js
             .publish_with_headers(
