@@ -116,9 +116,9 @@ async fn the_append_path_works_for_a_writer_and_a_repeat_is_a_duplicate() {
     let (_db, _user, pool) = writer().await;
     let log = EventLog::open(pool.clone()).await.unwrap();
     let e = login("acme", "u1");
-    let first = log.append_batch(&[e.clone()]).await.unwrap();
+    let first = log.append_batch(std::slice::from_ref(&e)).await.unwrap();
     assert_eq!(first.appended, 1);
-    let again = log.append_batch(&[e.clone()]).await.unwrap();
+    let again = log.append_batch(std::slice::from_ref(&e)).await.unwrap();
     assert_eq!((again.appended, again.duplicates.len()), (0, 1));
     // The same id from another tenant is another command.
     let mut other = e.clone();
