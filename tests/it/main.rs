@@ -5,6 +5,7 @@ mod support;
 
 mod append;
 mod append_path;
+mod archived;
 mod cache;
 mod cli;
 mod cli_query;
