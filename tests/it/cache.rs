@@ -71,7 +71,7 @@ async fn with_ann(ttl: Duration) -> CacheSide {
 }
 
 #[tokio::test]
-async fn the_first_read_misses_and_fills_the_second_hits_without_the_database() {
+async fn the_first_read_misses_and_fills_the_second_hits_without_the_table() {
     let c = with_ann(Duration::from_secs(60)).await;
     let (first, from_cache) = c.read("ann").await;
     assert!(!from_cache, "an absent entry is a miss");

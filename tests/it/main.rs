@@ -7,6 +7,7 @@ mod append;
 mod append_path;
 mod archived;
 mod cache;
+mod cache_isolation;
 mod cli;
 mod cli_query;
 mod crash;

@@ -1,0 +1,1 @@
+DROP FUNCTION analytics.may_read(text);
