@@ -91,6 +91,35 @@ pub struct Cli {
     #[arg(long, global = true, env = "ACTIVITY_USER_SUMMARY_TTL_SECS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub user_summary_ttl_secs: Option<u64>,
+    /// Seconds a running role may go without progress before `/livez` fails.
+    #[arg(
+        long,
+        global = true,
+        env = "ACTIVITY_LIVENESS_TIMEOUT_SECS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub liveness_timeout_secs: u64,
+    /// Most bytes of messages in one ingest batch (never less than the largest message the
+    /// stream accepts).
+    #[arg(
+        long,
+        global = true,
+        env = "ACTIVITY_BATCH_MAX_BYTES",
+        default_value_t = 8 << 20,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub batch_max_bytes: u64,
+    /// The largest message the stream accepts, in bytes (its max_msg_size when the store
+    /// creates it).
+    #[arg(
+        long,
+        global = true,
+        env = "ACTIVITY_MAX_MESSAGE_BYTES",
+        default_value_t = 1 << 20,
+        value_parser = clap::value_parser!(u64).range(65_536..=64 << 20)
+    )]
+    pub max_message_bytes: u64,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -256,11 +285,14 @@ impl Cli {
             project: roles.project,
             project_config: crate::project::ProjectConfig::default(),
             cache: self.cache_config(),
+            liveness_timeout: std::time::Duration::from_secs(self.liveness_timeout_secs),
             ingest_config: IngestConfig {
                 stream: self.stream.clone(),
                 subjects: format!("{}.*", self.subject_prefix),
                 ack_wait: std::time::Duration::from_secs(self.ack_wait_secs.max(1)),
                 batch_max: self.batch_max as usize,
+                batch_max_bytes: self.batch_max_bytes as usize,
+                max_message_bytes: self.max_message_bytes as usize,
                 batch_wait: std::time::Duration::from_millis(self.batch_wait_ms),
                 ..Default::default()
             },

@@ -127,9 +127,10 @@ impl Ingestor {
         })
     }
 
-    /// The heartbeat this ingestor beats on every step.
-    pub fn heartbeat(&self) -> Heartbeat {
-        self.health.clone()
+    /// Beats `heartbeat` on every step (and every wait for the database) from now on.
+    pub fn with_heartbeat(mut self, heartbeat: Heartbeat) -> Self {
+        self.health = heartbeat;
+        self
     }
 
     fn source(&self) -> Source {

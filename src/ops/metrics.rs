@@ -1,9 +1,7 @@
 //! The Prometheus endpoint and the health checks: `/metrics`, `/livez`, `/readyz`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -13,6 +11,8 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+
+use super::roles::Role;
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -31,17 +31,17 @@ pub fn recorder() -> PrometheusHandle {
         .clone()
 }
 
-/// What readiness depends on.
+/// What liveness and readiness depend on.
 #[derive(Clone)]
 pub struct Health {
     /// The store's database.
     pub pool: PgPool,
     /// The NATS connection.
     pub nats: async_nats::Client,
-    /// Set once the ingestor is bound to its consumer.
-    pub consumer_bound: Arc<AtomicBool>,
-    /// Cleared if the projector stops on an error.
-    pub projecting: Arc<AtomicBool>,
+    /// The roles this process runs.
+    pub roles: Vec<Role>,
+    /// How long a running role may go without a heartbeat.
+    pub liveness_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -69,7 +69,7 @@ pub async fn serve(
             "/metrics",
             get(|State(s): State<AppState>| async move { s.handle.render() }),
         )
-        .route("/livez", get(|| async { "ok\n" }))
+        .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -82,6 +82,26 @@ pub async fn serve(
     Ok((bound, server))
 }
 
+/// Alive unless a running role has stopped making progress (its loop hung): then a
+/// supervisor should restart the process. A role restarting after an error is alive.
+async fn livez(State(s): State<AppState>) -> (StatusCode, String) {
+    let stuck: Vec<String> = s
+        .health
+        .roles
+        .iter()
+        .filter_map(|r| r.stuck(s.health.liveness_timeout))
+        .collect();
+    if stuck.is_empty() {
+        (StatusCode::OK, "ok\n".into())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not alive: {}\n", stuck.join("; ")),
+        )
+    }
+}
+
+/// Ready when both servers answer and every role is running; otherwise says which is not.
 async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
     let mut problems = Vec::new();
     let db = tokio::time::timeout(
@@ -90,23 +110,18 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
     )
     .await;
     if !matches!(db, Ok(Ok(_))) {
-        problems.push("PostgreSQL unreachable");
+        problems.push("PostgreSQL unreachable".to_owned());
     }
     if s.health.nats.connection_state() != async_nats::connection::State::Connected {
-        problems.push("NATS disconnected");
+        problems.push("NATS disconnected".to_owned());
     }
-    if !s.health.consumer_bound.load(Ordering::SeqCst) {
-        problems.push("consumer not bound");
-    }
-    if !s.health.projecting.load(Ordering::SeqCst) {
-        problems.push("projector stopped");
-    }
+    problems.extend(s.health.roles.iter().filter_map(Role::not_ready));
     if problems.is_empty() {
         (StatusCode::OK, "ready\n".into())
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {}\n", problems.join(", ")),
+            format!("not ready: {}\n", problems.join("; ")),
         )
     }
 }

@@ -4,12 +4,14 @@ mod binaries;
 mod embedded;
 mod heartbeat;
 pub mod metrics;
+mod roles;
 mod serve;
 mod up;
 
 pub use binaries::{ServiceUser, free_port};
 pub use embedded::{NatsConfig, NatsServer, PgConfig, PgServer, write_private};
 pub use heartbeat::Heartbeat;
+pub use roles::{Role, RoleState, supervise};
 pub use serve::{ServeConfig, ServeError, serve};
 pub use up::{DATABASE, Embedded, UpError, read_env_file};
 

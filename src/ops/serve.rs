@@ -1,14 +1,16 @@
-//! Running the store's roles in one process until shutdown: ingest (and later projectors),
-//! plus the metrics endpoint. Every task belongs to a tracker that is awaited.
+//! Running the store's roles in one process until shutdown: ingest and projectors, each
+//! supervised, plus the metrics endpoint. Every task belongs to a tracker that is awaited.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+
+use sqlx::PgPool;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::metrics::{Health, serve as serve_metrics};
+use super::roles::{Role, supervise};
 use crate::ingest::{IngestConfig, IngestError, Ingestor};
 use crate::log::{EventLog, LogError, db};
 use crate::project::{CacheConfig, ProjectConfig, ProjectError, Projector};
@@ -32,6 +34,8 @@ pub struct ServeConfig {
     pub project_config: ProjectConfig,
     /// How the projector's cache buckets are set up.
     pub cache: CacheConfig,
+    /// How long a running role may go without a heartbeat before `/livez` fails.
+    pub liveness_timeout: std::time::Duration,
 }
 
 /// What can stop the roles from starting.
@@ -56,7 +60,9 @@ pub enum ServeError {
     },
 }
 
-/// Starts the roles; they run until `shutdown` is cancelled, then this returns once all stopped.
+/// Starts the roles; they run until `shutdown` is cancelled, then this returns once all
+/// stopped. A role that ends with an error is restarted with backoff (see `roles`), so one
+/// failure never leaves a process that answers `/livez` but does nothing.
 pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
     let pool = db(
         sqlx::postgres::PgPoolOptions::new()
@@ -66,18 +72,32 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
             .await,
         "connect to the database",
     )?;
-    let log = Arc::new(EventLog::open(pool.clone()).await?);
     let nats = async_nats::connect(&config.nats_url)
         .await
         .map_err(|e| IngestError::Nats(format!("connect to {}: {e}", config.nats_url)))?;
-    // Ready means the consumer is bound when this process ingests.
-    let consumer_bound = Arc::new(AtomicBool::new(!config.ingest));
-    let projecting = Arc::new(AtomicBool::new(true));
+    let mut roles = Vec::new();
+    let tracker = TaskTracker::new();
+    if config.project {
+        let role = Role::new("project");
+        roles.push(role.clone());
+        let (pool, nats, config) = (pool.clone(), nats.clone(), config.clone());
+        tracker.spawn(supervise(role, shutdown.clone(), move |role, token| {
+            project(pool.clone(), nats.clone(), config.clone(), role, token)
+        }));
+    }
+    if config.ingest {
+        let role = Role::new("ingest");
+        roles.push(role.clone());
+        let (pool, nats, config) = (pool.clone(), nats.clone(), config.clone());
+        tracker.spawn(supervise(role, shutdown.clone(), move |role, token| {
+            ingest(pool.clone(), nats.clone(), config.clone(), role, token)
+        }));
+    }
     let health = Health {
         pool: pool.clone(),
         nats: nats.clone(),
-        consumer_bound: consumer_bound.clone(),
-        projecting: projecting.clone(),
+        roles,
+        liveness_timeout: config.liveness_timeout,
     };
     let (bound, metrics) = serve_metrics(config.metrics_addr, health, shutdown.clone())
         .await
@@ -86,41 +106,50 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
             source,
         })?;
     tracing::info!(%bound, "metrics on http://{bound}/metrics");
-    let tracker = TaskTracker::new();
     tracker.spawn(async move {
         if let Err(e) = metrics.await {
             tracing::error!(error = %e, "metrics endpoint stopped");
         }
     });
-    if config.project {
-        let mut projector = Projector::start(pool.clone(), config.project_config.clone()).await?;
-        let js = async_nats::jetstream::new(nats.clone());
-        projector.attach_caches(&js, &config.cache).await?;
-        tracing::info!(projections = projector.projections().len(), "projecting");
-        let token = shutdown.clone();
-        tracker.spawn(async move {
-            if let Err(e) = projector.run(token).await {
-                // /readyz turns 503; the other roles carry on.
-                projecting.store(false, Ordering::SeqCst);
-                tracing::error!(error = %e, "projector stopped; restart to resume from the checkpoints");
-            }
-        });
-    }
-    if config.ingest {
-        let js = async_nats::jetstream::new(nats);
-        let ingestor = Ingestor::start(&js, log, config.ingest_config.clone()).await?;
-        consumer_bound.store(true, Ordering::SeqCst);
-        tracing::info!(stream = %config.ingest_config.stream, "ingesting");
-        let token = shutdown.clone();
-        tracker.spawn(async move {
-            if let Err(e) = ingestor.run(token).await {
-                // /readyz turns 503; a restart resumes from the last committed sequence.
-                consumer_bound.store(false, Ordering::SeqCst);
-                tracing::error!(error = %e, "ingestor stopped; restart to resume from the checkpoint");
-            }
-        });
-    }
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+/// One attempt at the projector role: install, attach caches, fold until shutdown.
+async fn project(
+    pool: PgPool,
+    nats: async_nats::Client,
+    config: ServeConfig,
+    role: Role,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let projector = Projector::start(pool, config.project_config.clone()).await?;
+    let mut projector = projector.with_heartbeat(role.heartbeat.clone());
+    let js = async_nats::jetstream::new(nats);
+    projector.attach_caches(&js, &config.cache).await?;
+    tracing::info!(projections = projector.projections().len(), "projecting");
+    role.running();
+    Ok(projector.run(shutdown).await?)
+}
+
+/// One attempt at the ingest role: open the log, take the stream's lead (a standby waits
+/// here), ingest until shutdown.
+async fn ingest(
+    pool: PgPool,
+    nats: async_nats::Client,
+    config: ServeConfig,
+    role: Role,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let log = Arc::new(EventLog::open(pool).await?);
+    let js = async_nats::jetstream::new(nats);
+    let started = tokio::select! {
+        started = Ingestor::start(&js, log, config.ingest_config.clone()) => started?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
+    let ingestor = started.with_heartbeat(role.heartbeat.clone());
+    tracing::info!(stream = %config.ingest_config.stream, "ingesting");
+    role.running();
+    Ok(ingestor.run(shutdown).await?)
 }

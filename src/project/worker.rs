@@ -15,6 +15,7 @@ use super::shadow;
 use super::{ProjectError, Projection, projections};
 use crate::cache::CacheEntries;
 use crate::log::{APPEND_CHANNEL, LogError, db};
+use crate::ops::Heartbeat;
 
 /// The first key of a projection's lease ("LEAS"); the second is its name's hash.
 const LEASE_LOCK: i32 = 0x4c45_4153;
@@ -54,6 +55,8 @@ pub struct Projector {
     caches: HashMap<String, CacheEntries>,
     /// Projections this start (re)installed at a new version: their buckets are cleared.
     reinstalled: HashSet<String>,
+    /// Beaten by every projection's loop on every round.
+    heartbeat: Heartbeat,
 }
 
 impl Projector {
@@ -73,6 +76,7 @@ impl Projector {
             config,
             caches: HashMap::new(),
             reinstalled,
+            heartbeat: Heartbeat::new(),
         })
     }
 
@@ -101,6 +105,12 @@ impl Projector {
             }
         }
         Ok(())
+    }
+
+    /// Beats `heartbeat` on every round of every projection from now on.
+    pub fn with_heartbeat(mut self, heartbeat: Heartbeat) -> Self {
+        self.heartbeat = heartbeat;
+        self
     }
 
     /// The cache entries of projection `name`, if it is cached and caches are attached.
@@ -203,6 +213,7 @@ impl Projector {
         db(listener.listen(APPEND_CHANNEL).await, "listen")?;
         let mut lease: Option<PgConnection> = None;
         loop {
+            self.heartbeat.beat();
             match self.round(p, &mut lease).await {
                 Ok(()) => {}
                 Err(ProjectError::Log(e)) if e.is_transient() && !e.is_fatal() => {

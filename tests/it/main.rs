@@ -17,6 +17,7 @@ mod hostile;
 mod ingest;
 mod ingest_support;
 mod isolation;
+mod liveness;
 mod migrations;
 mod nats_platform;
 mod partition_function;

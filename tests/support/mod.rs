@@ -196,6 +196,14 @@ impl TestDb {
         }
     }
 
+    /// A URL of this database as `user` with `password`.
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        let url = self.url();
+        let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        format!("{scheme}://{user}:{password}@{host}")
+    }
+
     /// Options to connect to this database as `user` with `password`.
     pub fn options_as(&self, user: &str, password: &str) -> PgConnectOptions {
         pg_options(&self.name).username(user).password(password)
