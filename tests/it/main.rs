@@ -13,6 +13,7 @@ mod cli_query;
 mod crash;
 mod errors;
 mod fixtures;
+mod fuzz;
 mod hostile;
 mod ingest;
 mod ingest_support;

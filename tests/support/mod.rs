@@ -2,6 +2,8 @@
 //! loopback ports (or the ones `DATABASE_URL` / `NATS_URL` name), a database per test.
 #![allow(dead_code)]
 
+pub mod hostile;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::str::FromStr;
