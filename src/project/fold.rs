@@ -57,20 +57,29 @@ pub(super) async fn lock_projection(
     Ok(())
 }
 
-/// Creates `p`'s tables and fold if they are missing or of another version (which drops the
-/// old ones and starts again from position 0). Returns whether it (re)installed.
-pub async fn install(pool: &PgPool, p: &Projection) -> Result<bool, ProjectError> {
+/// What `install` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Installed {
+    /// The projection was already at this version.
+    Current,
+    /// It was missing and was created empty, at checkpoint 0.
+    Fresh,
+    /// An older version is installed: it keeps serving reads until `rebuild_to_current`
+    /// builds this one beside it and swaps it in.
+    Outdated {
+        /// The version installed.
+        from: i32,
+    },
+}
+
+/// Creates `p`'s tables and fold if they are missing; reports an older installed version
+/// (rebuilt later, in the background, by `rebuild_to_current`); refuses a newer one.
+pub async fn install(pool: &PgPool, p: &Projection) -> Result<Installed, ProjectError> {
     let mut tx = db(pool.begin().await, "begin a projection install")?;
     lock_projection(&mut tx, p).await?;
-    let installed: Option<i32> = db(
-        sqlx::query_scalar("SELECT version FROM projection_checkpoints WHERE projection = $1")
-            .bind(&p.name)
-            .fetch_optional(&mut *tx)
-            .await,
-        "read a projection's version",
-    )?;
+    let installed = installed_version(&mut tx, p).await?;
     if installed == Some(p.version) {
-        return Ok(false);
+        return Ok(Installed::Current);
     }
     if let Some(newer) = installed.filter(|v| *v > p.version) {
         return Err(ProjectError::Invalid {
@@ -85,16 +94,48 @@ pub async fn install(pool: &PgPool, p: &Projection) -> Result<bool, ProjectError
         None => {
             reinstall_in(&mut tx, p).await?;
             db(tx.commit().await, "commit a projection install")?;
+            Ok(Installed::Fresh)
         }
-        Some(old) => {
-            // The old version keeps serving reads while the new one is built beside it.
-            drop(tx);
-            tracing::info!(projection = %p.name, from = old, to = p.version, "new version: rebuilding");
-            let shadow = super::shadow::prepare(pool, p, REBUILD_WINDOW, |_, _| {}).await?;
-            super::shadow::swap_in(pool, p, shadow).await?;
+        Some(from) => Ok(Installed::Outdated { from }),
+    }
+}
+
+async fn installed_version(
+    conn: &mut sqlx::PgConnection,
+    p: &Projection,
+) -> Result<Option<i32>, ProjectError> {
+    Ok(db(
+        sqlx::query_scalar("SELECT version FROM projection_checkpoints WHERE projection = $1")
+            .bind(&p.name)
+            .fetch_optional(conn)
+            .await,
+        "read a projection's version",
+    )?)
+}
+
+/// Builds this version of `p` beside the installed older one (which keeps serving reads) and
+/// swaps it in, unless another process already has. Returns whether it rebuilt.
+pub async fn rebuild_to_current(
+    pool: &PgPool,
+    p: &Projection,
+    progress: impl Fn(i64, i64),
+) -> Result<bool, ProjectError> {
+    let mut conn = db(pool.acquire().await, "connect to check a version")?;
+    let installed = installed_version(&mut conn, p).await?;
+    drop(conn);
+    match installed {
+        Some(v) if v == p.version => Ok(false),
+        Some(v) if v > p.version => Err(ProjectError::Invalid {
+            name: p.name.clone(),
+            problem: format!("version {v} was installed meanwhile, newer than this binary's"),
+        }),
+        old => {
+            tracing::info!(projection = %p.name, from = ?old, to = p.version, "new version: rebuilding beside the old one");
+            let shadow = super::shadow::prepare(pool, p, REBUILD_WINDOW, &progress).await?;
+            super::shadow::swap_in_with(pool, p, shadow, &progress).await?;
+            Ok(true)
         }
     }
-    Ok(true)
 }
 
 /// Drops `p`'s tables and creates them empty at checkpoint 0: the next folds rebuild it

@@ -151,23 +151,79 @@ async fn catch_up(
     }
 }
 
+/// How long the swap's locks may wait for readers before it gives way and tries again.
+const SWAP_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How many times the swap tries before it gives up (and the rebuild is retried later).
+const SWAP_ATTEMPTS: u32 = 30;
+
+fn lock_not_available(e: &crate::log::LogError) -> bool {
+    matches!(e, crate::log::LogError::Database { source, .. }
+        if source.as_database_error().and_then(|d| d.code()).as_deref() == Some("55P03"))
+}
+
 /// Swaps the shadow in, in one transaction: with the projection's checkpoint locked (live
 /// folds wait), it folds what the log gained since, drops the live tables, moves the shadow
 /// ones into their schemas, reinstalls the live fold and sets the checkpoint. Returns the
 /// position the projection now stands at.
-pub async fn swap_in(
+pub async fn swap_in(pool: &PgPool, p: &Projection, shadow: Shadow) -> Result<i64, ProjectError> {
+    swap_in_with(pool, p, shadow, |_, _| {}).await
+}
+
+/// `swap_in`, calling `progress(position, last)` while it works and waits.
+pub async fn swap_in_with(
     pool: &PgPool,
     p: &Projection,
     mut shadow: Shadow,
+    progress: impl Fn(i64, i64),
 ) -> Result<i64, ProjectError> {
     // Most of what arrived while it was built, outside the swap's transaction.
-    catch_up(p, &mut shadow, i64::MAX / 4, &|_, _| {}).await?;
+    catch_up(p, &mut shadow, i64::MAX / 4, &progress).await?;
     for table in &p.tables {
         let (_, name) = table.split_once('.').expect("tables are schema-qualified");
         let analyze = format!("ANALYZE {}.{name}", shadow.schema);
         exec(&mut shadow.conn, analyze, "analyze a shadow table").await?;
     }
+    // The swap's exclusive locks wait at most SWAP_LOCK_TIMEOUT for readers: a long reader
+    // never queues every other read behind the swap. Then it tries again.
+    let mut attempt = 1;
+    loop {
+        match swap_once(pool, p, &mut shadow).await {
+            Err(ProjectError::Log(e)) if lock_not_available(&e) && attempt < SWAP_ATTEMPTS => {
+                tracing::warn!(projection = %p.name, attempt, "the swap waited too long for readers; trying again");
+                metrics::counter!("activity_projection_swap_retries_total", "projection" => p.name.clone()).increment(1);
+                progress(shadow.position, shadow.position);
+                tokio::time::sleep(SWAP_LOCK_TIMEOUT).await;
+                attempt += 1;
+            }
+            other => break other?,
+        }
+    }
+    // Only the shadow's fold functions are left in it.
+    let cleanup = format!("DROP SCHEMA IF EXISTS {} CASCADE", shadow.schema);
+    if let Ok(mut conn) = pool.acquire().await {
+        let _ = exec(&mut conn, cleanup, "drop a shadow schema").await;
+    }
+    Ok(shadow.position)
+}
+
+/// One try at the swap; on failure the shadow's position is what it was, since the fold
+/// the swap made inside its transaction rolled back with it.
+async fn swap_once(pool: &PgPool, p: &Projection, shadow: &mut Shadow) -> Result<(), ProjectError> {
+    let before = shadow.position;
+    let swapped = swap_tx(pool, p, shadow).await;
+    if swapped.is_err() {
+        shadow.position = before;
+    }
+    swapped
+}
+
+async fn swap_tx(pool: &PgPool, p: &Projection, shadow: &mut Shadow) -> Result<(), ProjectError> {
     let mut tx = db(pool.begin().await, "begin a swap")?;
+    let timeout = format!(
+        "SET LOCAL lock_timeout = '{}ms'",
+        SWAP_LOCK_TIMEOUT.as_millis()
+    );
+    exec(&mut tx, timeout, "bound the swap's lock waits").await?;
     lock_projection(&mut tx, p).await?;
     // The moved tables must keep the owner the projector folds as: refuse any other role.
     let foreign: Option<String> = db(
@@ -196,7 +252,7 @@ pub async fn swap_in(
     )?;
     let last = last_visible(&mut tx).await?;
     if last > shadow.position {
-        fold(&mut tx, p, &mut shadow, last).await?;
+        fold(&mut tx, p, shadow, last).await?;
     }
     drop_tables(&mut tx, p).await?;
     for table in &p.tables {
@@ -206,11 +262,5 @@ pub async fn swap_in(
     }
     install_fold(&mut tx, p, LIVE_ANALYTICS, LIVE_STATE).await?;
     set_checkpoint(&mut tx, p, shadow.position).await?;
-    db(tx.commit().await, "commit a swap")?;
-    // Only the shadow's fold functions are left in it.
-    let cleanup = format!("DROP SCHEMA IF EXISTS {} CASCADE", shadow.schema);
-    if let Ok(mut conn) = pool.acquire().await {
-        let _ = exec(&mut conn, cleanup, "drop a shadow schema").await;
-    }
-    Ok(shadow.position)
+    Ok(db(tx.commit().await, "commit a swap")?)
 }

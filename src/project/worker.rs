@@ -10,7 +10,9 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use super::fold::{appends_held_back_for, fold_next, install, refill};
+use super::fold::{
+    Installed, appends_held_back_for, fold_next, install, rebuild_to_current, refill,
+};
 use super::shadow;
 use super::{ProjectError, Projection, projections};
 use crate::cache::CacheEntries;
@@ -53,8 +55,11 @@ pub struct Projector {
     projections: Vec<Projection>,
     config: ProjectConfig,
     caches: HashMap<String, CacheEntries>,
-    /// Projections this start (re)installed at a new version: their buckets are cleared.
+    /// Projections this start installed fresh: their buckets are cleared.
     reinstalled: HashSet<String>,
+    /// Projections installed at an older version: rebuilt beside it by whoever holds their
+    /// lease, in the background, while the old version serves and ingest goes on.
+    outdated: std::sync::Mutex<HashSet<String>>,
     /// Beaten by every projection's loop on every round.
     heartbeat: Heartbeat,
 }
@@ -64,10 +69,18 @@ impl Projector {
     pub async fn start(pool: PgPool, config: ProjectConfig) -> Result<Projector, ProjectError> {
         let projections = projections()?;
         let mut reinstalled = HashSet::new();
+        let mut outdated = HashSet::new();
         for p in &projections {
-            if install(&pool, p).await? {
-                tracing::info!(projection = %p.name, version = p.version, "installed");
-                reinstalled.insert(p.name.clone());
+            match install(&pool, p).await? {
+                Installed::Current => {}
+                Installed::Fresh => {
+                    tracing::info!(projection = %p.name, version = p.version, "installed");
+                    reinstalled.insert(p.name.clone());
+                }
+                Installed::Outdated { from } => {
+                    tracing::info!(projection = %p.name, from, to = p.version, "older version installed: it serves until this one is rebuilt");
+                    outdated.insert(p.name.clone());
+                }
             }
         }
         Ok(Projector {
@@ -76,6 +89,7 @@ impl Projector {
             config,
             caches: HashMap::new(),
             reinstalled,
+            outdated: std::sync::Mutex::new(outdated),
             heartbeat: Heartbeat::new(),
         })
     }
@@ -164,6 +178,7 @@ impl Projector {
     }
 
     async fn catch_up_one(&self, p: &Projection) -> Result<i64, ProjectError> {
+        self.rebuild_if_outdated(p).await?;
         let mut folded = 0;
         loop {
             let cache = self.caches.get(&p.name);
@@ -173,6 +188,23 @@ impl Projector {
             }
             folded += outcome.upto - outcome.after;
         }
+    }
+
+    /// Builds the current version of `p` beside an older one still installed, swaps it in,
+    /// then clears and refills its cache entries.
+    async fn rebuild_if_outdated(&self, p: &Projection) -> Result<(), ProjectError> {
+        if !self.outdated.lock().expect("outdated").contains(&p.name) {
+            return Ok(());
+        }
+        let beat = |_, _| self.heartbeat.beat();
+        if rebuild_to_current(&self.pool, p, beat).await?
+            && let Some(cache) = self.caches.get(&p.name)
+        {
+            cache.clear().await?;
+            refill(&self.pool, p, cache).await?;
+        }
+        self.outdated.lock().expect("outdated").remove(&p.name);
+        Ok(())
     }
 
     /// Folds until `shutdown`, each projection in its own task so a slow one (a cache to

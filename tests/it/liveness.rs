@@ -13,14 +13,14 @@ use crate::fixtures::login_in;
 use crate::ingest_support::{activity, create_tenant, register};
 use crate::support::{TestDb, nats_url, unique_name};
 
-struct Store {
+pub struct Store {
     base: String,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Store {
-    async fn start(database_url: String, ingest: IngestConfig, project: bool) -> Store {
+    pub async fn start(database_url: String, ingest: IngestConfig, project: bool) -> Store {
         let port = free_port().unwrap();
         let config = ServeConfig {
             database_url,
@@ -48,7 +48,7 @@ impl Store {
         store
     }
 
-    async fn get(&self, path: &str) -> (u16, String) {
+    pub async fn get(&self, path: &str) -> (u16, String) {
         // A tiny HTTP/1.1 client: the test needs a status line and a body, nothing more.
         let addr = self.base.trim_start_matches("http://");
         let Ok(mut conn) = tokio::net::TcpStream::connect(addr).await else {
@@ -69,7 +69,7 @@ impl Store {
     }
 
     /// Waits (at most 30 s) until `path` answers `status` with a body containing `text`.
-    async fn wait_for(&self, path: &str, status: u16, text: &str) -> String {
+    pub async fn wait_for(&self, path: &str, status: u16, text: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let (got, body) = self.get(path).await;
@@ -84,13 +84,13 @@ impl Store {
         }
     }
 
-    async fn stop(self) {
+    pub async fn stop(self) {
         self.stop.cancel();
         self.task.await.unwrap();
     }
 }
 
-fn ingest_config() -> (String, IngestConfig) {
+pub fn ingest_config() -> (String, IngestConfig) {
     let prefix = unique_name("lv");
     let config = IngestConfig {
         stream: prefix.to_uppercase(),
@@ -101,7 +101,7 @@ fn ingest_config() -> (String, IngestConfig) {
     (prefix, config)
 }
 
-async fn publish(prefix: &str, command: serde_json::Value) {
+pub async fn publish(prefix: &str, command: serde_json::Value) {
     let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
     let mut command = command;
     command["id"] = json!(uuid::Uuid::new_v4().to_string());
@@ -113,7 +113,7 @@ async fn publish(prefix: &str, command: serde_json::Value) {
         .unwrap();
 }
 
-async fn wait_for_events(db: &TestDb, n: i64) {
+pub async fn wait_for_events(db: &TestDb, n: i64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let got: i64 = sqlx::query_scalar("SELECT count(*) FROM events")

@@ -34,3 +34,4 @@ mod schema;
 mod schema_privileges;
 mod stream_reset;
 mod up;
+mod version_change;

@@ -177,9 +177,21 @@ async fn a_version_bump_rebuilds_the_projection_from_the_whole_log() {
         .execute(&r.db.pool)
         .await
         .unwrap();
-    activity_store::project::Projector::start(r.db.pool.clone(), Default::default())
+    let restarted =
+        activity_store::project::Projector::start(r.db.pool.clone(), Default::default())
+            .await
+            .unwrap();
+    let still_old: Vec<i32> = sqlx::query_scalar("SELECT version FROM projection_checkpoints")
+        .fetch_all(&r.db.pool)
         .await
         .unwrap();
+    assert_eq!(
+        still_old,
+        [0, 0, 0],
+        "a start rebuilds nothing itself: the old version serves"
+    );
+    // Whoever holds the lease rebuilds in the background; catch_up does it here.
+    restarted.catch_up().await.unwrap();
     let checkpoints: Vec<(i32, i64)> =
         sqlx::query_as("SELECT version, position FROM projection_checkpoints")
             .fetch_all(&r.db.pool)
