@@ -32,6 +32,15 @@ pub struct Cli {
     /// PostgreSQL URL of the store's database.
     #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// PostgreSQL URL the ingestor connects as: a login granted `activity_writer`. Without
+    /// it, the ingestor uses --database-url.
+    #[arg(
+        long,
+        global = true,
+        env = "INGEST_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub ingest_database_url: Option<String>,
     /// NATS URL.
     #[arg(long, global = true, env = "NATS_URL")]
     pub nats_url: Option<String>,
@@ -256,6 +265,17 @@ impl Cli {
             .ok_or(CliError::NoDatabase)
     }
 
+    /// The ingestor's database URL: the flag or INGEST_DATABASE_URL, else the one `up` wrote
+    /// under --data-dir (only when the database URL came from there too).
+    pub fn resolve_ingest_database_url(&self) -> Option<String> {
+        self.ingest_database_url.clone().or_else(|| {
+            self.database_url
+                .is_none()
+                .then(|| read_env_file(&self.data_dir.join("env"), "INGEST_DATABASE_URL"))
+                .flatten()
+        })
+    }
+
     /// The NATS URL: the flag or NATS_URL, else the one `up` wrote under --data-dir.
     pub fn resolve_nats_url(&self) -> Result<String, CliError> {
         self.nats_url
@@ -279,6 +299,7 @@ impl Cli {
     fn serve_config(&self, database_url: String, nats_url: String, roles: Roles) -> ServeConfig {
         ServeConfig {
             database_url,
+            ingest_database_url: self.resolve_ingest_database_url(),
             nats_url,
             metrics_addr: self.metrics_addr,
             ingest: roles.ingest,
@@ -346,13 +367,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 async fn up(cli: &Cli) -> Result<(), CliError> {
     let embedded = Embedded::start(&cli.data_dir).await?;
     println!("DATABASE_URL={}", embedded.database_url());
+    println!("INGEST_DATABASE_URL={}", embedded.ingest_database_url());
     println!("NATS_URL={}", embedded.nats_url());
     tracing::info!(env_file = %embedded.env_file().display(), "activity-store is up; Ctrl-C to stop");
     let roles = Roles {
         ingest: true,
         project: true,
     };
-    let config = cli.serve_config(embedded.database_url(), embedded.nats_url(), roles);
+    let mut config = cli.serve_config(embedded.database_url(), embedded.nats_url(), roles);
+    config.ingest_database_url = Some(embedded.ingest_database_url());
     let served = serve_until_signal(config).await;
     embedded.stop().await?;
     served

@@ -102,10 +102,12 @@ impl PgServer {
 
     /// The URL of database `db` as the superuser.
     pub fn url(&self, db: &str) -> String {
-        format!(
-            "postgres://postgres:{}@127.0.0.1:{}/{db}",
-            self.password, self.port
-        )
+        self.url_as("postgres", &self.password, db)
+    }
+
+    /// The URL of database `db` as `user` with `password`.
+    pub fn url_as(&self, user: &str, password: &str, db: &str) -> String {
+        format!("postgres://{user}:{password}@127.0.0.1:{}/{db}", self.port)
     }
 
     /// The server's process id.

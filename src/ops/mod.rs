@@ -3,6 +3,7 @@
 mod binaries;
 mod embedded;
 mod heartbeat;
+pub mod logins;
 pub mod metrics;
 mod roles;
 mod serve;

@@ -18,8 +18,11 @@ use crate::project::{CacheConfig, ProjectConfig, ProjectError, Projector};
 /// Where the roles connect and what they run.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// The store's database.
+    /// The store's database, as its owner (the projector installs and folds as it).
     pub database_url: String,
+    /// The store's database as the ingestor's `activity_writer` login; `database_url` if
+    /// unset.
+    pub ingest_database_url: Option<String>,
     /// The NATS server.
     pub nats_url: String,
     /// Where `/metrics`, `/livez` and `/readyz` listen.
@@ -72,6 +75,17 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
             .await,
         "connect to the database",
     )?;
+    let ingest_pool = match &config.ingest_database_url {
+        Some(url) if config.ingest => db(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(std::time::Duration::from_secs(5))
+                .connect(url)
+                .await,
+            "connect to the database as the ingestor",
+        )?,
+        _ => pool.clone(),
+    };
     let nats = async_nats::connect(&config.nats_url)
         .await
         .map_err(|e| IngestError::Nats(format!("connect to {}: {e}", config.nats_url)))?;
@@ -88,7 +102,7 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
     if config.ingest {
         let role = Role::new("ingest");
         roles.push(role.clone());
-        let (pool, nats, config) = (pool.clone(), nats.clone(), config.clone());
+        let (pool, nats, config) = (ingest_pool, nats.clone(), config.clone());
         tracker.spawn(supervise(role, shutdown.clone(), move |role, token| {
             ingest(pool.clone(), nats.clone(), config.clone(), role, token)
         }));

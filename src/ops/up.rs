@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use sqlx::Connection;
 
 use super::binaries::ServiceUser;
-use super::{EmbeddedError, NatsConfig, NatsServer, PgConfig, PgServer, write_private};
+use super::{EmbeddedError, NatsConfig, NatsServer, PgConfig, PgServer, logins, write_private};
 use crate::log::{EventLog, LogError, migrate};
 
 /// The database `up` keeps the store in.
@@ -32,6 +32,11 @@ pub struct Embedded {
     pg: PgServer,
     nats: NatsServer,
     env_file: PathBuf,
+    /// The database's owner and its password (the superuser for a database an older
+    /// `up` created, which it owns).
+    owner: (String, String),
+    ingest_password: String,
+    superuser_password: String,
 }
 
 impl Embedded {
@@ -46,11 +51,11 @@ impl Embedded {
         if let Some(user) = ServiceUser::for_postgres()? {
             check_traversable(&data_dir, user)?;
         }
-        let password = password(&data_dir)?;
+        let superuser_password = password(&data_dir)?;
         let env_file = data_dir.join("env");
         let pg = PgServer::start(&PgConfig {
             data_dir: data_dir.join("pg"),
-            password,
+            password: superuser_password.clone(),
             port: previous_port(&env_file, "DATABASE_URL"),
             durable: true,
             log_file: data_dir.join("postgres.log"),
@@ -69,7 +74,17 @@ impl Embedded {
                 return Err(e.into());
             }
         };
-        let embedded = Embedded { pg, nats, env_file };
+        let mut embedded = Embedded {
+            pg,
+            nats,
+            env_file,
+            owner: (
+                logins::OWNER.to_owned(),
+                password_in(&data_dir, "pg-owner-password")?,
+            ),
+            ingest_password: password_in(&data_dir, "pg-ingest-password")?,
+            superuser_password,
+        };
         if let Err(e) = embedded.prepare().await {
             let _ = embedded.stop().await;
             return Err(e);
@@ -77,7 +92,7 @@ impl Embedded {
         Ok(embedded)
     }
 
-    async fn prepare(&self) -> Result<(), UpError> {
+    async fn prepare(&mut self) -> Result<(), UpError> {
         let db = |source| LogError::Database {
             action: "create the store's database",
             source,
@@ -85,17 +100,31 @@ impl Embedded {
         let mut admin = sqlx::PgConnection::connect(&self.pg.url("postgres"))
             .await
             .map_err(db)?;
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                .bind(DATABASE)
-                .fetch_one(&mut admin)
-                .await
-                .map_err(db)?;
-        if !exists {
-            sqlx::query("CREATE DATABASE activity")
-                .execute(&mut admin)
-                .await
-                .map_err(db)?;
+        logins::ensure(&mut admin, &self.owner.1, &self.ingest_password).await?;
+        let owner: Option<String> = sqlx::query_scalar(
+            "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1",
+        )
+        .bind(DATABASE)
+        .fetch_optional(&mut admin)
+        .await
+        .map_err(db)?;
+        match owner.as_deref() {
+            None => {
+                let create = format!("CREATE DATABASE {DATABASE} OWNER {}", logins::OWNER);
+                sqlx::query(sqlx::AssertSqlSafe(create))
+                    .execute(&mut admin)
+                    .await
+                    .map_err(db)?;
+            }
+            Some(o) if o == logins::OWNER => {}
+            // A database an older `up` created as the superuser: its objects are the
+            // superuser's, so it stays the owner; the ingestor still runs as a writer.
+            Some(_) => {
+                tracing::warn!(
+                    "the store's database is owned by the superuser (made by an older `up`); it keeps running as its owner"
+                );
+                self.owner = ("postgres".to_owned(), self.superuser_password.clone());
+            }
         }
         let pool = sqlx::PgPool::connect(&self.database_url())
             .await
@@ -104,17 +133,24 @@ impl Embedded {
         EventLog::open(pool.clone()).await?;
         pool.close().await;
         let env = format!(
-            "DATABASE_URL={}\nNATS_URL={}\n",
+            "DATABASE_URL={}\nINGEST_DATABASE_URL={}\nNATS_URL={}\n",
             self.database_url(),
+            self.ingest_database_url(),
             self.nats_url()
         );
         write_private(&self.env_file, &env)?;
         Ok(())
     }
 
-    /// The store's database.
+    /// The store's database, as its owner (who migrates and projects).
     pub fn database_url(&self) -> String {
-        self.pg.url(DATABASE)
+        self.pg.url_as(&self.owner.0, &self.owner.1, DATABASE)
+    }
+
+    /// The store's database, as the ingestor's `activity_writer` login.
+    pub fn ingest_database_url(&self) -> String {
+        self.pg
+            .url_as(logins::INGEST, &self.ingest_password, DATABASE)
     }
 
     /// The NATS server.
@@ -162,7 +198,12 @@ fn previous_port(env_file: &Path, key: &str) -> Option<u16> {
 }
 
 fn password(data_dir: &Path) -> Result<String, UpError> {
-    let file = data_dir.join("pg-password");
+    password_in(data_dir, "pg-password")
+}
+
+/// A generated password kept in `data_dir/name` (mode 0600), made on first use.
+fn password_in(data_dir: &Path, name: &str) -> Result<String, UpError> {
+    let file = data_dir.join(name);
     if let Ok(existing) = std::fs::read_to_string(&file) {
         return Ok(existing.trim().to_owned());
     }

@@ -20,10 +20,27 @@ pub struct Store {
 }
 
 impl Store {
+    /// The store on `db`, projecting as its owner and ingesting as a writer login, as
+    /// production runs it.
+    pub async fn start_on(db: &TestDb, ingest: IngestConfig, project: bool) -> Store {
+        let (login, _pool) = login_in(db, "activity_writer").await;
+        Store::start_with(db.url(), Some(db.url_as(&login, "pw")), ingest, project).await
+    }
+
     pub async fn start(database_url: String, ingest: IngestConfig, project: bool) -> Store {
+        Store::start_with(database_url, None, ingest, project).await
+    }
+
+    async fn start_with(
+        database_url: String,
+        ingest_database_url: Option<String>,
+        ingest: IngestConfig,
+        project: bool,
+    ) -> Store {
         let port = free_port().unwrap();
         let config = ServeConfig {
             database_url,
+            ingest_database_url,
             nats_url: nats_url(),
             metrics_addr: format!("127.0.0.1:{port}").parse().unwrap(),
             ingest: true,
@@ -175,7 +192,7 @@ async fn a_failed_ingest_role_is_restarted_named_and_recovers() {
 async fn a_role_that_stops_making_progress_fails_livez() {
     let db = TestDb::migrated().await;
     let (prefix, config) = ingest_config();
-    let store = Store::start(db.url(), config, false).await;
+    let store = Store::start_on(&db, config, false).await;
     store.wait_for("/readyz", 200, "ready").await;
     publish(&prefix, create_tenant("acme")).await;
     wait_for_events(&db, 1).await;
@@ -199,9 +216,9 @@ async fn a_role_that_stops_making_progress_fails_livez() {
 async fn a_standby_waits_ready_to_take_over_and_does() {
     let db = TestDb::migrated().await;
     let (prefix, config) = ingest_config();
-    let active = Store::start(db.url(), config.clone(), true).await;
+    let active = Store::start_on(&db, config.clone(), true).await;
     active.wait_for("/readyz", 200, "ready").await;
-    let standby = Store::start(db.url(), config, true).await;
+    let standby = Store::start_on(&db, config, true).await;
     standby
         .wait_for("/readyz", 503, "ingest: starting (or standby")
         .await;

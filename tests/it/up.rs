@@ -58,6 +58,50 @@ async fn up_serves_stops_cleanly_and_reuses_its_data() {
             && env.contains("NATS_URL=nats://127.0.0.1:")
     );
     let mut conn = PgConnection::connect(&url).await.unwrap();
+    // Least privilege by default: the owner and the ingestor are logins, neither a superuser.
+    let (owner, owner_super): (String, bool) = sqlx::query_as(
+        "SELECT current_user::text, rolsuper FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!((owner.as_str(), owner_super), ("activity_owner", false));
+    let ingest_url = env
+        .lines()
+        .find_map(|l| l.strip_prefix("INGEST_DATABASE_URL="))
+        .expect("the ingest login's URL is in the env file");
+    let mut ingest = PgConnection::connect(ingest_url).await.unwrap();
+    let (writer, ingest_super): (bool, bool) = sqlx::query_as(
+        "SELECT pg_has_role(current_user, 'activity_writer', 'MEMBER'), rolsuper \
+         FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(&mut ingest)
+    .await
+    .unwrap();
+    assert_eq!((writer, ingest_super), (true, false));
+    ingest.close().await.unwrap();
+    // The running store's sessions: the ingestor as the writer login, nothing as a superuser.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ingesting, superusers): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE a.usename = 'activity_ingest'), \
+                    count(*) FILTER (WHERE usesuper) \
+             FROM pg_stat_activity a JOIN pg_user u ON u.usesysid = a.usesysid \
+             WHERE a.datname = 'activity'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(superusers, 0, "no session of the store is a superuser's");
+        if ingesting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ingestor connected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
         .fetch_one(&mut conn)
         .await

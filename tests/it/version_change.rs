@@ -19,7 +19,7 @@ async fn versions(db: &TestDb) -> Vec<i32> {
 async fn a_version_change_rebuilds_in_the_background_while_ingest_and_reads_go_on() {
     let db = TestDb::migrated().await;
     let (prefix, config) = ingest_config();
-    let first = Store::start(db.url(), config.clone(), true).await;
+    let first = Store::start_on(&db, config.clone(), true).await;
     first.wait_for("/readyz", 200, "ready").await;
     publish(&prefix, create_tenant("acme")).await;
     publish(&prefix, register("acme", "ann")).await;
@@ -40,8 +40,8 @@ async fn a_version_change_rebuilds_in_the_background_while_ingest_and_reads_go_o
         .await
         .unwrap();
 
-    let active = Store::start(db.url(), config.clone(), true).await;
-    let replica = Store::start(db.url(), config, true).await;
+    let active = Store::start_on(&db, config.clone(), true).await;
+    let replica = Store::start_on(&db, config, true).await;
     publish(&prefix, activity("acme", "ann")).await;
     publish(&prefix, register("acme", "bob")).await;
     wait_for_events(&db, 4).await;
