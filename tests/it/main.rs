@@ -12,6 +12,7 @@ mod cli;
 mod cli_query;
 mod crash;
 mod errors;
+mod faults;
 mod fixtures;
 mod fuzz;
 mod hostile;
