@@ -60,6 +60,15 @@ pub struct Cli {
         default_value = "ACTIVITY"
     )]
     pub stream: String,
+    /// Replicas of the stream when the store creates it (3 in a JetStream cluster).
+    #[arg(
+        long,
+        global = true,
+        env = "ACTIVITY_STREAM_REPLICAS",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u8).range(1..=5)
+    )]
+    pub stream_replicas: u8,
     /// The subject prefix: commands go to `<prefix>.<tenant>`.
     #[arg(
         long,
@@ -309,6 +318,7 @@ impl Cli {
             liveness_timeout: std::time::Duration::from_secs(self.liveness_timeout_secs),
             ingest_config: IngestConfig {
                 stream: self.stream.clone(),
+                replicas: self.stream_replicas as usize,
                 subjects: format!("{}.*", self.subject_prefix),
                 ack_wait: std::time::Duration::from_secs(self.ack_wait_secs.max(1)),
                 batch_max: self.batch_max as usize,

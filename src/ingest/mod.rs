@@ -27,6 +27,9 @@ pub struct IngestConfig {
     /// The subjects it holds: one token, the tenant, after the prefix, so no subject like
     /// `activity.commands.evil.acme` can name another tenant.
     pub subjects: String,
+    /// Replicas of the stream when the store creates it: 3 in a JetStream cluster, so the
+    /// loss of one node loses no command.
+    pub replicas: usize,
     /// The durable pull consumer that ingestors share.
     pub durable: String,
     /// How long JetStream drops a repeated `Nats-Msg-Id`.
@@ -53,6 +56,7 @@ impl Default for IngestConfig {
             stream: "ACTIVITY".into(),
             subjects: "activity.commands.*".into(),
             durable: "activity-ingest".into(),
+            replicas: 1,
             duplicate_window: Duration::from_secs(120),
             batch_max: 1_000,
             batch_max_bytes: 8 << 20,

@@ -100,6 +100,7 @@ pub(super) async fn open_stream(
             storage: stream::StorageType::File,
             duplicate_window: config.duplicate_window,
             max_message_size: config.max_message_bytes.min(i32::MAX as usize) as i32,
+            num_replicas: config.replicas.max(1),
             ..Default::default()
         })
         .await

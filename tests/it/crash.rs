@@ -119,18 +119,34 @@ async fn kill_nine_at_random_points_loses_and_duplicates_nothing() {
             + count(&db, "SELECT count(*) FROM dead_letters").await
     };
     let mut interrupted = 0;
+    // From each kill to the next committed batch (a restarted ingestor's first commit).
+    let mut recoveries = Vec::new();
+    let mut killed_at: Option<Instant> = None;
     for _ in 0..6 {
         let before = handled().await;
         let mut child = ingestor(&db, &prefix, 0);
-        let pause = rand::rng().random_range(150..700);
-        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let pause = Duration::from_millis(rand::rng().random_range(150..700));
+        let started = Instant::now();
+        if let Some(killed) = killed_at {
+            while started.elapsed() < Duration::from_secs(10) {
+                if handled().await > before {
+                    recoveries.push(killed.elapsed());
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        tokio::time::sleep(pause.saturating_sub(started.elapsed())).await;
         kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGKILL).unwrap();
+        killed_at = Some(Instant::now());
         child.wait().await.unwrap();
         let after = handled().await;
         if after > before && after < good + bad {
             interrupted += 1;
         }
     }
+    recoveries.sort();
+    eprintln!("kill -9 to the next committed batch (restarted at once): {recoveries:?}");
     assert!(
         interrupted >= 2,
         "only {interrupted} kills landed while work was in progress"

@@ -13,6 +13,7 @@ mod cli_query;
 mod crash;
 mod errors;
 mod faults;
+mod faults_cluster;
 mod fixtures;
 mod fuzz;
 mod hostile;

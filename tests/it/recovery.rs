@@ -23,7 +23,7 @@ use crate::support::{TestDb, nats_url, unique_name};
 const USERS: usize = 20;
 
 /// A tenant, its users, then `activities` activities spread over them, each with its id.
-fn workload(activities: usize) -> Vec<Value> {
+pub fn workload(activities: usize) -> Vec<Value> {
     let mut commands = vec![create_tenant("acme")];
     commands.extend((0..USERS).map(|u| register("acme", &format!("u{u}"))));
     commands.extend((0..activities).map(|i| activity("acme", &format!("u{}", i % USERS))));
@@ -35,7 +35,7 @@ fn workload(activities: usize) -> Vec<Value> {
 
 /// Publishes every command with `Nats-Msg-Id`, retrying each until the stream acks it, as
 /// the README tells producers to: a retry with the same id is never stored twice.
-async fn publish_all(client: async_nats::Client, subject: String, commands: Vec<Value>) {
+pub async fn publish_all(client: async_nats::Client, subject: String, commands: Vec<Value>) {
     let js = jetstream::new(client);
     for c in commands {
         let id = c["id"].as_str().unwrap().to_owned();
@@ -59,7 +59,7 @@ async fn publish_all(client: async_nats::Client, subject: String, commands: Vec<
 }
 
 /// Waits until the ledger and the dead letters hold `expected` commands in all.
-async fn wait_for_ledger(pool: &PgPool, expected: i64, within: Duration) {
+pub async fn wait_for_ledger(pool: &PgPool, expected: i64, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
         let n: Result<i64, _> = sqlx::query_scalar(
@@ -80,7 +80,7 @@ async fn wait_for_ledger(pool: &PgPool, expected: i64, within: Duration) {
 
 /// Exactly once and in stream order: one event per accepted command, `dead` dead letters,
 /// positions ascending with stream sequence.
-async fn assert_exactly_once_in_order(pool: &PgPool, accepted: usize, dead_letters: i64) {
+pub async fn assert_exactly_once_in_order(pool: &PgPool, accepted: usize, dead_letters: i64) {
     let (events, distinct, dead): (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM events), (SELECT count(DISTINCT command_id) FROM events), \
          (SELECT count(*) FROM dead_letters)",
