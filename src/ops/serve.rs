@@ -67,6 +67,8 @@ pub enum ServeError {
 /// stopped. A role that ends with an error is restarted with backoff (see `roles`), so one
 /// failure never leaves a process that answers `/livez` but does nothing.
 pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
+    // The recorder first: series the roles declare at zero must not be lost before it.
+    super::metrics::recorder();
     let pool = db(
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(8)

@@ -218,6 +218,14 @@ async fn a_standby_waits_ready_to_take_over_and_does() {
     let (prefix, config) = ingest_config();
     let active = Store::start_on(&db, config.clone(), true).await;
     active.wait_for("/readyz", 200, "ready").await;
+    // Every role's series exists from the start, at zero.
+    active
+        .wait_for(
+            "/metrics",
+            200,
+            "activity_role_restarts_total{role=\"ingest\"} 0",
+        )
+        .await;
     let standby = Store::start_on(&db, config, true).await;
     standby
         .wait_for("/readyz", 503, "ingest: starting (or standby")
