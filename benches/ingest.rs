@@ -83,12 +83,7 @@ async fn end_to_end(js: &jetstream::Context, commands: &[(String, Bytes)]) -> En
     let publisher = publish(js, &prefix, commands, &hidden, None);
     let committed = async {
         loop {
-            let seq: Option<i64> =
-                sqlx::query_scalar("SELECT last_seq FROM ingest_checkpoints WHERE stream = $1")
-                    .bind(prefix.to_uppercase())
-                    .fetch_optional(&db.pool)
-                    .await
-                    .unwrap();
+            let seq = common::committed(&db, &prefix.to_uppercase()).await;
             pb.set_position(seq.unwrap_or(0) as u64);
             if seq == Some(n) {
                 return t.elapsed();

@@ -45,13 +45,7 @@ async fn main() {
     publish(&js, &prefix, &messages, &pb, None).await;
     pb.finish_and_clear();
     loop {
-        let seq: Option<i64> =
-            sqlx::query_scalar("SELECT last_seq FROM ingest_checkpoints WHERE stream = $1")
-                .bind(prefix.to_uppercase())
-                .fetch_optional(&db.pool)
-                .await
-                .unwrap();
-        if seq == Some(n as i64) {
+        if common::committed(&db, &prefix.to_uppercase()).await == Some(n as i64) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -213,3 +213,12 @@ pub async fn stop(mut child: Child) {
     .unwrap();
     assert!(child.wait().await.unwrap().success());
 }
+
+/// The last stream sequence the store committed for `stream` (its checkpoint), if any.
+pub async fn committed(db: &TestDb, stream: &str) -> Option<i64> {
+    sqlx::query_scalar("SELECT last_seq FROM ingest_checkpoints WHERE stream = $1")
+        .bind(stream)
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap()
+}

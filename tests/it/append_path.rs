@@ -60,6 +60,15 @@ async fn a_writer_cannot_insert_into_the_log_or_the_ledger_or_move_positions() {
     );
 }
 
+/// Asks `begin_append` for one command of acme; returns the position it handed out.
+async fn permit(tx: &mut sqlx::PgConnection, id: uuid::Uuid) -> i64 {
+    sqlx::query_scalar("SELECT last FROM begin_append(ARRAY['acme'], ARRAY[$1::uuid])")
+        .bind(id)
+        .fetch_one(tx)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn rows_must_be_exactly_what_begin_append_handed_out() {
     let (db, user, _pool) = writer().await;
@@ -75,12 +84,7 @@ async fn rows_must_be_exactly_what_begin_append_handed_out() {
     ];
     for (offset, command) in forgeries {
         let mut tx = conn.begin().await.unwrap();
-        let last: i64 =
-            sqlx::query_scalar("SELECT last FROM begin_append(ARRAY['acme'], ARRAY[$1::uuid])")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await
-                .unwrap();
+        let last = permit(&mut tx, id).await;
         let r = sqlx::query(ROW)
             .bind(last + offset)
             .bind(command)
@@ -91,12 +95,7 @@ async fn rows_must_be_exactly_what_begin_append_handed_out() {
     }
     // Two rows for one permit: the second statement has no permit left.
     let mut tx = conn.begin().await.unwrap();
-    let last: i64 =
-        sqlx::query_scalar("SELECT last FROM begin_append(ARRAY['acme'], ARRAY[$1::uuid])")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
+    let last = permit(&mut tx, id).await;
     sqlx::query(ROW)
         .bind(last)
         .bind(id)

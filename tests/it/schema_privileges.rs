@@ -3,7 +3,7 @@
 use sqlx::{Connection, PgConnection};
 
 use crate::fixtures::{login, sqlstate};
-use crate::support::{TestDb, unique_name};
+use crate::support::TestDb;
 use activity_store::log::{EventLog, partitions};
 
 #[tokio::test]
@@ -39,18 +39,7 @@ async fn the_application_role_may_append_and_read_but_not_rewrite() {
     log.ensure_months(&[partitions::Month::of(crate::fixtures::jan(1))])
         .await
         .unwrap();
-    let user = unique_name("writer");
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE ROLE {user} LOGIN PASSWORD 'pw' IN ROLE activity_writer"
-    )))
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(db.options_as(&user, "pw"))
-        .await
-        .unwrap();
+    let (user, pool) = crate::fixtures::login_in(&db, "activity_writer").await;
     let as_app = EventLog::open(pool.clone())
         .await
         .expect("the writer opens the log");
