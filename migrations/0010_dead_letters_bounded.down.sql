@@ -1,6 +1,10 @@
 -- Prefixes cut by the up migration stay cut: their full bytes are gone.
 DROP INDEX dead_letters_once;
 DELETE FROM dead_letters WHERE reason = 'archived_month';
+-- Before, one sequence, subject and body was one dead letter whatever stream it came from.
+DELETE FROM dead_letters d USING dead_letters e
+WHERE d.stream_seq = e.stream_seq AND d.subject IS NOT DISTINCT FROM e.subject
+  AND d.raw_sha256 = e.raw_sha256 AND d.id > e.id;
 ALTER TABLE dead_letters
     DROP CONSTRAINT dead_letters_reason_known,
     ADD CONSTRAINT dead_letters_reason_known CHECK (reason IN ('malformed', 'unknown_type', 'invalid_field',

@@ -14,7 +14,8 @@ CREATE TABLE append_permits (
 
 -- Records (tenant, command id) pairs in the ledger and returns the fresh ones (not applied
 -- before) with `last`, the last of the positions handed to them in order: fresh pair i gets
--- position last - n + i. Call it under the append lock.
+-- position last - n + i. It takes the append lock itself (the store's APPEND_LOCK), so no
+-- caller can interleave positions with another appender.
 CREATE FUNCTION begin_append(tenants text[], commands uuid[])
 RETURNS TABLE (tenant text, command_id uuid, last bigint)
 LANGUAGE plpgsql SECURITY DEFINER
@@ -26,6 +27,7 @@ DECLARE
     n bigint;
     top bigint;
 BEGIN
+    PERFORM pg_advisory_xact_lock(4702695165344632388);
     IF cardinality(tenants) IS DISTINCT FROM cardinality(commands) THEN
         RAISE EXCEPTION 'begin_append: % tenants for % command ids', cardinality(tenants), cardinality(commands)
             USING ERRCODE = 'invalid_parameter_value';
@@ -67,12 +69,12 @@ DECLARE
     commands bigint;
     strangers bigint;
 BEGIN
+    DELETE FROM append_permits WHERE tx_id = pg_current_xact_id() RETURNING * INTO permit;
     -- The log's owner (and superusers) may write directly: migrations, repairs, fixtures.
     IF pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = 'events'::regclass), 'USAGE') THEN
         RETURN NULL;
     END IF;
-    DELETE FROM append_permits WHERE tx_id = pg_current_xact_id() RETURNING * INTO permit;
-    IF NOT FOUND THEN
+    IF permit IS NULL THEN
         RAISE EXCEPTION 'events can only be appended through begin_append()'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -94,6 +96,24 @@ $$;
 CREATE TRIGGER events_append_path AFTER INSERT ON events
     REFERENCING NEW TABLE AS appended
     FOR EACH STATEMENT EXECUTE FUNCTION events_check_append();
+
+-- A permit still there at commit was never used: its ledger rows would mark commands as
+-- applied that have no event. The commit fails, and they go with it.
+CREATE FUNCTION append_permit_unused() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = public, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM append_permits WHERE tx_id = NEW.tx_id) THEN
+        RAISE EXCEPTION 'begin_append() handed out positions % to % that were never appended', NEW.first, NEW.last
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE CONSTRAINT TRIGGER append_permits_used AFTER INSERT ON append_permits
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION append_permit_unused();
 
 -- The application role appends through begin_append and COPY only.
 REVOKE INSERT, UPDATE, DELETE ON command_ledger FROM activity_writer;

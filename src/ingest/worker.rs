@@ -84,7 +84,8 @@ impl Ingestor {
         log: Arc<EventLog>,
         config: IngestConfig,
     ) -> Result<Self, IngestError> {
-        let (stream, state) = source::open_stream(js, &config).await?;
+        // Created (if missing) before the lock, so producers can publish while a standby waits.
+        source::open_stream(js, &config).await?;
         let mut leader = db(log.pool().acquire().await, "connect for the ingest lock")?.detach();
         db(
             sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
@@ -106,6 +107,9 @@ impl Ingestor {
         ] {
             metrics::counter!(name).increment(0);
         }
+        // A standby may have waited long for the lock: compare the checkpoint with the
+        // stream as it is now, not as it was before the wait.
+        let (stream, state) = source::open_stream(js, &config).await?;
         let last = rebase(&mut leader, &config, claimed, state).await?;
         let consumer = source::bind_consumer(&stream, &config, last + 1).await?;
         tracing::info!(stream = %config.stream, from_sequence = last + 1, "consumer bound");
@@ -156,11 +160,12 @@ impl Ingestor {
             Err(e) => {
                 tracing::warn!(error = %e, "pulling from the stream failed; looking at the stream again");
                 self.resync().await?;
-                if self.count_stall(expected) < 2 {
-                    let from = self.last_seq.load(Ordering::SeqCst) + 1;
+                // The resync may have moved the checkpoint (a recreated stream): ask again.
+                let from = self.last_seq.load(Ordering::SeqCst) + 1;
+                if self.count_stall(from) < 2 {
                     return Ok(Step::Rewound { from });
                 }
-                return self.salvage(expected).await;
+                return self.salvage().await;
             }
         };
         if messages.is_empty() {
@@ -240,6 +245,12 @@ impl Ingestor {
             .map(|m| inbound(m, created))
             .collect::<Result<_, _>>()?;
         if let Some(lost) = self.first_skipped(&inbound).await? {
+            // What came before the gap is committed and acked first, so a stall is always
+            // counted at the sequence right after the checkpoint.
+            let before = inbound.iter().take_while(|m| m.stream_seq < lost).count();
+            if before > 0 {
+                Box::pin(self.commit_and_ack(messages[..before].to_vec())).await?;
+            }
             return Ok(Step::Rewound { from: lost });
         }
         metrics::counter!("activity_commands_received_total").increment(inbound.len() as u64);
@@ -327,7 +338,7 @@ impl Ingestor {
             self.rebind(seq).await?;
             return Ok(Step::Rewound { from: seq });
         }
-        self.salvage(seq).await
+        self.salvage().await
     }
 
     /// Counts one more failure to deliver `seq`; returns how many in a row.
@@ -343,7 +354,10 @@ impl Ingestor {
         stall.times
     }
 
-    async fn salvage(&self, from: u64) -> Result<Step, IngestError> {
+    /// Reads the first message the stream holds after the checkpoint through its JSON API,
+    /// past the client, and commits it alone.
+    async fn salvage(&self) -> Result<Step, IngestError> {
+        let from = self.last_seq.load(Ordering::SeqCst) + 1;
         let Source {
             stream, created, ..
         } = self.source();

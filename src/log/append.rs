@@ -222,8 +222,21 @@ pub async fn append_in(
 /// Takes the append lock until the caller's transaction ends: whoever holds it may read the
 /// ledger and registry knowing no other append can change them.
 pub async fn lock_appends(conn: &mut PgConnection) -> Result<(), LogError> {
-    super::xact_lock(conn, APPEND_LOCK, "take the append lock").await
+    // A wait behind a stuck append ends (SQLSTATE 55P03, retried like any outage) rather than
+    // hang: a shutdown or a liveness probe is never stuck behind it for ever.
+    db(
+        sqlx::query("SELECT set_config('lock_timeout', $2, true), pg_advisory_xact_lock($1)")
+            .bind(APPEND_LOCK)
+            .bind(APPEND_LOCK_TIMEOUT)
+            .execute(conn)
+            .await,
+        "take the append lock",
+    )
+    .map(|_| ())
 }
+
+/// How long an append waits for the append lock (and any lock after it) before it gives up.
+const APPEND_LOCK_TIMEOUT: &str = "10s";
 
 fn classify(e: sqlx::Error) -> LogError {
     // 23514 is check_violation; PostgreSQL raises it without a constraint name only when no

@@ -32,4 +32,7 @@ pub enum ProjectError {
     /// No projection has this name.
     #[error("no projection is named {0}")]
     Unknown(String),
+    /// Another process is rebuilding this projection now.
+    #[error("projection {0} is being rebuilt by another process")]
+    RebuildBusy(String),
 }

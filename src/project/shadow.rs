@@ -92,10 +92,7 @@ pub async fn prepare(
         "take a rebuild lock",
     )?;
     if !free {
-        return Err(ProjectError::Invalid {
-            name: p.name.clone(),
-            problem: "is being rebuilt by another process".into(),
-        });
+        return Err(ProjectError::RebuildBusy(p.name.clone()));
     }
     let mut shadow = Shadow {
         schema: format!("rebuild_{}", p.name),

@@ -178,7 +178,10 @@ impl Projector {
     }
 
     async fn catch_up_one(&self, p: &Projection) -> Result<i64, ProjectError> {
-        self.rebuild_if_outdated(p).await?;
+        if !self.rebuild_if_outdated(p).await? {
+            // Another process is building this version: nothing to fold until it swaps.
+            return Ok(0);
+        }
         let mut folded = 0;
         loop {
             let cache = self.caches.get(&p.name);
@@ -191,20 +194,27 @@ impl Projector {
     }
 
     /// Builds the current version of `p` beside an older one still installed, swaps it in,
-    /// then clears and refills its cache entries.
-    async fn rebuild_if_outdated(&self, p: &Projection) -> Result<(), ProjectError> {
+    /// then clears and refills its cache entries. Returns whether `p` is now at this
+    /// version (false while another process rebuilds it: this one waits).
+    async fn rebuild_if_outdated(&self, p: &Projection) -> Result<bool, ProjectError> {
         if !self.outdated.lock().expect("outdated").contains(&p.name) {
-            return Ok(());
+            return Ok(true);
         }
         let beat = |_, _| self.heartbeat.beat();
-        if rebuild_to_current(&self.pool, p, beat).await?
-            && let Some(cache) = self.caches.get(&p.name)
-        {
+        let rebuilt = match rebuild_to_current(&self.pool, p, beat).await {
+            Ok(rebuilt) => rebuilt,
+            Err(ProjectError::RebuildBusy(name)) => {
+                tracing::info!(projection = %name, "another process is rebuilding it; waiting");
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        if rebuilt && let Some(cache) = self.caches.get(&p.name) {
             cache.clear().await?;
             refill(&self.pool, p, cache).await?;
         }
         self.outdated.lock().expect("outdated").remove(&p.name);
-        Ok(())
+        Ok(true)
     }
 
     /// Folds until `shutdown`, each projection in its own task so a slow one (a cache to
@@ -246,7 +256,13 @@ impl Projector {
         let mut lease: Option<PgConnection> = None;
         loop {
             self.heartbeat.beat();
-            match self.round(p, &mut lease).await {
+            let round = tokio::select! {
+                // A round may be a whole rebuild: a shutdown does not wait for it (the shadow
+                // is built again on the next start; the live tables are untouched).
+                _ = shutdown.cancelled() => return Ok(()),
+                round = self.round(p, &mut lease) => round,
+            };
+            match round {
                 Ok(()) => {}
                 Err(ProjectError::Log(e)) if e.is_transient() && !e.is_fatal() => {
                     tracing::warn!(error = %e, projection = %p.name, "projection paused; retrying");

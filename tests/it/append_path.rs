@@ -161,3 +161,37 @@ async fn the_ingestor_runs_as_a_writer_login() {
     assert_eq!(p.count("SELECT count(*) FROM events").await, 3);
     assert_eq!(p.count("SELECT count(*) FROM dead_letters").await, 1);
 }
+
+#[tokio::test]
+async fn positions_handed_out_and_never_appended_fail_the_commit() {
+    let (db, user, _pool) = writer().await;
+    let mut conn = PgConnection::connect_with(&db.options_as(&user, "pw"))
+        .await
+        .unwrap();
+    let id = uuid::Uuid::new_v4();
+    let mut tx = conn.begin().await.unwrap();
+    permit(&mut tx, id).await;
+    let committed = tx.commit().await;
+    assert_eq!(sqlstate(committed), "42501", "ledger rows without events");
+    let ledger: i64 = sqlx::query_scalar("SELECT count(*) FROM command_ledger")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(ledger, 0, "the command stays unapplied");
+}
+
+#[tokio::test]
+async fn no_permit_is_left_behind_by_any_appender() {
+    let (db, _user, pool) = writer().await;
+    for p in [&db.pool, &pool] {
+        let log = EventLog::open(p.clone()).await.unwrap();
+        log.append_batch(&[login("acme", "u1"), login("acme", "u2")])
+            .await
+            .unwrap();
+    }
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM append_permits")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the owner's appends consume their permits too");
+}

@@ -29,6 +29,8 @@ async fn query(db: &TestDb, args: &[&str]) -> (bool, String, String) {
 async fn published_commands_reach_every_read_model_and_the_query_cli() {
     let db = TestDb::migrated().await;
     let prefix = unique_name("q");
+    // Ingesting as an activity_writer login, projecting as the owner, as production runs.
+    let (writer, _pool) = crate::fixtures::login_in(&db, "activity_writer").await;
     let mut store = Command::new(env!("CARGO_BIN_EXE_activity-store"))
         .args([
             "run",
@@ -40,6 +42,7 @@ async fn published_commands_reach_every_read_model_and_the_query_cli() {
         .args(["--stream", &prefix.to_uppercase(), "--subject-prefix"])
         .arg(format!("{prefix}.commands"))
         .env("DATABASE_URL", db.url())
+        .env("INGEST_DATABASE_URL", db.url_as(&writer, "pw"))
         .env("NATS_URL", nats_url())
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)

@@ -255,3 +255,32 @@ async fn batches_are_bounded_by_bytes() {
     assert!(largest <= 5, "a batch held {largest} messages of 60 KiB");
     assert_eq!(p.count("SELECT count(*) FROM users").await, 8);
 }
+
+#[tokio::test]
+async fn a_message_the_client_cannot_parse_in_the_middle_of_a_batch_is_read_past() {
+    let (p, mut raw) = ready().await;
+    let subject = p.subject("acme");
+    for (i, headers) in [None, None, Some(&b"Bad Name\xff: v\r\n"[..]), None, None]
+        .into_iter()
+        .enumerate()
+    {
+        raw.publish(subject.as_bytes(), headers, &registration(&format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    next_good_command_lands(&p).await;
+    assert_eq!(
+        p.count("SELECT count(*) FROM users WHERE user_id LIKE 'm%'")
+            .await,
+        5,
+        "every registration around the unparseable one landed, once"
+    );
+    let in_order: bool = sqlx::query_scalar(
+        "SELECT bool_and(ok) FROM (SELECT stream_seq > lag(stream_seq) OVER (ORDER BY position) \
+         OR lag(stream_seq) OVER (ORDER BY position) IS NULL AS ok FROM events) s",
+    )
+    .fetch_one(&p.db.pool)
+    .await
+    .unwrap();
+    assert!(in_order);
+}
