@@ -197,6 +197,61 @@ pub(super) async fn read_raw(
     }))
 }
 
+/// Compares the stream with the checkpoint and, if they differ, points the checkpoint at the
+/// stream as it is (fenced by the leader epoch); returns the sequence ingest continues after.
+pub(super) async fn rebase(
+    conn: &mut sqlx::PgConnection,
+    config: &IngestConfig,
+    checkpoint: super::registry::Checkpoint,
+    state: StreamState,
+) -> Result<u64, IngestError> {
+    let (change, last) = reconcile(checkpoint.last_seq, checkpoint.stream_created, state);
+    if change == StreamChange::Same {
+        return Ok(last);
+    }
+    if change.is_reset() {
+        tracing::error!(
+            stream = %config.stream,
+            ?change,
+            checkpoint = checkpoint.last_seq,
+            stream_first = state.first_seq,
+            stream_last = state.last_seq,
+            continue_after = last,
+            "the stream is not the one the checkpoint was written for; continuing from what it holds"
+        );
+        metrics::counter!("activity_ingest_stream_resets_total").increment(1);
+    }
+    super::registry::rebase_checkpoint(
+        conn,
+        &config.stream,
+        checkpoint.leader_epoch,
+        last,
+        state.created,
+        change.is_reset(),
+    )
+    .await
+    .map_err(super::retry::superseded)?;
+    Ok(last)
+}
+
+/// The message as the ingestor decides it, with its stream metadata.
+pub(super) fn inbound(
+    m: &jetstream::Message,
+    stream_created: chrono::DateTime<chrono::Utc>,
+) -> Result<Inbound, IngestError> {
+    let info = m
+        .info()
+        .map_err(|e| IngestError::Nats(format!("read message metadata: {e}")))?;
+    Ok(Inbound {
+        subject: m.subject.to_string(),
+        payload: m.payload.clone(),
+        stream_seq: info.stream_sequence,
+        delivered: info.delivered.max(0) as u64,
+        published: info.published,
+        stream_created: Some(stream_created),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,8 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::batch::{BatchOutcome, Inbound};
 use super::registry;
-use super::retry::superseded;
-use super::source::{self, Source, StreamChange, StreamState};
+use super::source::{self, Source, inbound, rebase};
 use super::{IngestConfig, IngestError};
 use crate::log::{EventLog, db};
 use crate::ops::Heartbeat;
@@ -453,63 +452,9 @@ impl Ingestor {
     }
 }
 
-/// Compares the stream with the checkpoint and, if they differ, points the checkpoint at the
-/// stream as it is (fenced by the leader epoch); returns the sequence ingest continues after.
-async fn rebase(
-    conn: &mut sqlx::PgConnection,
-    config: &IngestConfig,
-    checkpoint: registry::Checkpoint,
-    state: StreamState,
-) -> Result<u64, IngestError> {
-    let (change, last) = source::reconcile(checkpoint.last_seq, checkpoint.stream_created, state);
-    if change == StreamChange::Same {
-        return Ok(last);
-    }
-    if change.is_reset() {
-        tracing::error!(
-            stream = %config.stream,
-            ?change,
-            checkpoint = checkpoint.last_seq,
-            stream_first = state.first_seq,
-            stream_last = state.last_seq,
-            continue_after = last,
-            "the stream is not the one the checkpoint was written for; continuing from what it holds"
-        );
-        metrics::counter!("activity_ingest_stream_resets_total").increment(1);
-    }
-    registry::rebase_checkpoint(
-        conn,
-        &config.stream,
-        checkpoint.leader_epoch,
-        last,
-        state.created,
-        change.is_reset(),
-    )
-    .await
-    .map_err(superseded)?;
-    Ok(last)
-}
-
 fn record(outcome: &BatchOutcome, messages: usize, started: Instant) {
     metrics::counter!("activity_commands_duplicate_total").increment(outcome.duplicates as u64);
     metrics::histogram!("activity_ingest_batch_size").record(messages as f64);
     metrics::histogram!("activity_ingest_batch_duration_seconds")
         .record(started.elapsed().as_secs_f64());
-}
-
-fn inbound(
-    m: &jetstream::Message,
-    stream_created: chrono::DateTime<chrono::Utc>,
-) -> Result<Inbound, IngestError> {
-    let info = m
-        .info()
-        .map_err(|e| IngestError::Nats(format!("read message metadata: {e}")))?;
-    Ok(Inbound {
-        subject: m.subject.to_string(),
-        payload: m.payload.clone(),
-        stream_seq: info.stream_sequence,
-        delivered: info.delivered.max(0) as u64,
-        published: info.published,
-        stream_created: Some(stream_created),
-    })
 }
