@@ -140,6 +140,12 @@ impl Ingestor {
         self.source.lock().expect("source lock").clone()
     }
 
+    /// The identity of the stream being read; copied, not cloned with the rest, on the
+    /// per-batch path.
+    fn created(&self) -> chrono::DateTime<chrono::Utc> {
+        self.source.lock().expect("source lock").created
+    }
+
     /// Pulls one batch (bounded by count, bytes and time), commits it and acks it. A pull
     /// that fails, or messages the stream holds that never arrive, make it look at the stream
     /// again: recreated streams and deleted consumers are found here.
@@ -238,7 +244,7 @@ impl Ingestor {
 
     async fn commit_and_ack(&self, messages: Vec<jetstream::Message>) -> Result<Step, IngestError> {
         let started = Instant::now();
-        let created = self.source().created;
+        let created = self.created();
         let inbound: Vec<Inbound> = messages
             .iter()
             .map(|m| inbound(m, created))
@@ -316,7 +322,7 @@ impl Ingestor {
     }
 
     async fn still_held(&self, seq: u64) -> Result<bool, IngestError> {
-        let created = self.source().created;
+        let created = self.created();
         Ok(
             source::read_raw(&self.js, &self.config.stream, seq, created)
                 .await?
