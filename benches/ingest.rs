@@ -29,6 +29,24 @@ use support::{TestDb, nats_url, unique_name};
 
 const NAIVE_EVENTS: usize = 5_000;
 
+/// The ingestor's stages, as its histograms time them.
+const STAGES: [(&str, &str); 5] = [
+    (
+        "pull (incl. waiting for messages)",
+        "activity_ingest_pull_seconds_sum",
+    ),
+    ("decode", "activity_ingest_decode_seconds_sum"),
+    (
+        "commit (whole transaction)",
+        "activity_ingest_commit_seconds_sum",
+    ),
+    (
+        "  of which append (ledger + COPY)",
+        "activity_append_seconds_sum",
+    ),
+    ("ack", "activity_ingest_ack_seconds_sum"),
+];
+
 /// (a) The same messages into a stream no one consumes.
 async fn publish_ceiling(js: &jetstream::Context, commands: &[(String, Bytes)]) -> f64 {
     let prefix = unique_name("ceiling");
@@ -47,9 +65,10 @@ struct EndToEnd {
     seconds: f64,
     peak_rss_mib: f64,
     cpu_seconds: f64,
-    /// Seconds the ingestor spent appending, committing the rest of each batch and acking.
-    append_seconds: f64,
-    batch_seconds: f64,
+    /// Seconds the ingestor spent in each stage, from its own histograms.
+    stages: Vec<(&'static str, f64)>,
+    /// The server's time by statement: (statement, calls, total ms).
+    server: Vec<(String, i64, f64)>,
     db: TestDb,
 }
 
@@ -76,6 +95,7 @@ async fn end_to_end(js: &jetstream::Context, commands: &[(String, Bytes)]) -> En
     let db = TestDb::migrated().await;
     let prefix = unique_name("e2e");
     let (child, port) = ready_store(&db, &prefix, &["--ingest"]).await;
+    common::reset_statements(&db).await;
     let n = commands.len() as i64;
     let pb = bar(commands.len(), "end to end (committed)");
     let t = Instant::now();
@@ -107,8 +127,11 @@ async fn end_to_end(js: &jetstream::Context, commands: &[(String, Bytes)]) -> En
         seconds: elapsed.as_secs_f64(),
         peak_rss_mib,
         cpu_seconds,
-        append_seconds: metrics("activity_append_seconds_sum"),
-        batch_seconds: metrics("activity_ingest_batch_duration_seconds_sum"),
+        stages: STAGES
+            .iter()
+            .map(|(label, series)| (*label, metrics(series)))
+            .collect(),
+        server: common::server_time(&db, 12).await,
         db,
     }
 }
@@ -242,12 +265,13 @@ async fn main() {
             "{n:>9}  end to end took {:.3} s; ingestor peak RSS {:.1} MiB, {:.1} CPU seconds",
             e2e.seconds, e2e.peak_rss_mib, e2e.cpu_seconds
         );
-        println!(
-            "{n:>9}  ingestor time: appending {:.2} s, rest of each batch's commit and ack {:.2} s, \
-             pulling and waiting {:.2} s",
-            e2e.append_seconds,
-            e2e.batch_seconds - e2e.append_seconds,
-            e2e.seconds - e2e.batch_seconds
-        );
+        println!("{n:>9}  where the ingestor's time went (seconds, stages may overlap):");
+        for (label, seconds) in &e2e.stages {
+            println!("{n:>9}    {label:<42} {seconds:>8.2}");
+        }
+        println!("{n:>9}  where the server's time went (pg_stat_statements, ms):");
+        for (statement, calls, ms) in &e2e.server {
+            println!("{n:>9}    {ms:>9.0} ms {calls:>7} calls  {statement}");
+        }
     }
 }

@@ -105,7 +105,13 @@ pub async fn publish(
 
 /// The store binary running `roles` (e.g. `--ingest`) against the test servers; extra flags
 /// come from `INGEST_ARGS`.
-pub fn store(db: &TestDb, prefix: &str, metrics_port: u16, roles: &[&str]) -> Child {
+pub fn store(
+    db: &TestDb,
+    ingest_url: &str,
+    prefix: &str,
+    metrics_port: u16,
+    roles: &[&str],
+) -> Child {
     Command::new(env!("CARGO_BIN_EXE_activity-store"))
         .arg("run")
         .args(roles)
@@ -114,6 +120,7 @@ pub fn store(db: &TestDb, prefix: &str, metrics_port: u16, roles: &[&str]) -> Ch
         .args(["--stream", &prefix.to_uppercase(), "--subject-prefix"])
         .arg(format!("{prefix}.commands"))
         .env("DATABASE_URL", db.url())
+        .env("INGEST_DATABASE_URL", ingest_url)
         .env("NATS_URL", nats_url())
         .env("RUST_LOG", "warn")
         .args(
@@ -196,7 +203,8 @@ pub fn free_port() -> u16 {
 /// Starts the store binary and waits until it is ready.
 pub async fn ready_store(db: &TestDb, prefix: &str, roles: &[&str]) -> (Child, u16) {
     let port = free_port();
-    let mut child = store(db, prefix, port, roles);
+    let ingest_url = writer_url(db).await;
+    let mut child = store(db, &ingest_url, prefix, port, roles);
     while !ready(port).await {
         assert!(child.try_wait().unwrap().is_none(), "the store exited");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -221,4 +229,52 @@ pub async fn committed(db: &TestDb, stream: &str) -> Option<i64> {
         .fetch_optional(&db.pool)
         .await
         .unwrap()
+}
+
+/// A login in `activity_writer`, as `up` makes for the ingestor: its appends go through the
+/// path the database checks, as in production.
+pub async fn writer_url(db: &TestDb) -> String {
+    let user = crate::support::unique_name("ingest");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {user} LOGIN PASSWORD 'pw' IN ROLE activity_writer"
+    )))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    db.url_as(&user, "pw")
+}
+
+/// Starts counting the server's time per statement afresh (`pg_stat_statements`, which the
+/// benches' PostgreSQL preloads).
+pub async fn reset_statements(db: &TestDb) {
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_stat_statements_reset()")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}
+
+/// Where the server's time went in `db` since `reset_statements`, by top-level statement
+/// (nested ones, inside functions, are marked `  ↳`): (statement, calls, total ms).
+pub async fn server_time(db: &TestDb, top: usize) -> Vec<(String, i64, f64)> {
+    let rows: Vec<(String, bool, i64, f64)> = sqlx::query_as(
+        "SELECT regexp_replace(query, '\\s+', ' ', 'g'), toplevel, calls, total_exec_time \
+         FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid \
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+           AND NOT r.rolsuper \
+         ORDER BY total_exec_time DESC LIMIT $1",
+    )
+    .bind(top as i64)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(q, toplevel, calls, ms)| {
+            let q: String = q.chars().take(90).collect();
+            (if toplevel { q } else { format!("  ↳ {q}") }, calls, ms)
+        })
+        .collect()
 }

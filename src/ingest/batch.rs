@@ -1,14 +1,15 @@
 //! One batch of inbound messages into the log: decode, decide, write, in one transaction.
 
 use std::collections::HashSet;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgTransaction;
-use uuid::Uuid;
 
-use super::registry;
+use super::registry::{self, BatchView};
+use super::write;
 use crate::log::partitions::Month;
-use crate::log::{EventLog, LogError, append_in, lock_appends};
+use crate::log::{EventLog, LogError, copy_rows};
 use crate::model::{
     Command, CommandBody, Lineage, NewEvent, Reason, Rejection, TimeWindow, decode, escape_text,
 };
@@ -163,15 +164,14 @@ async fn write_batch(
     log: &EventLog,
     archived: &HashSet<Month>,
 ) -> Result<Written, LogError> {
-    // The append lock first: the ledger and registry read below cannot change under us.
-    lock_appends(tx).await?;
-    let keys: Vec<(String, Uuid)> = decoded
-        .iter()
-        .filter_map(|d| d.as_ref().ok().map(|c| (c.tenant.clone(), c.id)))
-        .collect();
-    let checkpoint = registry::checkpoint_as_leader(tx, stream, leader_epoch).await?;
-    let mut applied: HashSet<(String, Uuid)> = registry::applied_commands(tx, &keys).await?;
-    let mut view = registry::load_view(tx, decoded.iter().filter_map(|d| d.as_ref().ok())).await?;
+    // One round trip: the append lock, then the checkpoint, the ledger and the registry,
+    // which no other append can change until this transaction ends.
+    let commands = decoded.iter().filter_map(|d| d.as_ref().ok());
+    let BatchView {
+        checkpoint,
+        mut applied,
+        registry: mut view,
+    } = registry::read_view(tx, stream, leader_epoch, commands).await?;
     let mut outcome = BatchOutcome::default();
     let mut events: Vec<NewEvent> = Vec::new();
     let mut dead: Vec<registry::DeadLetter> = Vec::new();
@@ -211,18 +211,21 @@ async fn write_batch(
     if !missing.is_empty() {
         return Ok(Written::NeedMonths(missing));
     }
-    registry::apply(tx, &view).await?;
-    let appended = append_in(tx, &events).await?;
-    outcome.appended = appended.appended;
-    outcome.duplicates += appended.duplicates.len();
-    registry::insert_dead_letters(tx, &dead).await?;
-    if let Some(last) = batch
+    let started = Instant::now();
+    let last_seq = batch.iter().map(|m| m.stream_seq).max().unwrap_or(0);
+    // One round trip for the rest, then the COPY of the rows the ledger took.
+    let granted =
+        write::write_batch(tx, stream, leader_epoch, last_seq, &view, &dead, &events).await?;
+    let to_write: Vec<&NewEvent> = events
         .iter()
-        .map(|m| m.stream_seq)
-        .max()
-        .filter(|s| *s > checkpoint)
-    {
-        registry::advance_checkpoint(tx, stream, last).await?;
+        .filter(|e| granted.fresh.contains(&(e.tenant.clone(), e.command_id)))
+        .collect();
+    outcome.duplicates += events.len() - to_write.len();
+    if let Some(last) = granted.last.filter(|_| !to_write.is_empty()) {
+        copy_rows(tx, &to_write, last - to_write.len() as i64 + 1).await?;
+        outcome.appended = to_write.len();
+        metrics::counter!("activity_events_appended_total").increment(to_write.len() as u64);
+        metrics::histogram!("activity_append_seconds").record(started.elapsed().as_secs_f64());
     }
     Ok(Written::Done(outcome))
 }

@@ -7,6 +7,7 @@ mod registry;
 mod retry;
 mod source;
 mod worker;
+mod write;
 
 use std::time::Duration;
 

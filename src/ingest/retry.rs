@@ -7,9 +7,10 @@ use async_nats::jetstream::{self, AckKind};
 
 use super::IngestError;
 use super::batch::{BatchOutcome, Inbound, commit_batch};
-use super::registry::{self, DeadLetter, insert_dead_letters};
+use super::registry::{self, DeadLetter};
 use super::worker::Ingestor;
-use crate::log::{LogError, db, lock_appends};
+use super::write::write_batch;
+use crate::log::{LogError, db};
 use crate::model::{Reason, Rejection};
 
 impl Ingestor {
@@ -146,10 +147,19 @@ impl Ingestor {
     async fn write_refusal(&self, letter: &DeadLetter, seq: u64) -> Result<(), LogError> {
         let stream = &self.config.stream;
         let mut tx = db(self.log.pool().begin().await, "begin a dead letter")?;
-        lock_appends(&mut tx).await?;
-        if seq > registry::checkpoint_as_leader(&mut tx, stream, self.epoch).await? {
-            insert_dead_letters(&mut tx, std::slice::from_ref(letter)).await?;
-            registry::advance_checkpoint(&mut tx, stream, seq).await?;
+        let view = registry::read_view(&mut tx, stream, self.epoch, std::iter::empty()).await?;
+        if seq > view.checkpoint {
+            let letter = std::slice::from_ref(letter);
+            write_batch(
+                &mut tx,
+                stream,
+                self.epoch,
+                seq,
+                &view.registry,
+                letter,
+                &[],
+            )
+            .await?;
         }
         db(tx.commit().await, "commit a dead letter")
     }

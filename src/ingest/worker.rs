@@ -259,7 +259,11 @@ impl Ingestor {
             return Ok(Step::Rewound { from: lost });
         }
         metrics::counter!("activity_commands_received_total").increment(inbound.len() as u64);
-        let outcome = match self.commit_with_retry(&messages, &inbound).await {
+        let committing = Instant::now();
+        let committed = self.commit_with_retry(&messages, &inbound).await;
+        metrics::histogram!("activity_ingest_commit_seconds")
+            .record(committing.elapsed().as_secs_f64());
+        let outcome = match committed {
             Ok(outcome) => outcome,
             Err(e @ IngestError::Superseded { .. }) => {
                 // Hand the batch straight to the successor rather than after ack_wait.
@@ -274,6 +278,7 @@ impl Ingestor {
             self.last_seq.fetch_max(last, Ordering::SeqCst);
         }
         // Acks go out together: none waits on another, and none before the commit.
+        let acking = Instant::now();
         let acks = messages.iter().map(|m| m.ack());
         for acked in futures_util::future::join_all(acks).await {
             // A lost ack means a redelivery, which the ledger turns into a duplicate.
@@ -281,6 +286,7 @@ impl Ingestor {
                 tracing::warn!(error = %e, "ack failed; the message will be redelivered and deduplicated");
             }
         }
+        metrics::histogram!("activity_ingest_ack_seconds").record(acking.elapsed().as_secs_f64());
         record(&outcome, messages.len(), started);
         Ok(Step::Progress {
             messages: messages.len(),
@@ -434,10 +440,13 @@ impl Ingestor {
         self.shutdown = shutdown.clone();
         let mut backoff = Duration::from_millis(250);
         loop {
+            let pulling = Instant::now();
             let fetched = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 fetched = self.fetch() => fetched,
             };
+            metrics::histogram!("activity_ingest_pull_seconds")
+                .record(pulling.elapsed().as_secs_f64());
             match self.settle(fetched).await {
                 Ok(_) => backoff = Duration::from_millis(250),
                 Err(IngestError::Interrupted(e)) => {

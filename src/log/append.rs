@@ -178,16 +178,41 @@ pub async fn append_in(
     let Some(last) = last.filter(|_| !to_write.is_empty()) else {
         return Ok(outcome);
     };
-    let n = to_write.len() as i64;
-    let first = last - n + 1;
+    let first = last - to_write.len() as i64 + 1;
+    copy_rows(conn, &to_write, first).await?;
+    db(
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(APPEND_CHANNEL)
+            .bind(last.to_string())
+            .execute(&mut *conn)
+            .await,
+        "notify projectors",
+    )?;
+    outcome.appended = to_write.len();
+    outcome.positions = Some((first, last));
+    metrics::counter!("activity_events_appended_total").increment(outcome.appended as u64);
+    metrics::histogram!("activity_append_seconds").record(started.elapsed().as_secs_f64());
+    Ok(outcome)
+}
+
+/// COPYs `events` into the log at positions `first`, `first + 1`, …, in one COPY whose rows
+/// are encoded in chunks while the server works on the one before. The positions must be the
+/// ones `begin_append` handed out in this transaction.
+pub async fn copy_rows(
+    conn: &mut PgConnection,
+    events: &[&NewEvent],
+    first: i64,
+) -> Result<(), LogError> {
+    let Some(last_index) = events.len().checked_sub(1) else {
+        return Ok(());
+    };
     let statement = format!("COPY events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)");
     let mut copy = db(
         conn.copy_in_raw(&statement).await,
         "start COPY into the log",
     )?;
-    let mut rows = CopyRows::with_capacity(COPY_CHUNK_ROWS.min(to_write.len()) * 320);
-    let last_index = to_write.len() - 1;
-    for (i, (position, e)) in (first..=last).zip(to_write.iter()).enumerate() {
+    let mut rows = CopyRows::with_capacity(COPY_CHUNK_ROWS.min(events.len()) * 320);
+    for (i, (position, e)) in (first..).zip(events.iter()).enumerate() {
         encode_event(&mut rows, position, e);
         let chunk = if i == last_index {
             Some(std::mem::replace(&mut rows, CopyRows::continuation()).finish())
@@ -204,19 +229,7 @@ pub async fn append_in(
         }
     }
     copy.finish().await.map_err(classify)?;
-    db(
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(APPEND_CHANNEL)
-            .bind(last.to_string())
-            .execute(&mut *conn)
-            .await,
-        "notify projectors",
-    )?;
-    outcome.appended = to_write.len();
-    outcome.positions = Some((first, last));
-    metrics::counter!("activity_events_appended_total").increment(outcome.appended as u64);
-    metrics::histogram!("activity_append_seconds").record(started.elapsed().as_secs_f64());
-    Ok(outcome)
+    Ok(())
 }
 
 /// Takes the append lock until the caller's transaction ends: whoever holds it may read the
@@ -236,7 +249,7 @@ pub async fn lock_appends(conn: &mut PgConnection) -> Result<(), LogError> {
 }
 
 /// How long an append waits for the append lock (and any lock after it) before it gives up.
-const APPEND_LOCK_TIMEOUT: &str = "10s";
+pub const APPEND_LOCK_TIMEOUT: &str = "10s";
 
 fn classify(e: sqlx::Error) -> LogError {
     // 23514 is check_violation; PostgreSQL raises it without a constraint name only when no

@@ -6,7 +6,8 @@ pub mod migrate;
 pub mod partitions;
 
 pub use append::{
-    APPEND_CHANNEL, APPEND_LOCK, AppendOutcome, EventLog, MONTHS_AHEAD, append_in, lock_appends,
+    APPEND_CHANNEL, APPEND_LOCK, APPEND_LOCK_TIMEOUT, AppendOutcome, EventLog, MONTHS_AHEAD,
+    append_in, copy_rows, lock_appends,
 };
 
 /// What can go wrong writing to or managing the log.

@@ -59,6 +59,10 @@ impl PgServer {
             "listen_addresses=127.0.0.1".to_owned(),
             format!("unix_socket_directories={}", config.data_dir.display()),
             "max_connections=200".to_owned(),
+            // Where the server's time goes, per statement (`status`, the benches, the tests
+            // that count round trips).
+            "shared_preload_libraries=pg_stat_statements".to_owned(),
+            "pg_stat_statements.track=all".to_owned(),
         ];
         if config.durable {
             // Room for the log's hot indexes, and fewer checkpoints during bulk appends.

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -16,11 +16,27 @@ use super::roles::Role;
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// Installs the process-wide Prometheus recorder (once) and returns its handle.
+/// Buckets of every `*_seconds` histogram: from a fast commit to a slow rebuild step.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Buckets of every `*_size` histogram (batch sizes, in messages).
+const SIZE_BUCKETS: &[f64] = &[
+    1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+
+/// Installs the process-wide Prometheus recorder (once) and returns its handle. Durations and
+/// sizes are histograms (not summaries), so the series of several instances add up.
 pub fn recorder() -> PrometheusHandle {
     RECORDER
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Suffix("_size".into()), SIZE_BUCKETS)
+                })
+                .expect("bucket lists are not empty")
+                .build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder was installed first; then ours renders nothing.
             if metrics::set_global_recorder(recorder).is_err() {
@@ -123,5 +139,27 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {}\n", problems.join("; ")),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_batch_sizes_are_histograms_that_instances_can_aggregate() {
+        let handle = recorder();
+        metrics::histogram!("activity_test_step_seconds").record(0.003);
+        metrics::histogram!("activity_ingest_batch_size").record(300.0);
+        let text = handle.render();
+        assert!(
+            text.contains("activity_test_step_seconds_bucket{le=\"0.005\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("activity_ingest_batch_size_bucket{le=\"500\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("quantile"), "no summaries: {text}");
     }
 }

@@ -32,6 +32,7 @@ mod raw_nats;
 mod rebuild;
 mod recovery;
 mod replay;
+mod round_trips;
 mod schema;
 mod schema_privileges;
 mod stream_reset;

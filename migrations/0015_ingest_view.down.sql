@@ -1,0 +1,1 @@
+DROP FUNCTION ingest_view(text, text, text[], uuid[], text[], text[]);

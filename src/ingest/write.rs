@@ -1,0 +1,181 @@
+//! The write side of a batch in one statement, COPY aside: the registry's net changes, the
+//! dead letters, the checkpoint (fenced by the leader's epoch), the ledger and positions
+//! (`begin_append`, the one append path the database allows) and the projectors' notify.
+
+use std::collections::HashSet;
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::decide::{RegistryView, UserChange};
+use super::registry::{DEAD_LETTER_RAW_PREFIX, DeadLetter};
+use crate::log::{APPEND_CHANNEL, LogError, db};
+use crate::model::NewEvent;
+
+/// One round trip for everything a batch writes before its COPY. Data-modifying CTEs all run
+/// to completion whatever the final SELECT reads; they touch disjoint rows (the registry view
+/// keeps one net change per user), so their order within the statement does not matter.
+const WRITE_BATCH: &str = "\
+WITH new_tenants AS (
+    INSERT INTO tenants (tenant, name) SELECT * FROM unnest($1::text[], $2::text[])
+), forgotten AS (
+    DELETE FROM users u USING unnest($3::text[], $4::text[]) AS k(tenant, user_id)
+    WHERE u.tenant = k.tenant AND u.user_id = k.user_id
+), emails AS (
+    UPDATE users u SET email = k.email
+    FROM unnest($5::text[], $6::text[], $7::text[]) AS k(tenant, user_id, email)
+    WHERE u.tenant = k.tenant AND u.user_id = k.user_id
+), registered AS (
+    INSERT INTO users (tenant, user_id, email, name)
+    SELECT * FROM unnest($8::text[], $9::text[], $10::text[], $11::text[])
+    ON CONFLICT (tenant, user_id) DO UPDATE
+    SET email = EXCLUDED.email, name = EXCLUDED.name, registered_at = now()
+), dead AS (
+    INSERT INTO dead_letters (reason, field, message, subject, stream_seq, delivery_count,
+        command_id, tenant, raw, raw_length, raw_sha256, received_at, stream_created)
+    SELECT reason, field, message, subject, stream_seq, delivery_count, command_id, tenant,
+           substring(raw FROM 1 FOR $12), length(raw), sha256(raw), received_at, stream_created
+    FROM unnest($13::text[], $14::text[], $15::text[], $16::text[], $17::int8[], $18::int4[],
+         $19::uuid[], $20::text[], $21::bytea[], $22::timestamptz[], $23::timestamptz[])
+         AS d(reason, field, message, subject, stream_seq, delivery_count, command_id,
+              tenant, raw, received_at, stream_created)
+    ON CONFLICT (stream_seq, subject, raw_sha256, stream_created) WHERE stream_seq IS NOT NULL
+    DO NOTHING
+), checkpoint AS (
+    INSERT INTO ingest_checkpoints AS c (stream, last_seq, leader_epoch) VALUES ($24, $25, $26)
+    ON CONFLICT (stream) DO UPDATE
+    SET last_seq = GREATEST(c.last_seq, EXCLUDED.last_seq), updated_at = now()
+    WHERE c.leader_epoch = EXCLUDED.leader_epoch
+    RETURNING 1
+), granted AS (
+    SELECT * FROM begin_append($27::text[], $28::uuid[])
+)
+SELECT (SELECT count(*) FROM checkpoint),
+       coalesce(array_agg(g.tenant), '{}'), coalesce(array_agg(g.command_id), '{}'), max(g.last),
+       CASE WHEN count(*) > 0 THEN pg_notify($29, max(g.last)::text)::text END
+FROM granted g";
+
+/// What the write statement handed back: the positions of the events to COPY.
+pub struct Granted {
+    /// The (tenant, command id) pairs the ledger took: their events are to be written.
+    pub fresh: HashSet<(String, Uuid)>,
+    /// The last position handed out, if any.
+    pub last: Option<i64>,
+}
+
+type GrantedRow = (i64, Vec<String>, Vec<Uuid>, Option<i64>, Option<String>);
+
+/// Writes everything of a batch but its events' rows, in the caller's transaction (which
+/// must hold the append lock, taken by `read_view`). Moves the checkpoint to `last_seq` only
+/// if `leader_epoch` still leads `stream`; `Superseded` otherwise.
+pub async fn write_batch(
+    conn: &mut PgConnection,
+    stream: &str,
+    leader_epoch: i64,
+    last_seq: u64,
+    registry: &RegistryView,
+    dead: &[DeadLetter],
+    events: &[NewEvent],
+) -> Result<Granted, LogError> {
+    let changes = Changes::of(registry);
+    let col = |f: fn(&DeadLetter) -> String| dead.iter().map(f).collect::<Vec<_>>();
+    let (tenants, ids): (Vec<&str>, Vec<Uuid>) = events
+        .iter()
+        .map(|e| (e.tenant.as_str(), e.command_id))
+        .unzip();
+    let row: GrantedRow = db(
+        sqlx::query_as(WRITE_BATCH)
+            .bind(&changes.tenants.0)
+            .bind(&changes.tenants.1)
+            .bind(&changes.forget.0)
+            .bind(&changes.forget.1)
+            .bind(&changes.emails.0)
+            .bind(&changes.emails.1)
+            .bind(&changes.emails.2)
+            .bind(&changes.registers.0)
+            .bind(&changes.registers.1)
+            .bind(&changes.registers.2)
+            .bind(&changes.registers.3)
+            .bind(DEAD_LETTER_RAW_PREFIX as i32)
+            .bind(col(|d| d.rejection.reason.code().to_owned()))
+            .bind(dead.iter().map(|d| d.rejection.field).collect::<Vec<_>>())
+            .bind(col(|d| d.rejection.message.clone()))
+            .bind(col(|d| d.subject.clone()))
+            .bind(dead.iter().map(|d| d.stream_seq).collect::<Vec<_>>())
+            .bind(dead.iter().map(|d| d.delivered).collect::<Vec<_>>())
+            .bind(dead.iter().map(|d| d.command_id).collect::<Vec<_>>())
+            .bind(col(|d| d.tenant.clone()))
+            .bind(dead.iter().map(|d| d.raw.as_ref()).collect::<Vec<&[u8]>>())
+            .bind(dead.iter().map(|d| d.received_at).collect::<Vec<_>>())
+            .bind(dead.iter().map(|d| d.stream_created).collect::<Vec<_>>())
+            .bind(stream)
+            .bind(last_seq.min(i64::MAX as u64) as i64)
+            .bind(leader_epoch)
+            .bind(&tenants)
+            .bind(&ids)
+            .bind(APPEND_CHANNEL)
+            .fetch_one(conn)
+            .await,
+        "write a batch",
+    )?;
+    let (checkpointed, fresh_tenants, fresh_ids, last, _) = row;
+    if checkpointed == 0 {
+        return Err(LogError::Superseded {
+            stream: stream.to_owned(),
+        });
+    }
+    for d in dead {
+        metrics::counter!("activity_commands_rejected_total", "reason" => d.rejection.reason.code()).increment(1);
+    }
+    Ok(Granted {
+        fresh: fresh_tenants.into_iter().zip(fresh_ids).collect(),
+        last,
+    })
+}
+
+/// A registry view's net changes, as the columns the write statement binds.
+#[derive(Default)]
+struct Changes<'a> {
+    tenants: (Vec<&'a str>, Vec<&'a str>),
+    forget: (Vec<&'a str>, Vec<&'a str>),
+    emails: (Vec<&'a str>, Vec<&'a str>, Vec<&'a str>),
+    registers: (
+        Vec<&'a str>,
+        Vec<&'a str>,
+        Vec<&'a str>,
+        Vec<Option<&'a str>>,
+    ),
+}
+
+impl<'a> Changes<'a> {
+    fn of(view: &'a RegistryView) -> Self {
+        let mut c = Changes {
+            tenants: view
+                .new_tenants()
+                .iter()
+                .map(|(t, n)| (t.as_str(), n.as_str()))
+                .unzip(),
+            ..Default::default()
+        };
+        for ((tenant, user), change) in view.user_changes() {
+            match change {
+                UserChange::Forget => {
+                    c.forget.0.push(tenant);
+                    c.forget.1.push(user);
+                }
+                UserChange::Email(email) => {
+                    c.emails.0.push(tenant);
+                    c.emails.1.push(user);
+                    c.emails.2.push(email);
+                }
+                UserChange::Register(row) => {
+                    c.registers.0.push(tenant);
+                    c.registers.1.push(user);
+                    c.registers.2.push(&row.email);
+                    c.registers.3.push(row.name.as_deref());
+                }
+            }
+        }
+        c
+    }
+}
