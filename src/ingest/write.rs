@@ -89,13 +89,13 @@ pub async fn write_batch(
             .bind(&changes.tenants.1)
             .bind(&changes.forget.0)
             .bind(&changes.forget.1)
-            .bind(&changes.emails.0)
+            .bind(&changes.emails.0.0)
+            .bind(&changes.emails.0.1)
             .bind(&changes.emails.1)
-            .bind(&changes.emails.2)
-            .bind(&changes.registers.0)
+            .bind(&changes.registers.0.0)
+            .bind(&changes.registers.0.1)
             .bind(&changes.registers.1)
             .bind(&changes.registers.2)
-            .bind(&changes.registers.3)
             .bind(DEAD_LETTER_RAW_PREFIX as i32)
             .bind(col(|d| d.rejection.reason.code().to_owned()))
             .bind(dead.iter().map(|d| d.rejection.field).collect::<Vec<_>>())
@@ -133,18 +133,16 @@ pub async fn write_batch(
     })
 }
 
+/// Text columns, by user: (tenants, users).
+type UserColumns<'a> = (Vec<&'a str>, Vec<&'a str>);
+
 /// A registry view's net changes, as the columns the write statement binds.
 #[derive(Default)]
 struct Changes<'a> {
     tenants: (Vec<&'a str>, Vec<&'a str>),
-    forget: (Vec<&'a str>, Vec<&'a str>),
-    emails: (Vec<&'a str>, Vec<&'a str>, Vec<&'a str>),
-    registers: (
-        Vec<&'a str>,
-        Vec<&'a str>,
-        Vec<&'a str>,
-        Vec<Option<&'a str>>,
-    ),
+    forget: UserColumns<'a>,
+    emails: (UserColumns<'a>, Vec<&'a str>),
+    registers: (UserColumns<'a>, Vec<&'a str>, Vec<Option<&'a str>>),
 }
 
 impl<'a> Changes<'a> {
@@ -164,15 +162,15 @@ impl<'a> Changes<'a> {
                     c.forget.1.push(user);
                 }
                 UserChange::Email(email) => {
-                    c.emails.0.push(tenant);
-                    c.emails.1.push(user);
-                    c.emails.2.push(email);
+                    c.emails.0.0.push(tenant);
+                    c.emails.0.1.push(user);
+                    c.emails.1.push(email);
                 }
                 UserChange::Register(row) => {
-                    c.registers.0.push(tenant);
-                    c.registers.1.push(user);
-                    c.registers.2.push(&row.email);
-                    c.registers.3.push(row.name.as_deref());
+                    c.registers.0.0.push(tenant);
+                    c.registers.0.1.push(user);
+                    c.registers.1.push(&row.email);
+                    c.registers.2.push(row.name.as_deref());
                 }
             }
         }
