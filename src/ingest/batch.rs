@@ -91,10 +91,33 @@ pub async fn commit_batch(
     batch: &[Inbound],
     window: &TimeWindow,
 ) -> Result<BatchOutcome, LogError> {
+    commit_decoded(log, stream, leader_epoch, batch, None, window).await
+}
+
+/// What decoding one message came to.
+pub type Decoded = Result<Command, Rejection>;
+
+/// Decodes every message of a batch, in order.
+pub fn decode_all(batch: &[Inbound], window: &TimeWindow) -> Vec<Decoded> {
+    let started = Instant::now();
+    let decoded = batch.iter().map(|m| decode_inbound(m, window)).collect();
+    metrics::histogram!("activity_ingest_decode_seconds").record(started.elapsed().as_secs_f64());
+    decoded
+}
+
+/// `commit_batch`, with the batch already decoded (`decode_all`) if `decoded` is given: the
+/// ingestor decodes the next batch while this one commits.
+pub async fn commit_decoded(
+    log: &EventLog,
+    stream: &str,
+    leader_epoch: i64,
+    batch: &[Inbound],
+    mut decoded: Option<Vec<Decoded>>,
+    window: &TimeWindow,
+) -> Result<BatchOutcome, LogError> {
     let mut archived: HashSet<Month> = HashSet::new();
     loop {
-        let decoded: Vec<Result<Command, Rejection>> =
-            batch.iter().map(|m| decode_inbound(m, window)).collect();
+        let decoded = decoded.take().unwrap_or_else(|| decode_all(batch, window));
         let mut tx = crate::log::db(log.pool().begin().await, "begin a batch")?;
         let written = write_batch(
             &mut tx,
@@ -160,7 +183,7 @@ async fn write_batch(
     stream: &str,
     leader_epoch: i64,
     batch: &[Inbound],
-    decoded: Vec<Result<Command, Rejection>>,
+    decoded: Vec<Decoded>,
     log: &EventLog,
     archived: &HashSet<Month>,
 ) -> Result<Written, LogError> {

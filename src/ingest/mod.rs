@@ -3,6 +3,7 @@
 
 mod batch;
 mod decide;
+mod pull;
 mod registry;
 mod retry;
 mod source;
@@ -11,7 +12,9 @@ mod write;
 
 use std::time::Duration;
 
-pub use batch::{BatchOutcome, Inbound, commit_batch, decode_inbound};
+pub use batch::{
+    BatchOutcome, Decoded, Inbound, commit_batch, commit_decoded, decode_all, decode_inbound,
+};
 pub use decide::{RegistryView, UserChange, UserRow};
 pub use registry::DEAD_LETTER_RAW_PREFIX;
 pub use source::{StreamChange, StreamState, reconcile};

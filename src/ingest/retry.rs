@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind};
 
 use super::IngestError;
-use super::batch::{BatchOutcome, Inbound, commit_batch};
+use super::batch::{BatchOutcome, Decoded, Inbound, commit_decoded};
 use super::registry::{self, DeadLetter};
 use super::worker::Ingestor;
 use super::write::write_batch;
@@ -21,6 +21,7 @@ impl Ingestor {
         &self,
         messages: &[jetstream::Message],
         inbound: &[Inbound],
+        mut decoded: Option<Vec<Decoded>>,
     ) -> Result<BatchOutcome, IngestError> {
         // A stack of ranges still to commit; the next one is on top.
         let mut pending = Vec::new();
@@ -28,7 +29,9 @@ impl Ingestor {
         let mut total = BatchOutcome::default();
         while let Some(range) = pending.pop() {
             let part = &inbound[range.clone()];
-            let outcome = match self.try_commit(messages, part).await? {
+            // Decoded ahead for the whole batch only; a split decodes its halves again.
+            let ahead = decoded.take().filter(|d| d.len() == part.len());
+            let outcome = match self.try_commit(messages, part, ahead).await? {
                 Ok(outcome) => outcome,
                 Err(refused) if part.len() == 1 => self.refuse(&part[0], refused).await?,
                 Err(refused) => {
@@ -57,10 +60,11 @@ impl Ingestor {
         &self,
         messages: &[jetstream::Message],
         part: &[Inbound],
+        mut decoded: Option<Vec<Decoded>>,
     ) -> Result<Result<BatchOutcome, LogError>, IngestError> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.commit(part).await {
+            match self.commit(part, decoded.take()).await {
                 Ok(outcome) => return Ok(Ok(outcome)),
                 // Misconfigured: stop rather than retry in silence or dead-letter the batch.
                 Err(e) if e.is_fatal() => return Err(IngestError::Log(e)),
@@ -83,12 +87,17 @@ impl Ingestor {
         }
     }
 
-    async fn commit(&self, inbound: &[Inbound]) -> Result<BatchOutcome, LogError> {
-        commit_batch(
+    async fn commit(
+        &self,
+        inbound: &[Inbound],
+        decoded: Option<Vec<Decoded>>,
+    ) -> Result<BatchOutcome, LogError> {
+        commit_decoded(
             &self.log,
             &self.config.stream,
             self.epoch,
             inbound,
+            decoded,
             &self.config.window,
         )
         .await

@@ -18,6 +18,8 @@ pub(super) struct Source {
     pub consumer: PullConsumer,
     /// The stream's creation time: its identity.
     pub created: DateTime<Utc>,
+    /// Bumped whenever the consumer is replaced: batches pulled before are not committed.
+    pub generation: u64,
 }
 
 /// What the stream's identity and state say about the checkpoint.
@@ -136,7 +138,8 @@ pub(super) async fn bind_consumer(
         .create_consumer(jetstream::consumer::pull::Config {
             durable_name: Some(config.durable.clone()),
             deliver_policy,
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            // One ack per batch, for its last message, after the commit.
+            ack_policy: jetstream::consumer::AckPolicy::All,
             ack_wait: config.ack_wait,
             max_ack_pending: (config.batch_max * 4) as i64,
             ..Default::default()

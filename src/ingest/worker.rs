@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use async_nats::jetstream::{self, AckKind};
-use futures_util::StreamExt;
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use tokio_util::sync::CancellationToken;
 
 use super::batch::{BatchOutcome, Inbound};
+use super::pull::Pulled;
 use super::registry;
 use super::source::{self, Source, inbound, rebase};
 use super::{IngestConfig, IngestError};
@@ -17,9 +17,6 @@ use crate::ops::Heartbeat;
 
 /// The first key of the per-stream leadership lock ("ACTI"); the second is the stream's hash.
 const INGEST_LEADER_LOCK: i32 = 0x4143_5449;
-
-/// How long past the server's pull expiry a batch is still read.
-const PULL_GRACE: Duration = Duration::from_millis(200);
 
 /// What one step did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +117,7 @@ impl Ingestor {
                 stream,
                 consumer,
                 created: state.created,
+                generation: 0,
             }),
             last_seq: AtomicU64::new(last),
             log,
@@ -140,28 +138,35 @@ impl Ingestor {
         self.source.lock().expect("source lock").clone()
     }
 
+    /// The consumer to pull from, its generation (bumped whenever it is replaced) and the
+    /// identity of its stream.
+    pub(super) fn consumer(&self) -> (PullConsumer, u64, chrono::DateTime<chrono::Utc>) {
+        let source = self.source.lock().expect("source lock");
+        (source.consumer.clone(), source.generation, source.created)
+    }
+
+    /// The generation of the consumer bound now.
+    pub(super) fn generation(&self) -> u64 {
+        self.source.lock().expect("source lock").generation
+    }
+
     /// The identity of the stream being read; copied, not cloned with the rest, on the
     /// per-batch path.
     fn created(&self) -> chrono::DateTime<chrono::Utc> {
         self.source.lock().expect("source lock").created
     }
 
-    /// Pulls one batch (bounded by count, bytes and time), commits it and acks it. A pull
-    /// that fails, or messages the stream holds that never arrive, make it look at the stream
-    /// again: recreated streams and deleted consumers are found here.
-    pub async fn step(&self) -> Result<Step, IngestError> {
-        let fetched = self.fetch().await;
-        self.settle(fetched).await
-    }
-
-    async fn settle(
+    /// Commits and acks a pulled batch. A pull that failed, or messages the stream holds
+    /// that never arrive, make it look at the stream again: recreated streams and deleted
+    /// consumers are found here.
+    pub(super) async fn settle(
         &self,
-        fetched: Result<Vec<jetstream::Message>, IngestError>,
+        pulled: Result<Pulled, IngestError>,
     ) -> Result<Step, IngestError> {
         self.health.beat();
         let expected = self.last_seq.load(Ordering::SeqCst) + 1;
-        let messages = match fetched {
-            Ok(messages) => messages,
+        let pulled = match pulled {
+            Ok(pulled) => pulled,
             Err(e) => {
                 tracing::warn!(error = %e, "pulling from the stream failed; looking at the stream again");
                 self.resync().await?;
@@ -173,7 +178,7 @@ impl Ingestor {
                 return self.salvage().await;
             }
         };
-        if messages.is_empty() {
+        if pulled.messages.is_empty() {
             return match self.undelivered().await {
                 Ok(true) => self.stalled(expected).await,
                 Ok(false) => Ok(Step::Idle),
@@ -186,7 +191,7 @@ impl Ingestor {
                 }
             };
         }
-        let step = self.commit_and_ack(messages).await?;
+        let step = self.commit_and_ack(pulled).await?;
         match step {
             Step::Rewound { from } => self.stalled(from).await,
             step => {
@@ -194,40 +199,6 @@ impl Ingestor {
                 Ok(step)
             }
         }
-    }
-
-    async fn fetch(&self) -> Result<Vec<jetstream::Message>, IngestError> {
-        let consumer = self.source().consumer;
-        let mut batch = consumer
-            .batch()
-            .max_messages(self.config.batch_max)
-            .max_bytes(self.config.batch_bytes())
-            .expires(self.config.batch_wait)
-            .messages()
-            .await
-            .map_err(|e| IngestError::Nats(format!("pull a batch: {e}")))?;
-        // nats-server 2.9 sends no timeout status when a pull it filled only in part
-        // expires, so stop reading once the server's expiry has surely passed; anything it
-        // still delivers to the abandoned pull is caught by the sequence check.
-        let deadline = tokio::time::sleep(self.config.batch_wait + PULL_GRACE);
-        tokio::pin!(deadline);
-        let mut messages = Vec::new();
-        loop {
-            tokio::select! {
-                next = batch.next() => match next {
-                    Some(Ok(m)) => messages.push(m),
-                    // The pull ends with a status: its byte budget is spent (409), or the
-                    // connection went. What arrived before it is a batch of its own.
-                    Some(Err(_)) if !messages.is_empty() => break,
-                    Some(Err(e)) => return Err(IngestError::Nats(format!("receive a message: {e}"))),
-                    None => break,
-                },
-                _ = &mut deadline => break,
-            }
-        }
-        // Stream order, whatever order redeliveries came in.
-        messages.sort_by_key(|m| m.info().map(|i| i.stream_sequence).unwrap_or(0));
-        Ok(messages)
     }
 
     /// Whether the consumer delivered messages this ingestor never received: after an idle
@@ -242,25 +213,41 @@ impl Ingestor {
         Ok(info.num_ack_pending > 0)
     }
 
-    async fn commit_and_ack(&self, messages: Vec<jetstream::Message>) -> Result<Step, IngestError> {
+    async fn commit_and_ack(&self, pulled: Pulled) -> Result<Step, IngestError> {
         let started = Instant::now();
-        let created = self.created();
-        let inbound: Vec<Inbound> = messages
-            .iter()
-            .map(|m| inbound(m, created))
-            .collect::<Result<_, _>>()?;
+        let Pulled {
+            messages,
+            generation,
+            prepared,
+        } = pulled;
+        let (inbound, decoded) = match prepared.filter(|_| generation == self.generation()) {
+            Some((inbound, decoded)) => (inbound, Some(decoded)),
+            None => {
+                let created = self.created();
+                let inbound: Vec<Inbound> = messages
+                    .iter()
+                    .map(|m| inbound(m, created))
+                    .collect::<Result<_, _>>()?;
+                (inbound, None)
+            }
+        };
         if let Some(lost) = self.first_skipped(&inbound).await? {
             // What came before the gap is committed and acked first, so a stall is always
             // counted at the sequence right after the checkpoint.
             let before = inbound.iter().take_while(|m| m.stream_seq < lost).count();
             if before > 0 {
-                Box::pin(self.commit_and_ack(messages[..before].to_vec())).await?;
+                let prefix = Pulled {
+                    messages: messages[..before].to_vec(),
+                    generation,
+                    prepared: None,
+                };
+                Box::pin(self.commit_and_ack(prefix)).await?;
             }
             return Ok(Step::Rewound { from: lost });
         }
         metrics::counter!("activity_commands_received_total").increment(inbound.len() as u64);
         let committing = Instant::now();
-        let committed = self.commit_with_retry(&messages, &inbound).await;
+        let committed = self.commit_with_retry(&messages, &inbound, decoded).await;
         metrics::histogram!("activity_ingest_commit_seconds")
             .record(committing.elapsed().as_secs_f64());
         let outcome = match committed {
@@ -277,14 +264,15 @@ impl Ingestor {
         if let Some(last) = inbound.iter().map(|m| m.stream_seq).max() {
             self.last_seq.fetch_max(last, Ordering::SeqCst);
         }
-        // Acks go out together: none waits on another, and none before the commit.
+        // One ack, after the commit, for the whole batch: the consumer acks all (`AckAll`)
+        // up to its last message, and the batch was checked to hold every sequence the
+        // stream has after the checkpoint.
         let acking = Instant::now();
-        let acks = messages.iter().map(|m| m.ack());
-        for acked in futures_util::future::join_all(acks).await {
-            // A lost ack means a redelivery, which the ledger turns into a duplicate.
-            if let Err(e) = acked {
-                tracing::warn!(error = %e, "ack failed; the message will be redelivered and deduplicated");
-            }
+        if let Some(last) = messages.last()
+            && let Err(e) = last.ack().await
+        {
+            // A lost ack means a redelivery, which the checkpoint turns into a duplicate.
+            tracing::warn!(error = %e, "ack failed; the batch will be redelivered and deduplicated");
         }
         metrics::histogram!("activity_ingest_ack_seconds").record(acking.elapsed().as_secs_f64());
         record(&outcome, messages.len(), started);
@@ -389,7 +377,7 @@ impl Ingestor {
                 "the consumer cannot deliver this message; reading it from the stream"
             );
             let outcome = self
-                .commit_with_retry(&[], std::slice::from_ref(&message))
+                .commit_with_retry(&[], std::slice::from_ref(&message), None)
                 .await?;
             metrics::counter!("activity_ingest_salvaged_total").increment(1);
             record(&outcome, 1, Instant::now());
@@ -406,7 +394,9 @@ impl Ingestor {
     async fn rebind(&self, from: u64) -> Result<(), IngestError> {
         let stream = self.source().stream;
         let consumer = source::bind_consumer(&stream, &self.config, from).await?;
-        self.source.lock().expect("source lock").consumer = consumer;
+        let mut source = self.source.lock().expect("source lock");
+        source.consumer = consumer;
+        source.generation += 1;
         Ok(())
     }
 
@@ -424,46 +414,14 @@ impl Ingestor {
         let last = rebase(&mut conn, &self.config, checkpoint, state).await?;
         let consumer = source::bind_consumer(&stream, &self.config, last + 1).await?;
         self.last_seq.store(last, Ordering::SeqCst);
-        *self.source.lock().expect("source lock") = Source {
+        let mut source = self.source.lock().expect("source lock");
+        *source = Source {
             stream,
             consumer,
             created: state.created,
+            generation: source.generation + 1,
         };
         Ok(())
-    }
-
-    /// Steps until `shutdown` is cancelled; a batch in hand is committed and acked first.
-    /// NATS failures are retried here; an error of the database that retrying cannot mend
-    /// ends the loop (its supervisor restarts it) rather than let a later batch move the
-    /// checkpoint past messages that were not committed.
-    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), IngestError> {
-        self.shutdown = shutdown.clone();
-        let mut backoff = Duration::from_millis(250);
-        loop {
-            let pulling = Instant::now();
-            let fetched = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                fetched = self.fetch() => fetched,
-            };
-            metrics::histogram!("activity_ingest_pull_seconds")
-                .record(pulling.elapsed().as_secs_f64());
-            match self.settle(fetched).await {
-                Ok(_) => backoff = Duration::from_millis(250),
-                Err(IngestError::Interrupted(e)) => {
-                    tracing::warn!(error = %e, "stopping with a batch un-acked; NATS will redeliver it");
-                    return Ok(());
-                }
-                Err(IngestError::Nats(e)) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "NATS unavailable; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(e),
-            }
-        }
     }
 }
 

@@ -6,6 +6,7 @@ mod support;
 mod append;
 mod append_path;
 mod archived;
+mod batching;
 mod cache;
 mod cache_isolation;
 mod cli;
