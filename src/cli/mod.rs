@@ -86,16 +86,19 @@ pub struct Cli {
         default_value_t = 30
     )]
     pub ack_wait_secs: u64,
-    /// Most commands committed in one ingest transaction.
+    /// Most commands committed in one ingest transaction. A batch takes what is waiting, up
+    /// to this many (and --batch-max-bytes): a backlog goes in full batches, a trickle one
+    /// command at a time; nothing waits for a batch to fill.
     #[arg(
         long,
         global = true,
         env = "ACTIVITY_BATCH_MAX",
-        default_value_t = 1_000,
+        default_value_t = 5_000,
         value_parser = clap::value_parser!(u32).range(1..=100_000)
     )]
     pub batch_max: u32,
-    /// Longest wait, in milliseconds, for an ingest batch to fill.
+    /// How long, in milliseconds, an idle ingestor waits for a first command before it
+    /// checks the stream again.
     #[arg(
         long,
         global = true,

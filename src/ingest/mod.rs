@@ -38,7 +38,7 @@ pub struct IngestConfig {
     pub durable: String,
     /// How long JetStream drops a repeated `Nats-Msg-Id`.
     pub duplicate_window: Duration,
-    /// Most messages in one batch.
+    /// Most messages in one batch: what a backlog is taken in.
     pub batch_max: usize,
     /// Most bytes of messages in one batch: what one batch may hold in memory. At least
     /// `max_message_bytes`, so that any message the stream accepts fits in a batch.
@@ -46,7 +46,7 @@ pub struct IngestConfig {
     /// The largest message the stream accepts (its `max_msg_size`, set when the store
     /// creates it).
     pub max_message_bytes: usize,
-    /// Longest wait for a batch to fill.
+    /// How long an idle pull waits for a first message (a batch never waits to fill).
     pub batch_wait: Duration,
     /// How long a delivered, un-acked message waits before redelivery.
     pub ack_wait: Duration,
@@ -62,7 +62,7 @@ impl Default for IngestConfig {
             durable: "activity-ingest".into(),
             replicas: 1,
             duplicate_window: Duration::from_secs(120),
-            batch_max: 1_000,
+            batch_max: 5_000,
             batch_max_bytes: 8 << 20,
             max_message_bytes: 1 << 20,
             batch_wait: Duration::from_millis(50),

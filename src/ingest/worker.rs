@@ -202,7 +202,9 @@ impl Ingestor {
     }
 
     /// Whether the consumer delivered messages this ingestor never received: after an idle
-    /// pull, they can only have gone to a pull that was abandoned or cut off.
+    /// pull, they can only have gone to a pull that was abandoned or cut off. Judged by the
+    /// last sequence it delivered, not by its acks pending: the server applies acks
+    /// asynchronously, so a batch acked a moment ago can still count as pending.
     async fn undelivered(&self) -> Result<bool, IngestError> {
         let info = self
             .source()
@@ -210,7 +212,7 @@ impl Ingestor {
             .get_info()
             .await
             .map_err(|e| IngestError::Nats(format!("read consumer info: {e}")))?;
-        Ok(info.num_ack_pending > 0)
+        Ok(info.delivered.stream_sequence > self.last_seq.load(Ordering::SeqCst))
     }
 
     async fn commit_and_ack(&self, pulled: Pulled) -> Result<Step, IngestError> {

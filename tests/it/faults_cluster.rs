@@ -136,6 +136,7 @@ async fn the_stream_leaders_node_killed_under_load_loses_and_duplicates_nothing(
         subjects: format!("{prefix}.commands.*"),
         replicas: 3,
         batch_wait: Duration::from_millis(100),
+        batch_max: 500,
         ..Default::default()
     };
     let stream = replicated_stream(&js, &config).await;
@@ -167,10 +168,11 @@ async fn the_stream_leaders_node_killed_under_load_loses_and_duplicates_nothing(
     let before = last_committed(&db).await;
     let killed = Instant::now();
     node.kill().await;
-    // The time from the kill to the next committed batch. The batch in hand at the kill
-    // (at most batch_max messages) may commit without NATS; past it, every message had to
-    // be delivered by the stream's new leader. So this is an upper bound.
-    let in_hand = config.batch_max as i64;
+    // The time from the kill to the next committed batch. The batches in hand at the kill
+    // (the one committing and the one pulled beside it, at most batch_max messages each)
+    // may commit without NATS; past them, every message had to be delivered by the stream's
+    // new leader. So this is an upper bound.
+    let in_hand = 2 * config.batch_max as i64;
     let recovered = loop {
         if last_committed(&db).await > before + in_hand {
             break killed.elapsed();
