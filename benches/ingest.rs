@@ -72,6 +72,8 @@ struct EndToEnd {
     stages: Vec<(&'static str, f64)>,
     /// The server's time by statement: (statement, calls, total ms).
     server: Vec<(String, i64, f64)>,
+    /// The server's time in all the ingestor's statements, seconds.
+    server_seconds: f64,
     db: TestDb,
 }
 
@@ -135,6 +137,7 @@ async fn end_to_end(js: &jetstream::Context, commands: &[(String, Bytes)]) -> En
             .map(|(label, series)| (*label, metrics(series)))
             .collect(),
         server: common::server_time(&db, 16).await,
+        server_seconds: common::server_seconds(&db).await,
         db,
     }
 }
@@ -409,7 +412,12 @@ async fn main() {
         for (label, seconds) in &e2e.stages {
             println!("{n:>9}    {label:<42} {seconds:>8.2}");
         }
-        println!("{n:>9}  where the server's time went (pg_stat_statements, ms):");
+        println!(
+            "{n:>9}  where the server's time went (pg_stat_statements): {:.2} s in the ingestor's \
+             statements, one after another under the append lock: a limit of {:.0} events/s",
+            e2e.server_seconds,
+            n as f64 / e2e.server_seconds
+        );
         for (statement, calls, ms) in &e2e.server {
             println!("{n:>9}    {ms:>9.0} ms {calls:>7} calls  {statement}");
         }

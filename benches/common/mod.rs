@@ -257,6 +257,20 @@ pub async fn reset_statements(db: &TestDb) {
         .unwrap();
 }
 
+/// The server's time in `db` since `reset_statements`, in seconds: every top-level statement
+/// of the store's logins (not the bench's superuser), nested ones counted once, inside theirs.
+pub async fn server_seconds(db: &TestDb) -> f64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(total_exec_time), 0) / 1000 \
+         FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid \
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+           AND NOT r.rolsuper AND toplevel",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
 /// Where the server's time went in `db` since `reset_statements`, by top-level statement
 /// (nested ones, inside functions, are marked `  ↳`): (statement, calls, total ms).
 pub async fn server_time(db: &TestDb, top: usize) -> Vec<(String, i64, f64)> {
