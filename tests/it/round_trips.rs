@@ -108,3 +108,67 @@ async fn a_mixed_batch_commits_in_five_statements_begin_read_write_copy_commit()
     .unwrap();
     assert_eq!((seq, email.as_str()), (305, "x@example.com"));
 }
+
+#[tokio::test]
+async fn every_registry_change_in_one_write_statement_lands_as_decided() {
+    let db = TestDb::migrated().await;
+    let (_, writer) = login_in(&db, "activity_writer").await;
+    let log = EventLog::open(writer).await.unwrap();
+    let window = TimeWindow::default();
+    let setup = vec![
+        create_tenant("acme"),
+        register("acme", "gone"),
+        register("acme", "back"),
+        register("acme", "moved"),
+    ];
+    commit_batch(&log, "RT", 0, &batch(1, setup), &window)
+        .await
+        .unwrap();
+    let email = |u: &str, e: &str| json!({"type": "change_user_email", "tenant": "acme", "user": u, "email": e});
+    let forget = |u: &str| json!({"type": "forget_user", "tenant": "acme", "user": u});
+    // In one batch: a new tenant and its user, a forget, a forget then a new registration
+    // then an email change of the same user, an email change twice, and an activity of a
+    // user registered earlier in the batch.
+    let mixed = vec![
+        create_tenant("globex"),
+        register("globex", "g1"),
+        activity("globex", "g1"),
+        forget("gone"),
+        forget("back"),
+        register("back", "ignored"),
+        json!({"type": "register_user", "tenant": "acme", "user": "back", "email": "back@new.example.com", "name": "Back"}),
+        email("back", "back@final.example.com"),
+        email("moved", "m1@example.com"),
+        email("moved", "m2@example.com"),
+        activity("acme", "gone"),
+    ];
+    let outcome = commit_batch(&log, "RT", 0, &batch(10, mixed), &window)
+        .await
+        .unwrap();
+    // `register("back", …)` names tenant `back`, which does not exist; `gone` is forgotten.
+    assert_eq!(outcome.appended, 9, "{outcome:?}");
+    assert_eq!(outcome.rejected.len(), 2, "{outcome:?}");
+    let users: Vec<(String, String, String, Option<String>)> =
+        sqlx::query_as("SELECT tenant, user_id, email, name FROM users ORDER BY tenant, user_id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let users: Vec<(&str, &str, &str, Option<&str>)> = users
+        .iter()
+        .map(|(t, u, e, n)| (t.as_str(), u.as_str(), e.as_str(), n.as_deref()))
+        .collect();
+    assert_eq!(
+        users,
+        [
+            ("acme", "back", "back@final.example.com", Some("Back")),
+            ("acme", "moved", "m2@example.com", None),
+            ("globex", "g1", "g1@example.com", None),
+        ]
+    );
+    let checkpoint: i64 =
+        sqlx::query_scalar("SELECT last_seq FROM ingest_checkpoints WHERE stream = 'RT'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(checkpoint, 20);
+}
