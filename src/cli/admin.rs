@@ -1,11 +1,14 @@
 //! `migrate` and `partitions`: operator commands on the database.
 
+use std::time::Duration;
+
 use chrono::{NaiveDate, Utc};
 use sqlx::PgPool;
 
 use super::{Cli, CliError, MigrateAction, PartitionsAction};
 use crate::log::partitions::{self, Month};
 use crate::log::{LogError, migrate as migrations};
+use crate::ops::status::{StatusConfig, StatusError, gather};
 
 pub(super) async fn connect(cli: &Cli) -> Result<PgPool, CliError> {
     let url = cli.resolve_database_url()?;
@@ -54,14 +57,16 @@ pub async fn partitions(cli: &Cli, action: &PartitionsAction) -> Result<(), CliE
     })?;
     match action {
         PartitionsAction::List => {
-            println!(
-                "{:<16} {:>12} {:>12}  bounds",
-                "partition", "est. rows", "size"
-            );
-            for p in partitions::list(&mut conn).await? {
-                let rows = p.estimated_rows.max(0);
-                let size = format!("{:.1} MiB", p.total_bytes as f64 / 1_048_576.0);
-                println!("{:<16} {rows:>12} {size:>12}  {}", p.name, p.bound);
+            println!("{:<16} {:>18} {:>12}  bounds", "partition", "rows", "size");
+            for p in crate::ops::status::partitions(&mut conn).await? {
+                // Small partitions are counted; large ones show the planner's estimate.
+                let rows = if p.rows_exact {
+                    p.rows.to_string()
+                } else {
+                    format!("~{} (est.)", p.rows)
+                };
+                let size = format!("{:.1} MiB", p.bytes as f64 / 1_048_576.0);
+                println!("{:<16} {rows:>18} {size:>12}  {}", p.name, p.bound);
             }
         }
         PartitionsAction::Ensure { months_ahead, from } => {
@@ -93,6 +98,52 @@ pub async fn partitions(cli: &Cli, action: &PartitionsAction) -> Result<(), CliE
         }
     }
     Ok(())
+}
+
+/// `status [--json]`: prints the status; degraded is an error (exit code 1), after the
+/// document is printed.
+pub async fn status(cli: &Cli, json: bool) -> Result<(), CliError> {
+    let pool = connect(cli).await?;
+    let config = StatusConfig {
+        stream: cli.stream.clone(),
+        bucket_prefix: cli.cache_config().bucket_prefix,
+        max_lag: Duration::from_secs(cli.max_lag_secs),
+        max_append: Duration::from_secs(cli.max_append_secs),
+        ..Default::default()
+    };
+    let mut unreachable = None;
+    let js = match cli.resolve_nats_url() {
+        Ok(url) => {
+            let connecting = async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_secs(3))
+                .connect(url.as_str());
+            match connecting.await {
+                Ok(client) => Some(async_nats::jetstream::new(client)),
+                Err(e) => {
+                    unreachable = Some(format!("NATS at {url} is unreachable: {e}"));
+                    None
+                }
+            }
+        }
+        Err(_) => None,
+    };
+    let mut status = gather(&pool, js.as_ref(), &config)
+        .await
+        .map_err(|StatusError::Log(e)| CliError::Log(e))?;
+    status.problems.extend(unreachable);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).expect("a status always serialises")
+        );
+    } else {
+        print!("{}", status.to_text());
+    }
+    if status.healthy() {
+        Ok(())
+    } else {
+        Err(CliError::Degraded(status.problems))
+    }
 }
 
 /// Parses `YYYY-MM`.

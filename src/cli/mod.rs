@@ -121,6 +121,24 @@ pub struct Cli {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub liveness_timeout_secs: u64,
+    /// A projection whose oldest unfolded event is older than this many seconds makes the
+    /// store degraded (`status`, `/status`, `activity_store_healthy`).
+    #[arg(
+        long,
+        global = true,
+        env = "ACTIVITY_MAX_LAG_SECS",
+        default_value_t = 60
+    )]
+    pub max_lag_secs: u64,
+    /// An append transaction open longer than this many seconds (it holds the projectors
+    /// back) makes the store degraded.
+    #[arg(
+        long,
+        global = true,
+        env = "ACTIVITY_MAX_APPEND_SECS",
+        default_value_t = 10
+    )]
+    pub max_append_secs: u64,
     /// Most bytes of messages in one ingest batch (never less than the largest message the
     /// stream accepts).
     #[arg(
@@ -186,6 +204,13 @@ pub enum Command {
     Migrate {
         #[command(subcommand)]
         action: MigrateAction,
+    },
+    /// The store at a glance: projections and their lag, the append transaction holding
+    /// them back, ingest, partitions, dead letters, caches. Exits 1 when degraded.
+    Status {
+        /// The status as one JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// List or create the month partitions of the event log.
     Partitions {
@@ -263,6 +288,9 @@ pub enum CliError {
     /// No NATS to talk to.
     #[error("no NATS: set NATS_URL (or --nats-url), or start one with `activity-store up`")]
     NoNats,
+    /// `status` found the store degraded.
+    #[error("the store is degraded: {}", .0.join("; "))]
+    Degraded(Vec<String>),
     /// Waiting for a signal failed.
     #[error("could not listen for signals: {0}")]
     Signal(std::io::Error),
@@ -319,6 +347,9 @@ impl Cli {
             project_config: crate::project::ProjectConfig::default(),
             cache: self.cache_config(),
             liveness_timeout: std::time::Duration::from_secs(self.liveness_timeout_secs),
+            max_lag: std::time::Duration::from_secs(self.max_lag_secs),
+            max_append: std::time::Duration::from_secs(self.max_append_secs),
+            status_every: std::time::Duration::from_secs(10),
             ingest_config: IngestConfig {
                 stream: self.stream.clone(),
                 replicas: self.stream_replicas as usize,
@@ -374,6 +405,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Migrate { action } => admin::migrate(&cli, action).await,
         Command::Partitions { action } => admin::partitions(&cli, action).await,
+        Command::Status { json } => admin::status(&cli, *json).await,
     }
 }
 

@@ -18,7 +18,7 @@ pub use batch::{
 pub use decide::{RegistryView, UserChange, UserRow};
 pub use registry::DEAD_LETTER_RAW_PREFIX;
 pub use source::{StreamChange, StreamState, reconcile};
-pub use worker::{Ingestor, Step};
+pub use worker::{INGEST_LEADER_LOCK, Ingestor, Step};
 
 use crate::log::LogError;
 use crate::model::TimeWindow;

@@ -16,7 +16,7 @@ use crate::log::{EventLog, db};
 use crate::ops::Heartbeat;
 
 /// The first key of the per-stream leadership lock ("ACTI"); the second is the stream's hash.
-const INGEST_LEADER_LOCK: i32 = 0x4143_5449;
+pub const INGEST_LEADER_LOCK: i32 = 0x4143_5449;
 
 /// What one step did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -48,6 +48,15 @@ pub async fn ensure(
         .await,
         "let the owner read as activity_reader",
     )?;
+    // `status` reads, as the owner, how long the ingestor's sessions have held their locks.
+    db(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "GRANT pg_read_all_stats TO {OWNER}"
+        )))
+        .execute(&mut *admin)
+        .await,
+        "let the owner see every session's activity",
+    )?;
     Ok(())
 }
 

@@ -58,6 +58,8 @@ pub struct Health {
     pub roles: Vec<Role>,
     /// How long a running role may go without a heartbeat.
     pub liveness_timeout: Duration,
+    /// What `/status` reads.
+    pub status: super::status::StatusConfig,
 }
 
 #[derive(Clone)]
@@ -87,6 +89,7 @@ pub async fn serve(
         )
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
+        .route("/status", get(status))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
@@ -114,6 +117,32 @@ async fn livez(State(s): State<AppState>) -> (StatusCode, String) {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not alive: {}\n", stuck.join("; ")),
         )
+    }
+}
+
+/// The store's status as JSON (`activity-store status --json`): 200 when healthy, 503 when
+/// degraded, 500 when the database cannot be read.
+async fn status(
+    State(s): State<AppState>,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    let js = async_nats::jetstream::new(s.health.nats.clone());
+    let json = [("content-type", "application/json")];
+    match super::status::gather(&s.health.pool, Some(&js), &s.health.status).await {
+        Ok(status) => {
+            super::status::export(&status);
+            let code = if status.healthy() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let body = serde_json::to_string_pretty(&status).unwrap_or_default();
+            (code, json, body)
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json,
+            serde_json::json!({ "error": e.to_string() }).to_string(),
+        ),
     }
 }
 

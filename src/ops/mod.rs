@@ -7,6 +7,7 @@ pub mod logins;
 pub mod metrics;
 mod roles;
 mod serve;
+pub mod status;
 mod up;
 
 pub use binaries::{ServiceUser, free_port};

@@ -4,13 +4,17 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::str::FromStr;
+
 use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::metrics::{Health, serve as serve_metrics};
 use super::roles::{Role, supervise};
+use super::status::{self, StatusConfig};
 use crate::ingest::{IngestConfig, IngestError, Ingestor};
 use crate::log::{EventLog, LogError, db};
 use crate::project::{CacheConfig, ProjectConfig, ProjectError, Projector};
@@ -39,6 +43,38 @@ pub struct ServeConfig {
     pub cache: CacheConfig,
     /// How long a running role may go without a heartbeat before `/livez` fails.
     pub liveness_timeout: std::time::Duration,
+    /// A projection further behind than this makes the store degraded (`/status`).
+    pub max_lag: std::time::Duration,
+    /// An append transaction open longer than this makes the store degraded.
+    pub max_append: std::time::Duration,
+    /// How often the status gauges are refreshed.
+    pub status_every: std::time::Duration,
+}
+
+impl ServeConfig {
+    /// What `/status` and the status gauges look at.
+    pub fn status_config(&self) -> StatusConfig {
+        StatusConfig {
+            stream: self.ingest_config.stream.clone(),
+            durable: self.ingest_config.durable.clone(),
+            bucket_prefix: self.cache.bucket_prefix.clone(),
+            max_lag: self.max_lag,
+            max_append: self.max_append,
+            count_partitions: true,
+        }
+    }
+}
+
+/// Connection options naming the session after the store's role, host and process, so
+/// `status` (and `pg_stat_activity`) can tell who holds a lock.
+fn session(url: &str, role: &str) -> Result<PgConnectOptions, LogError> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name = format!(
+        "activity-store {role} {}:{}",
+        host.trim(),
+        std::process::id()
+    );
+    Ok(db(PgConnectOptions::from_str(url), "read the database URL")?.application_name(&name))
 }
 
 /// What can stop the roles from starting.
@@ -73,7 +109,7 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(std::time::Duration::from_secs(5))
-            .connect(&config.database_url)
+            .connect_with(session(&config.database_url, "project")?)
             .await,
         "connect to the database",
     )?;
@@ -82,7 +118,7 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
             sqlx::postgres::PgPoolOptions::new()
                 .max_connections(4)
                 .acquire_timeout(std::time::Duration::from_secs(5))
-                .connect(url)
+                .connect_with(session(url, "ingest")?)
                 .await,
             "connect to the database as the ingestor",
         )?,
@@ -114,7 +150,15 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
         nats: nats.clone(),
         roles,
         liveness_timeout: config.liveness_timeout,
+        status: config.status_config(),
     };
+    tracker.spawn(status::sample(
+        pool.clone(),
+        async_nats::jetstream::new(nats.clone()),
+        config.status_config(),
+        config.status_every,
+        shutdown.clone(),
+    ));
     let (bound, metrics) = serve_metrics(config.metrics_addr, health, shutdown.clone())
         .await
         .map_err(|source| ServeError::Metrics {

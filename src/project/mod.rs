@@ -8,7 +8,7 @@ mod worker;
 
 pub use fold::{FoldOutcome, appends_held_back_for, fold_next, install, reinstall};
 pub use registry::{CacheSpec, Projection, ProjectionSource, projections};
-pub use worker::{CacheConfig, ProjectConfig, Projector};
+pub use worker::{CacheConfig, LEASE_LOCK, ProjectConfig, Projector};
 
 use crate::log::LogError;
 

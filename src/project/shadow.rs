@@ -11,7 +11,7 @@ use super::{ProjectError, Projection};
 use crate::log::db;
 
 /// The first key of a projection's rebuild lock ("REBU"); the second is its name's hash.
-const REBUILD_LOCK: i32 = 0x5245_4255;
+pub const REBUILD_LOCK: i32 = 0x5245_4255;
 
 /// A projection's shadow copy and how far it has folded the log. It holds the projection's
 /// rebuild lock until it is swapped in or dropped, so two rebuilds never share a shadow.
@@ -125,6 +125,18 @@ async fn catch_up(
 ) -> Result<(), ProjectError> {
     loop {
         let last = last_visible(&mut shadow.conn).await?;
+        // The session says how far it has come: `status` shows the rebuild lock's holder.
+        let name = format!(
+            "activity-store rebuild {}: folded {} of {last}",
+            p.name, shadow.position
+        );
+        db(
+            sqlx::query("SELECT set_config('application_name', $1, false)")
+                .bind(name)
+                .execute(&mut shadow.conn)
+                .await,
+            "name a rebuild's session",
+        )?;
         progress(shadow.position, last);
         let upto = last.min(shadow.position.saturating_add(window.max(1)));
         if upto <= shadow.position {

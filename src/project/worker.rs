@@ -20,7 +20,7 @@ use crate::log::{APPEND_CHANNEL, LogError, db};
 use crate::ops::Heartbeat;
 
 /// The first key of a projection's lease ("LEAS"); the second is its name's hash.
-const LEASE_LOCK: i32 = 0x4c45_4153;
+pub const LEASE_LOCK: i32 = 0x4c45_4153;
 
 /// How projectors fold.
 #[derive(Debug, Clone)]

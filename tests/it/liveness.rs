@@ -52,6 +52,9 @@ impl Store {
                 bucket_prefix: unique_name("lv"),
             },
             liveness_timeout: Duration::from_secs(2),
+            max_lag: Duration::from_secs(60),
+            max_append: Duration::from_secs(10),
+            status_every: Duration::from_millis(200),
         };
         let stop = CancellationToken::new();
         let token = stop.clone();

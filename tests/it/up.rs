@@ -102,6 +102,15 @@ async fn up_serves_stops_cleanly_and_reuses_its_data() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // `status`, run as the owner, can tell how long the ingestor's sessions have been open.
+    let visible: bool = sqlx::query_scalar(
+        "SELECT bool_and(backend_start IS NOT NULL) FROM pg_stat_activity \
+         WHERE usename = 'activity_ingest'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(visible, "the owner sees the ingestor's sessions");
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
         .fetch_one(&mut conn)
         .await

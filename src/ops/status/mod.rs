@@ -1,0 +1,248 @@
+//! `status`: the store at a glance, read from where each figure lives (the log, the
+//! checkpoints, PostgreSQL's lock table, the stream), with a verdict scripts can use: healthy,
+//! or degraded with the reasons.
+
+mod db;
+mod export;
+mod nats;
+mod text;
+
+pub use db::partitions;
+pub use export::{export, sample};
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::log::LogError;
+
+/// What `status` looks at and when it calls something degraded.
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    /// The ingest stream.
+    pub stream: String,
+    /// Its durable consumer.
+    pub durable: String,
+    /// Put before every cache bucket's name.
+    pub bucket_prefix: String,
+    /// A projection whose oldest unfolded event is older than this is behind.
+    pub max_lag: Duration,
+    /// An append transaction open longer than this holds the projectors back.
+    pub max_append: Duration,
+    /// Whether to list (and count) the log's partitions.
+    pub count_partitions: bool,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig {
+            stream: "ACTIVITY".into(),
+            durable: "activity-ingest".into(),
+            bucket_prefix: String::new(),
+            max_lag: Duration::from_secs(60),
+            max_append: Duration::from_secs(10),
+            count_partitions: true,
+        }
+    }
+}
+
+/// A session of PostgreSQL holding one of the store's locks.
+#[derive(Debug, Clone, Serialize)]
+pub struct Holder {
+    /// Its backend's process id (`pg_terminate_backend` takes it).
+    pub pid: i32,
+    /// Its `application_name`: the store's sessions name their role, host and process.
+    pub application_name: String,
+    /// The client's address, when over TCP.
+    pub client_addr: Option<String>,
+    /// Seconds since its transaction (or, outside one, its session) began; unknown when the
+    /// login reading the status may not see other logins' sessions (grant it
+    /// `pg_read_all_stats`).
+    pub seconds: Option<f64>,
+}
+
+/// One projection.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectionStatus {
+    /// Its name.
+    pub name: String,
+    /// The version installed.
+    pub version: i32,
+    /// The last log position folded.
+    pub position: i64,
+    /// Events logged past it.
+    pub lag_events: i64,
+    /// Age of the oldest event not folded yet; none when up to date.
+    pub lag_seconds: Option<f64>,
+    /// The projector holding its lease, if any.
+    pub lease: Option<Holder>,
+    /// A rebuild in progress: its session names how far it has folded.
+    pub rebuild: Option<Holder>,
+}
+
+/// The stream's side of ingest, read through NATS.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamStatus {
+    /// Its first sequence still held.
+    pub first_seq: u64,
+    /// Its last sequence.
+    pub last_seq: u64,
+    /// Messages it holds.
+    pub messages: u64,
+    /// Messages the consumer has not delivered yet.
+    pub pending: u64,
+    /// Delivered and not acked yet.
+    pub ack_pending: u64,
+    /// Delivered more than once and not acked yet.
+    pub redelivered: u64,
+}
+
+/// One stream's ingest.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestStatus {
+    /// The stream.
+    pub stream: String,
+    /// The last stream sequence committed.
+    pub checkpoint: i64,
+    /// The current leader's fencing token.
+    pub leader_epoch: i64,
+    /// Times the stream was found recreated or purged.
+    pub resets: i64,
+    /// When the checkpoint last moved.
+    pub updated_at: DateTime<Utc>,
+    /// The ingestor holding the stream's leadership lock, if any.
+    pub leader: Option<Holder>,
+    /// The stream and its consumer, when NATS was asked.
+    pub nats: Option<StreamStatus>,
+}
+
+/// One month of the log.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionStatus {
+    /// The table.
+    pub name: String,
+    /// Its bounds, as PostgreSQL prints them.
+    pub bound: String,
+    /// Its rows: counted when the table is small, else the planner's estimate.
+    pub rows: i64,
+    /// Whether `rows` was counted (true) or estimated (false).
+    pub rows_exact: bool,
+    /// Table and index bytes on disk.
+    pub bytes: i64,
+}
+
+/// Dead letters of one reason.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetterCount {
+    /// The reason code.
+    pub reason: String,
+    /// How many.
+    pub count: i64,
+}
+
+/// One cache bucket.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheStatus {
+    /// The projection it caches.
+    pub projection: String,
+    /// The NATS KV bucket.
+    pub bucket: String,
+    /// Entries it holds (deletion markers included), if it exists.
+    pub entries: Option<u64>,
+}
+
+/// The store at a glance.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// When it was read.
+    pub at: DateTime<Utc>,
+    /// Why the store is degraded; empty when healthy.
+    pub problems: Vec<String>,
+    /// The log's last position.
+    pub last_position: i64,
+    /// The append transaction open now, if any: projectors see nothing it appends, nor
+    /// anything after it, until it ends.
+    pub watermark: Option<Holder>,
+    /// Each projection.
+    pub projections: Vec<ProjectionStatus>,
+    /// Each stream ingested.
+    pub ingest: Vec<IngestStatus>,
+    /// Each month of the log.
+    pub partitions: Vec<PartitionStatus>,
+    /// Dead letters by reason.
+    pub dead_letters: Vec<DeadLetterCount>,
+    /// Cache buckets, when NATS was asked.
+    pub caches: Vec<CacheStatus>,
+}
+
+impl Status {
+    /// Healthy when nothing is degraded.
+    pub fn healthy(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// What can keep `status` from reading the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The database.
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// Reads the store's status. With `js`, also the stream, its consumer and the cache buckets;
+/// NATS being unreachable is then a problem reported, not an error.
+pub async fn gather(
+    pool: &PgPool,
+    js: Option<&jetstream::Context>,
+    config: &StatusConfig,
+) -> Result<Status, StatusError> {
+    let mut conn = crate::log::db(pool.acquire().await, "connect for status")?;
+    let mut status = db::read(&mut conn, config).await?;
+    if let Some(js) = js {
+        nats::read(js, config, &mut status).await;
+    }
+    judge(&mut status, config);
+    Ok(status)
+}
+
+/// Fills in the problems.
+fn judge(s: &mut Status, config: &StatusConfig) {
+    let mut problems = Vec::new();
+    for p in &s.projections {
+        if let Some(lag) = p.lag_seconds.filter(|l| *l > config.max_lag.as_secs_f64()) {
+            problems.push(format!(
+                "projection {} is {lag:.0} s ({} events) behind the log",
+                p.name, p.lag_events
+            ));
+        }
+        if p.lag_events > 0 && p.lease.is_none() && p.rebuild.is_none() {
+            problems.push(format!(
+                "projection {} has {} events to fold and no projector holds its lease",
+                p.name, p.lag_events
+            ));
+        }
+    }
+    if let Some(h) = &s.watermark
+        && let Some(seconds) = h.seconds.filter(|s| *s > config.max_append.as_secs_f64())
+    {
+        problems.push(format!(
+            "an append transaction has been open {seconds:.0} s and holds the projectors back: \
+             pid {} ({})",
+            h.pid, h.application_name
+        ));
+    }
+    for i in &s.ingest {
+        let pending = i.nats.as_ref().map_or(0, |n| n.pending + n.ack_pending);
+        if i.leader.is_none() && pending > 0 {
+            problems.push(format!(
+                "stream {} holds {pending} commands and no ingestor leads it",
+                i.stream
+            ));
+        }
+    }
+    s.problems.extend(problems);
+}

@@ -1,0 +1,107 @@
+//! `status` for a terminal: one section per part of the store.
+
+use std::fmt::Write;
+
+use super::{Holder, Status};
+
+fn holder(h: &Option<Holder>) -> String {
+    match h {
+        None => "none".into(),
+        Some(h) => {
+            let age = h
+                .seconds
+                .map_or_else(|| "age unknown".into(), |s| format!("{s:.0} s"));
+            format!("pid {} ({}, {age})", h.pid, h.application_name)
+        }
+    }
+}
+
+impl Status {
+    /// The status as lines for a terminal.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let verdict = if self.healthy() {
+            "healthy"
+        } else {
+            "DEGRADED"
+        };
+        let _ = writeln!(out, "{verdict} at {}", self.at.to_rfc3339());
+        for p in &self.problems {
+            let _ = writeln!(out, "  ! {p}");
+        }
+        let _ = writeln!(out, "\nlog: last position {}", self.last_position);
+        let _ = writeln!(
+            out,
+            "  open append transaction: {}",
+            holder(&self.watermark)
+        );
+        let _ = writeln!(out, "\nprojections:");
+        for p in &self.projections {
+            let lag = p
+                .lag_seconds
+                .map_or_else(|| "up to date".into(), |s| format!("{s:.1} s behind"));
+            let _ = writeln!(
+                out,
+                "  {:<16} v{} at {} ({} events, {lag}); lease: {}",
+                p.name,
+                p.version,
+                p.position,
+                p.lag_events,
+                holder(&p.lease)
+            );
+            if p.rebuild.is_some() {
+                let _ = writeln!(out, "    rebuilding: {}", holder(&p.rebuild));
+            }
+        }
+        let _ = writeln!(out, "\ningest:");
+        for i in &self.ingest {
+            let _ = writeln!(
+                out,
+                "  {:<16} checkpoint {} (epoch {}, {} resets); leader: {}",
+                i.stream,
+                i.checkpoint,
+                i.leader_epoch,
+                i.resets,
+                holder(&i.leader)
+            );
+            if let Some(n) = &i.nats {
+                let _ = writeln!(
+                    out,
+                    "    stream {}..{} ({} messages); consumer pending {}, un-acked {}, redelivered {}",
+                    n.first_seq, n.last_seq, n.messages, n.pending, n.ack_pending, n.redelivered
+                );
+            }
+        }
+        let _ = writeln!(out, "\npartitions:");
+        for p in &self.partitions {
+            let rows = if p.rows_exact {
+                p.rows.to_string()
+            } else {
+                format!("~{} (estimate)", p.rows)
+            };
+            let mib = p.bytes as f64 / 1_048_576.0;
+            let _ = writeln!(
+                out,
+                "  {:<16} {rows:>18} rows {mib:>9.1} MiB  {}",
+                p.name, p.bound
+            );
+        }
+        let _ = writeln!(out, "\ndead letters:");
+        if self.dead_letters.is_empty() {
+            let _ = writeln!(out, "  none");
+        }
+        for d in &self.dead_letters {
+            let _ = writeln!(out, "  {:<20} {}", d.reason, d.count);
+        }
+        if !self.caches.is_empty() {
+            let _ = writeln!(out, "\ncaches:");
+            for c in &self.caches {
+                let entries = c
+                    .entries
+                    .map_or("missing".into(), |e| format!("{e} entries"));
+                let _ = writeln!(out, "  {:<16} {:<24} {entries}", c.projection, c.bucket);
+            }
+        }
+        out
+    }
+}
