@@ -1,6 +1,7 @@
 //! The command line: flags, and the calls each subcommand makes into the library.
 
 mod admin;
+mod dead_letters;
 mod publish;
 mod query;
 
@@ -212,6 +213,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List, show, redrive or purge dead letters: refused commands and their reasons.
+    DeadLetters {
+        #[command(subcommand)]
+        action: dead_letters::DeadLettersAction,
+    },
     /// List or create the month partitions of the event log.
     Partitions {
         #[command(subcommand)]
@@ -406,6 +412,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Migrate { action } => admin::migrate(&cli, action).await,
         Command::Partitions { action } => admin::partitions(&cli, action).await,
         Command::Status { json } => admin::status(&cli, *json).await,
+        Command::DeadLetters { action } => dead_letters::run(&cli, action).await,
     }
 }
 

@@ -160,14 +160,14 @@ enum Written {
 }
 
 /// The month a command's event falls in.
-fn month_of(command: &Command, m: &Inbound) -> Month {
+pub(super) fn month_of(command: &Command, m: &Inbound) -> Month {
     match &command.body {
         CommandBody::RecordActivity { occurred_at, .. } => Month::of(*occurred_at),
         _ => Month::of(m.published),
     }
 }
 
-fn archived_month(month: Month) -> Rejection {
+pub(super) fn archived_month(month: Month) -> Rejection {
     Rejection::field(
         Reason::ArchivedMonth,
         "occurred_at",
@@ -194,7 +194,7 @@ async fn write_batch(
         checkpoint,
         mut applied,
         registry: mut view,
-    } = registry::read_view(tx, stream, leader_epoch, commands).await?;
+    } = registry::read_view(tx, Some(stream), leader_epoch, commands).await?;
     let mut outcome = BatchOutcome::default();
     let mut events: Vec<NewEvent> = Vec::new();
     let mut dead: Vec<registry::DeadLetter> = Vec::new();
@@ -237,8 +237,16 @@ async fn write_batch(
     let started = Instant::now();
     let last_seq = batch.iter().map(|m| m.stream_seq).max().unwrap_or(0);
     // One round trip for the rest, then the COPY of the rows the ledger took.
-    let granted =
-        write::write_batch(tx, stream, leader_epoch, last_seq, &view, &dead, &events).await?;
+    let granted = write::write_batch(
+        tx,
+        Some(stream),
+        leader_epoch,
+        last_seq,
+        &view,
+        &dead,
+        &events,
+    )
+    .await?;
     let to_write: Vec<&NewEvent> = events
         .iter()
         .filter(|e| granted.fresh.contains(&(e.tenant.clone(), e.command_id)))

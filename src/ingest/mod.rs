@@ -4,6 +4,7 @@
 mod batch;
 mod decide;
 mod pull;
+pub mod redrive;
 mod registry;
 mod retry;
 mod source;

@@ -127,7 +127,7 @@ type ViewRow = (
 /// leader.
 pub async fn read_view<'a>(
     conn: &mut PgConnection,
-    stream: &str,
+    stream: Option<&str>,
     leader_epoch: i64,
     commands: impl Iterator<Item = &'a Command>,
 ) -> Result<BatchView, LogError> {
@@ -160,7 +160,7 @@ pub async fn read_view<'a>(
     let (seq, epoch, applied_tenants, applied_ids, known, user_tenants, users) = row;
     if epoch.unwrap_or(0) != leader_epoch {
         return Err(LogError::Superseded {
-            stream: stream.to_owned(),
+            stream: stream.unwrap_or_default().to_owned(),
         });
     }
     Ok(BatchView {

@@ -156,12 +156,13 @@ impl Ingestor {
     async fn write_refusal(&self, letter: &DeadLetter, seq: u64) -> Result<(), LogError> {
         let stream = &self.config.stream;
         let mut tx = db(self.log.pool().begin().await, "begin a dead letter")?;
-        let view = registry::read_view(&mut tx, stream, self.epoch, std::iter::empty()).await?;
+        let view =
+            registry::read_view(&mut tx, Some(stream), self.epoch, std::iter::empty()).await?;
         if seq > view.checkpoint {
             let letter = std::slice::from_ref(letter);
             write_batch(
                 &mut tx,
-                stream,
+                Some(stream),
                 self.epoch,
                 seq,
                 &view.registry,

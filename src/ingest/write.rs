@@ -42,7 +42,8 @@ WITH new_tenants AS (
     ON CONFLICT (stream_seq, subject, raw_sha256, stream_created) WHERE stream_seq IS NOT NULL
     DO NOTHING
 ), checkpoint AS (
-    INSERT INTO ingest_checkpoints AS c (stream, last_seq, leader_epoch) VALUES ($24, $25, $26)
+    INSERT INTO ingest_checkpoints AS c (stream, last_seq, leader_epoch)
+    SELECT $24::text, $25, $26 WHERE $24::text IS NOT NULL
     ON CONFLICT (stream) DO UPDATE
     SET last_seq = GREATEST(c.last_seq, EXCLUDED.last_seq), updated_at = now()
     WHERE c.leader_epoch = EXCLUDED.leader_epoch
@@ -50,7 +51,7 @@ WITH new_tenants AS (
 ), granted AS (
     SELECT * FROM begin_append($27::text[], $28::uuid[])
 )
-SELECT (SELECT count(*) FROM checkpoint),
+SELECT (SELECT count(*) FROM checkpoint) + CASE WHEN $24::text IS NULL THEN 1 ELSE 0 END,
        coalesce(array_agg(g.tenant), '{}'), coalesce(array_agg(g.command_id), '{}'), max(g.last),
        CASE WHEN count(*) > 0 THEN pg_notify($29, max(g.last)::text)::text END
 FROM granted g";
@@ -67,10 +68,11 @@ type GrantedRow = (i64, Vec<String>, Vec<Uuid>, Option<i64>, Option<String>);
 
 /// Writes everything of a batch but its events' rows, in the caller's transaction (which
 /// must hold the append lock, taken by `read_view`). Moves the checkpoint to `last_seq` only
-/// if `leader_epoch` still leads `stream`; `Superseded` otherwise.
+/// if `leader_epoch` still leads `stream`; `Superseded` otherwise. Without a stream (a
+/// redrive of dead letters), no checkpoint moves.
 pub async fn write_batch(
     conn: &mut PgConnection,
-    stream: &str,
+    stream: Option<&str>,
     leader_epoch: i64,
     last_seq: u64,
     registry: &RegistryView,
@@ -121,7 +123,7 @@ pub async fn write_batch(
     let (checkpointed, fresh_tenants, fresh_ids, last, _) = row;
     if checkpointed == 0 {
         return Err(LogError::Superseded {
-            stream: stream.to_owned(),
+            stream: stream.unwrap_or_default().to_owned(),
         });
     }
     for d in dead {

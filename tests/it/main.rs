@@ -12,6 +12,7 @@ mod cache_isolation;
 mod cli;
 mod cli_query;
 mod crash;
+mod dead_letters;
 mod errors;
 mod faults;
 mod faults_cluster;
