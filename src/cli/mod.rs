@@ -4,6 +4,7 @@ mod admin;
 mod dead_letters;
 mod publish;
 mod query;
+mod readers;
 
 use std::path::PathBuf;
 
@@ -218,6 +219,11 @@ pub enum Command {
         #[command(subcommand)]
         action: dead_letters::DeadLettersAction,
     },
+    /// Grant, revoke or list reader logins and the tenants they may read.
+    Readers {
+        #[command(subcommand)]
+        action: readers::ReadersAction,
+    },
     /// List or create the month partitions of the event log.
     Partitions {
         #[command(subcommand)]
@@ -413,6 +419,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Partitions { action } => admin::partitions(&cli, action).await,
         Command::Status { json } => admin::status(&cli, *json).await,
         Command::DeadLetters { action } => dead_letters::run(&cli, action).await,
+        Command::Readers { action } => readers::run(&cli, action).await,
     }
 }
 

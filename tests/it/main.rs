@@ -31,6 +31,7 @@ mod project_support;
 mod projections;
 mod publish;
 mod raw_nats;
+mod readers;
 mod rebuild;
 mod recovery;
 mod replay;
