@@ -24,6 +24,7 @@ mod ingest_support;
 mod isolation;
 pub mod liveness;
 mod migrations;
+mod monitoring;
 mod nats_platform;
 mod partition_function;
 mod producers;
