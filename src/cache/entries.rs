@@ -73,48 +73,70 @@ pub enum Cached {
         row: Value,
         /// The checkpoint it was read at.
         as_of: i64,
+        /// The projection's epoch it was read at.
+        epoch: i64,
     },
-    /// No row here; nothing read before `as_of` may be written.
+    /// No row here; nothing read before (`epoch`, `as_of`) may be written.
     Tombstone {
         /// The checkpoint of the fold that wrote it.
         as_of: i64,
+        /// The projection's epoch then.
+        epoch: i64,
     },
 }
 
 impl Cached {
-    fn as_of(&self) -> i64 {
+    /// Its place in the order of writes: the projection's epoch, then the log position.
+    fn order(&self) -> (i64, i64) {
         match self {
-            Cached::Row { as_of, .. } | Cached::Tombstone { as_of } => *as_of,
+            Cached::Row { as_of, epoch, .. } | Cached::Tombstone { as_of, epoch } => {
+                (*epoch, *as_of)
+            }
         }
     }
 
-    /// Whether this may replace `held`: it is newer, or it is the row a tombstone of the
-    /// same checkpoint was waiting for.
+    /// The projection's epoch it belongs to.
+    pub fn epoch(&self) -> i64 {
+        self.order().0
+    }
+
+    /// Whether this may replace `held`: it is newer (a later epoch, or a later checkpoint in
+    /// the same epoch), or it is the row a tombstone of the same checkpoint was waiting for.
     fn replaces(&self, held: &Cached) -> bool {
-        self.as_of() > held.as_of()
-            || (self.as_of() == held.as_of()
+        self.order() > held.order()
+            || (self.order() == held.order()
                 && matches!((self, held), (Cached::Row { .. }, Cached::Tombstone { .. })))
     }
 
     fn parse(bytes: &[u8]) -> Option<Cached> {
         let mut value: Value = serde_json::from_slice(bytes).ok()?;
-        let as_of = value.as_object_mut()?.remove("as_of")?.as_i64()?;
+        let fields = value.as_object_mut()?;
+        let as_of = fields.remove("as_of")?.as_i64()?;
+        // Entries written before epochs existed are of epoch 0.
+        let epoch = fields.remove("epoch").and_then(|e| e.as_i64()).unwrap_or(0);
         if value.get("tombstone").is_some() {
-            return Some(Cached::Tombstone { as_of });
+            return Some(Cached::Tombstone { as_of, epoch });
         }
-        Some(Cached::Row { row: value, as_of })
+        Some(Cached::Row {
+            row: value,
+            as_of,
+            epoch,
+        })
     }
 
     fn bytes(&self) -> Bytes {
         let value = match self {
-            Cached::Row { row, as_of } => {
+            Cached::Row { row, as_of, epoch } => {
                 let mut row = row.clone();
                 if let Some(fields) = row.as_object_mut() {
                     fields.insert("as_of".into(), (*as_of).into());
+                    fields.insert("epoch".into(), (*epoch).into());
                 }
                 row
             }
-            Cached::Tombstone { as_of } => serde_json::json!({ "tombstone": true, "as_of": as_of }),
+            Cached::Tombstone { as_of, epoch } => {
+                serde_json::json!({ "tombstone": true, "as_of": as_of, "epoch": epoch })
+            }
         };
         serde_json::to_vec(&value)
             .expect("JSON values serialise")
@@ -210,17 +232,34 @@ impl CacheEntries {
             .map_err(|e| self.nats("read an entry", e))?;
         Ok(entry.and_then(|e| match e.operation {
             kv::Operation::Put => Some((
-                Cached::parse(&e.value).unwrap_or(Cached::Tombstone { as_of: -1 }),
+                Cached::parse(&e.value).unwrap_or(Cached::Tombstone {
+                    as_of: -1,
+                    epoch: -1,
+                }),
                 e.revision,
             )),
             _ => None,
         }))
     }
 
-    /// The row cached for a user, if there is one (a tombstone is no row).
+    /// The row cached for a user, if there is one (a tombstone is no row), of any epoch.
     pub async fn get(&self, tenant: &str, user: &str) -> Result<Option<Value>, CacheError> {
         Ok(match self.current(&self.key(tenant, user)).await? {
             Some((Cached::Row { row, .. }, _)) => Some(row),
+            _ => None,
+        })
+    }
+
+    /// The row cached for a user, if there is one of the projection's `epoch`: an entry of
+    /// another epoch was read from tables since replaced.
+    pub async fn get_at(
+        &self,
+        tenant: &str,
+        user: &str,
+        epoch: i64,
+    ) -> Result<Option<Value>, CacheError> {
+        Ok(match self.current(&self.key(tenant, user)).await? {
+            Some((Cached::Row { row, epoch: e, .. }, _)) if e == epoch => Some(row),
             _ => None,
         })
     }

@@ -208,7 +208,8 @@ pub(super) async fn set_checkpoint(
         sqlx::query(
             "INSERT INTO projection_checkpoints (projection, version, position) VALUES ($1, $2, $3) \
              ON CONFLICT (projection) DO UPDATE \
-             SET version = EXCLUDED.version, position = EXCLUDED.position, updated_at = now()",
+             SET version = EXCLUDED.version, position = EXCLUDED.position, updated_at = now(), \
+                 epoch = projection_checkpoints.epoch + 1",
         )
         .bind(&p.name)
         .bind(p.version)
@@ -234,17 +235,17 @@ pub async fn fold_next(
 ) -> Result<FoldOutcome, ProjectError> {
     let started = Instant::now();
     let mut tx = db(pool.begin().await, "begin a fold")?;
-    let row: Option<(i64, i32)> = db(
+    let row: Option<(i64, i32, i32)> = db(
         sqlx::query_as(
-            "SELECT position, version FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
+            "SELECT position, version, epoch FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
         )
         .bind(&p.name)
         .fetch_optional(&mut *tx)
         .await,
         "lock a projection's checkpoint",
     )?;
-    let after = match row {
-        Some((position, version)) if version == p.version => position,
+    let (after, epoch) = match row {
+        Some((position, version, epoch)) if version == p.version => (position, i64::from(epoch)),
         _ => {
             return Err(ProjectError::Invalid {
                 name: p.name.clone(),
@@ -283,14 +284,17 @@ pub async fn fold_next(
         "move a projection's checkpoint",
     )?;
     let changed = match cache {
-        Some(c) => Some(invalidate(&mut tx, p, c, after, upto).await?),
+        Some(c) => Some(invalidate(&mut tx, p, c, after, upto, epoch).await?),
         None => None,
     };
     db(tx.commit().await, "commit a fold")?;
     if let (Some(c), Some(rows)) = (cache, changed) {
         let rows: Vec<(String, String, Cached)> = rows
             .into_iter()
-            .map(|(tenant, user, row)| (tenant, user, Cached::Row { row, as_of: upto }))
+            .map(|(tenant, user, row)| {
+                let as_of = upto;
+                (tenant, user, Cached::Row { row, as_of, epoch })
+            })
             .collect();
         if let Err(e) = put_all(c, rows).await {
             // The tombstones stay: missing entries, which readers fill from the table.
@@ -316,6 +320,7 @@ async fn invalidate(
     cache: &CacheEntries,
     after: i64,
     upto: i64,
+    epoch: i64,
 ) -> Result<Vec<ChangedRow>, ProjectError> {
     let rows: Vec<ChangedRow> = db(
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -339,12 +344,13 @@ async fn invalidate(
         .await,
         "read the users a fold erased",
     )?;
+    let tombstone = Cached::Tombstone { as_of: upto, epoch };
     let mut tombstones: Vec<(String, String, Cached)> = Vec::with_capacity(rows.len());
     for (t, u, _) in &rows {
-        tombstones.push((t.clone(), u.clone(), Cached::Tombstone { as_of: upto }));
+        tombstones.push((t.clone(), u.clone(), tombstone.clone()));
     }
     for (t, u) in erased {
-        tombstones.push((t, u, Cached::Tombstone { as_of: upto }));
+        tombstones.push((t, u, tombstone.clone()));
     }
     put_all(cache, tombstones).await?;
     Ok(rows)
@@ -357,10 +363,10 @@ pub(super) async fn refill(
     p: &Projection,
     cache: &CacheEntries,
 ) -> Result<(), ProjectError> {
-    let rows: Vec<(String, String, serde_json::Value, i64)> = db(
+    let rows: Vec<(String, String, serde_json::Value, i64, i32)> = db(
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT tenant, user_id, to_jsonb(t), \
-             (SELECT position FROM projection_checkpoints WHERE projection = $1) FROM {} t",
+            "SELECT tenant, user_id, to_jsonb(t), c.position, c.epoch FROM {} t \
+             CROSS JOIN (SELECT position, epoch FROM projection_checkpoints WHERE projection = $1) c",
             p.table()
         )))
         .bind(&p.name)
@@ -370,7 +376,10 @@ pub(super) async fn refill(
     )?;
     let entries = rows
         .into_iter()
-        .map(|(tenant, user, row, as_of)| (tenant, user, Cached::Row { row, as_of }))
+        .map(|(tenant, user, row, as_of, epoch)| {
+            let epoch = i64::from(epoch);
+            (tenant, user, Cached::Row { row, as_of, epoch })
+        })
         .collect();
     put_all(cache, entries).await?;
     Ok(())

@@ -4,7 +4,7 @@
 
 use sqlx::PgPool;
 
-use super::reads::{UserRow, user_as_of};
+use super::reads::{UserRow, user_at};
 use crate::cache::{CacheEntries, Cached};
 use crate::log::{LogError, db};
 
@@ -28,6 +28,20 @@ pub async fn may_read(pool: &PgPool, tenant: &str) -> Result<bool, LogError> {
     )
 }
 
+/// Whether this pool's login may read `tenant`, and the current epoch of `projection`: an
+/// entry of another epoch was read from tables a rebuild has since replaced.
+async fn check(pool: &PgPool, tenant: &str, projection: &str) -> Result<(bool, i64), LogError> {
+    let (allowed, epoch): (bool, Option<i32>) = db(
+        sqlx::query_as("SELECT analytics.may_read($1), analytics.projection_epoch($2)")
+            .bind(tenant)
+            .bind(projection)
+            .fetch_one(pool)
+            .await,
+        "check the reader's tenant",
+    )?;
+    Ok((allowed, epoch.map_or(-1, i64::from)))
+}
+
 /// One user's summary through the cache. A cache that cannot be reached or holds an entry
 /// that does not parse counts as a miss: the table answers. A login not bound to `tenant`
 /// never gets the entry: it reads the table, where row-level security shows it nothing.
@@ -39,9 +53,17 @@ pub async fn user_through_cache(
 ) -> Result<CachedRead, LogError> {
     let labels = [("cache", cache.projection().to_owned())];
     // Both questions at once: the check costs no more time than the cache read.
-    let (allowed, entry) = tokio::join!(may_read(pool, tenant), cache.get(tenant, user_id));
-    if allowed? {
-        match entry {
+    let (checked, entry) = tokio::join!(
+        check(pool, tenant, cache.projection()),
+        cache.peek(tenant, user_id)
+    );
+    let (allowed, epoch) = checked?;
+    if allowed {
+        let current = entry.map(|e| match e {
+            Some(Cached::Row { row, epoch: e, .. }) if e == epoch => Some(row),
+            _ => None,
+        });
+        match current {
             Ok(Some(value)) => match serde_json::from_value::<UserRow>(value) {
                 Ok(row) if row.tenant == tenant && row.user_id == user_id => {
                     metrics::counter!("activity_cache_hits_total", &labels).increment(1);
@@ -59,16 +81,17 @@ pub async fn user_through_cache(
         }
     }
     metrics::counter!("activity_cache_misses_total", &labels).increment(1);
-    let read = user_as_of(pool, tenant, user_id).await?;
-    if let Some((r, as_of)) = &read {
+    let read = user_at(pool, tenant, user_id).await?;
+    if let Some((r, as_of, epoch)) = &read {
         let row = serde_json::to_value(r).expect("rows serialise");
-        let fill = Cached::Row { row, as_of: *as_of };
+        let (as_of, epoch) = (*as_of, *epoch);
+        let fill = Cached::Row { row, as_of, epoch };
         if let Err(e) = cache.write(tenant, user_id, &fill).await {
             tracing::warn!(error = %e, "could not fill a cache entry");
         }
     }
     Ok(CachedRead {
-        row: read.map(|(r, _)| r),
+        row: read.map(|(r, _, _)| r),
         from_cache: false,
     })
 }

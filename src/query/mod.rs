@@ -6,5 +6,5 @@ mod reads;
 
 pub use cached::{CachedRead, may_read, user_through_cache};
 pub use reads::{
-    DailyRow, FEED_BY_METADATA_SQL, FEED_SQL, FeedRow, UserRow, daily, feed, user, user_as_of,
+    DailyRow, FEED_BY_METADATA_SQL, FEED_SQL, FeedRow, UserRow, daily, feed, user, user_at,
 };

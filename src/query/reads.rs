@@ -116,27 +116,30 @@ pub async fn daily(
 
 /// One user's summary from the table, if the store knows the user.
 pub async fn user(pool: &PgPool, tenant: &str, user: &str) -> Result<Option<UserRow>, LogError> {
-    Ok(user_as_of(pool, tenant, user).await?.map(|(row, _)| row))
+    Ok(user_at(pool, tenant, user).await?.map(|(row, _, _)| row))
 }
 
-/// One user's summary and the projection's checkpoint it reflects, read in one statement
-/// (one snapshot): what a cache fill needs to order itself against the projector's writes.
-pub async fn user_as_of(
+/// One user's summary with the projection's checkpoint and epoch it reflects, read in one
+/// statement (one snapshot): what a cache fill needs to order itself against the projector's
+/// writes and against a rebuild's swap.
+pub async fn user_at(
     pool: &PgPool,
     tenant: &str,
     user: &str,
-) -> Result<Option<(UserRow, i64)>, LogError> {
+) -> Result<Option<(UserRow, i64, i64)>, LogError> {
     #[derive(sqlx::FromRow)]
     struct Read {
         #[sqlx(flatten)]
         row: UserRow,
         as_of: i64,
+        epoch: i32,
     }
     let mut tx = scoped(pool, tenant).await?;
     let read: Option<Read> = db(
         sqlx::query_as(
             "SELECT tenant, user_id, name, email, first_seen, last_seen, events, last_activity_type, \
-             last_activity_position, position, analytics.projection_position('user_summary') AS as_of \
+             last_activity_position, position, analytics.projection_position('user_summary') AS as_of, \
+             analytics.projection_epoch('user_summary') AS epoch \
              FROM analytics.user_summary WHERE tenant = $1 AND user_id = $2",
         )
         .bind(tenant)
@@ -145,5 +148,5 @@ pub async fn user_as_of(
         .await,
         "read a user summary",
     )?;
-    Ok(read.map(|r| (r.row, r.as_of)))
+    Ok(read.map(|r| (r.row, r.as_of, i64::from(r.epoch))))
 }

@@ -182,7 +182,7 @@ async fn the_bucket_ttl_is_the_configured_one_and_entries_expire_after_it() {
 async fn a_fill_from_an_older_read_never_overwrites_a_newer_entry() {
     let c = with_ann(Duration::from_secs(60)).await;
     // A reader read the table, then stalled...
-    let (old, as_of) = query::user_as_of(&c.r.db.pool, "acme", "ann")
+    let (old, as_of, epoch) = query::user_at(&c.r.db.pool, "acme", "ann")
         .await
         .unwrap()
         .unwrap();
@@ -193,6 +193,7 @@ async fn a_fill_from_an_older_read_never_overwrites_a_newer_entry() {
     let stale = Cached::Row {
         row: serde_json::to_value(&old).unwrap(),
         as_of,
+        epoch,
     };
     assert!(!c.entries().write("acme", "ann", &stale).await.unwrap());
     assert_eq!(c.read("ann").await.0.unwrap().email, "ann@new.example");
@@ -214,6 +215,7 @@ async fn a_tombstone_of_a_fold_not_yet_committed_keeps_every_fill_out() {
     // A fold in progress has tombstoned the key as of a position not yet committed.
     let pending = Cached::Tombstone {
         as_of: checkpoint(&c).await + 5,
+        epoch: 0,
     };
     c.entries().write("acme", "ann", &pending).await.unwrap();
     for _ in 0..2 {
@@ -233,6 +235,7 @@ async fn a_tombstone_left_by_a_crash_after_commit_is_replaced_by_the_next_fill()
     // The projector committed up to the checkpoint and died before writing the row.
     let left = Cached::Tombstone {
         as_of: checkpoint(&c).await,
+        epoch: 0,
     };
     c.entries().write("acme", "ann", &left).await.unwrap();
     let (row, from_cache) = c.read("ann").await;
@@ -260,6 +263,7 @@ async fn a_rebuild_clears_the_bucket_and_refills_every_entry_from_its_row() {
     let ghost = Cached::Row {
         row: serde_json::json!({"position": 1}),
         as_of: 1,
+        epoch: 0,
     };
     c.entries().write("acme", "ghost", &ghost).await.unwrap();
     c.projector
@@ -359,6 +363,7 @@ async fn a_cached_projection_is_never_refolded_without_its_cache() {
     let ghost = Cached::Row {
         row: serde_json::json!({"tenant": "acme", "user_id": "ghost"}),
         as_of: 1,
+        epoch: 0,
     };
     c.entries().write("acme", "ghost", &ghost).await.unwrap();
     restarted.attach_caches(&c.js, &config).await.unwrap();
@@ -372,4 +377,56 @@ async fn a_cached_projection_is_never_refolded_without_its_cache() {
         ),
         "refilled from the rebuilt row"
     );
+}
+
+#[tokio::test]
+async fn a_fill_that_read_the_tables_before_a_rebuild_is_never_served_after_it() {
+    let c = with_ann(Duration::from_secs(60)).await;
+    c.r.apply(&[activity("acme", "ann", "login", "2026-11-03 08:00:00")])
+        .await;
+    c.fold_through().await;
+    // The live row is wrong (a bug, a bad migration): a rebuild is what mends it.
+    sqlx::query("UPDATE analytics.user_summary SET events = 999")
+        .execute(&c.r.db.pool)
+        .await
+        .unwrap();
+    // A reader misses and reads the wrong row and its checkpoint... then is slow.
+    let (stale, as_of, epoch) = query::user_at(&c.r.db.pool, "acme", "ann")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stale.events, 999);
+    // The rebuild's steps: the shadow folded and swapped in, the bucket purged...
+    let summary = activity_store::project::projections()
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name == "user_summary")
+        .unwrap();
+    let shadow = activity_store::project::shadow::prepare(&c.r.db.pool, &summary, 100, |_, _| {})
+        .await
+        .unwrap();
+    activity_store::project::shadow::swap_in(&c.r.db.pool, &summary, shadow)
+        .await
+        .unwrap();
+    c.entries().clear().await.unwrap();
+    // ...and the slow reader fills before the refill reaches its key, as of the same log
+    // position the refill will write.
+    let row = serde_json::to_value(&stale).unwrap();
+    c.entries()
+        .write("acme", "ann", &Cached::Row { row, as_of, epoch })
+        .await
+        .unwrap();
+    let rebuilt = query::user(&c.r.db.pool, "acme", "ann")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(rebuilt.events, 999);
+    let (row, _) = c.read("ann").await;
+    assert_eq!(
+        row.unwrap(),
+        rebuilt,
+        "the rebuilt row, never the stale fill"
+    );
+    let (row, from_cache) = c.read("ann").await;
+    assert_eq!((row.unwrap(), from_cache), (rebuilt, true));
 }

@@ -1,0 +1,2 @@
+DROP FUNCTION analytics.projection_epoch(text);
+ALTER TABLE projection_checkpoints DROP COLUMN epoch;
