@@ -184,6 +184,13 @@ pub enum Command {
     Rebuild {
         /// The projection: activity_feed, daily_activity or user_summary.
         projection: String,
+        /// Before the swap, compare the rebuilt tables with the live ones at the same log
+        /// position and print the differences; swap only if they match.
+        #[arg(long)]
+        verify: bool,
+        /// With --verify: swap even if they differ.
+        #[arg(long, requires = "verify")]
+        force: bool,
     },
     /// Read the read models of one tenant (as activity_reader, under row-level security).
     Query {
@@ -300,6 +307,9 @@ pub enum CliError {
     /// No NATS to talk to.
     #[error("no NATS: set NATS_URL (or --nats-url), or start one with `activity-store up`")]
     NoNats,
+    /// A verified rebuild found the rebuilt tables differ from the live ones.
+    #[error("the rebuilt {0} differs from the live one: nothing swapped (--force swaps anyway)")]
+    Unverified(String),
     /// `status` found the store degraded.
     #[error("the store is degraded: {}", .0.join("; "))]
     Degraded(Vec<String>),
@@ -401,7 +411,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             serve_until_signal(config).await
         }
         Command::Query { read, json } => query::run(&cli, read, *json).await,
-        Command::Rebuild { projection } => query::rebuild(&cli, projection).await,
+        Command::Rebuild {
+            projection,
+            verify,
+            force,
+        } => query::rebuild(&cli, projection, *verify, *force).await,
         Command::Publish { input, rate } => {
             let report =
                 publish::publish(&cli.resolve_nats_url()?, &cli.subject_prefix, input, *rate)

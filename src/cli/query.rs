@@ -165,9 +165,11 @@ async fn reader_cache(cli: &Cli) -> Option<CacheEntries> {
         .flatten()
 }
 
-/// `rebuild <projection>`: refolds it from the whole log into shadow tables and swaps them in,
-/// with a progress bar, then clears and refills its cache entries.
-pub async fn rebuild(cli: &Cli, name: &str) -> Result<(), CliError> {
+/// `rebuild <projection> [--verify [--force]]`: refolds it from the whole log into shadow
+/// tables and swaps them in, then clears and refills its cache entries. Progress: a bar with
+/// positions/s and ETA on a terminal, a plain line every few seconds otherwise. An interrupted
+/// rebuild leaves the live tables as they were.
+pub async fn rebuild(cli: &Cli, name: &str, verify: bool, force: bool) -> Result<(), CliError> {
     let pool = super::admin::connect(cli).await?;
     let mut projector = Projector::start(pool, ProjectConfig::default()).await?;
     if let Ok(url) = cli.resolve_nats_url() {
@@ -177,20 +179,88 @@ pub async fn rebuild(cli: &Cli, name: &str) -> Result<(), CliError> {
         let js = async_nats::jetstream::new(client);
         projector.attach_caches(&js, &cli.cache_config()).await?;
     }
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} positions {per_sec}")
-            .expect("a valid template"),
-    );
-    bar.set_message(format!("rebuilding {name}"));
-    let position = projector
-        .rebuild(name, |upto, last| {
-            bar.set_length(last.max(0) as u64);
-            bar.set_position(upto.max(0) as u64);
-        })
-        .await?;
-    bar.finish_and_clear();
-    println!("rebuilt {name} from the whole log, up to position {position}");
-    Ok(())
+    let progress = Progress::new(name);
+    let report = |upto: i64, last: i64| progress.show(upto, last);
+    if !verify {
+        let position = projector.rebuild(name, report).await?;
+        progress.done();
+        println!("rebuilt {name} from the whole log, up to position {position}");
+        return Ok(());
+    }
+    let (verified, swapped) = projector.rebuild_verified(name, report, force).await?;
+    progress.done();
+    for d in &verified.differences {
+        println!(
+            "{}: {} rows only live, {} only rebuilt",
+            d.table, d.only_live, d.only_rebuilt
+        );
+        for e in &d.examples {
+            println!("  {e}");
+        }
+    }
+    if verified.differences.is_empty() {
+        println!(
+            "verified: the rebuilt tables match the live ones at position {} ({} rows)",
+            verified.position, verified.rows
+        );
+    }
+    match swapped {
+        Some(position) => {
+            println!("rebuilt {name} from the whole log, up to position {position}");
+            Ok(())
+        }
+        None => Err(CliError::Unverified(name.to_owned())),
+    }
+}
+
+/// A rebuild's progress: a bar on a terminal, plain lines otherwise.
+struct Progress {
+    bar: Option<ProgressBar>,
+    name: String,
+    last_line: std::sync::Mutex<std::time::Instant>,
+}
+
+impl Progress {
+    fn new(name: &str) -> Progress {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(0).with_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {pos}/{len} positions {per_sec} ETA {eta}",
+                )
+                .expect("a valid template"),
+            );
+            bar.set_message(format!("rebuilding {name}"));
+            bar
+        });
+        Progress {
+            bar,
+            name: name.to_owned(),
+            last_line: std::sync::Mutex::new(std::time::Instant::now()),
+        }
+    }
+
+    fn show(&self, upto: i64, last: i64) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_length(last.max(0) as u64);
+                bar.set_position(upto.max(0) as u64);
+            }
+            None => {
+                let mut at = self.last_line.lock().expect("progress lock");
+                if at.elapsed() >= std::time::Duration::from_secs(5) || upto >= last {
+                    eprintln!("rebuilding {}: {upto} of {last} positions", self.name);
+                    *at = std::time::Instant::now();
+                }
+            }
+        }
+    }
+
+    fn done(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// One JSON object a line, or an aligned table with a header.

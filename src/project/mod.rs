@@ -4,6 +4,7 @@
 mod fold;
 mod registry;
 pub mod shadow;
+pub mod verify;
 mod worker;
 
 pub use fold::{FoldOutcome, appends_held_back_for, fold_next, install, reinstall};

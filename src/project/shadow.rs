@@ -33,6 +33,22 @@ impl Shadow {
     pub fn position(&self) -> i64 {
         self.position
     }
+
+    /// Puts the position back after a fold that was rolled back.
+    pub(super) fn set_position(&mut self, position: i64) {
+        self.position = position;
+    }
+}
+
+/// Folds the shadow up to `upto` inside the caller's transaction (which may roll back: the
+/// caller then puts the position back).
+pub(super) async fn fold_in(
+    tx: &mut sqlx::PgConnection,
+    p: &Projection,
+    shadow: &mut Shadow,
+    upto: i64,
+) -> Result<(), ProjectError> {
+    fold(tx, p, shadow, upto).await
 }
 
 async fn exec(

@@ -14,6 +14,7 @@ use super::fold::{
     Installed, appends_held_back_for, fold_next, install, rebuild_to_current, refill,
 };
 use super::shadow;
+use super::verify::Verified;
 use super::{ProjectError, Projection, projections};
 use crate::cache::CacheEntries;
 use crate::log::{APPEND_CHANNEL, LogError, db};
@@ -140,6 +141,32 @@ impl Projector {
         name: &str,
         progress: impl Fn(i64, i64),
     ) -> Result<i64, ProjectError> {
+        let p = self.rebuildable(name)?;
+        let shadow = shadow::prepare(&self.pool, p, self.config.window, progress).await?;
+        self.swap(p, shadow).await
+    }
+
+    /// `rebuild`, comparing the rebuilt tables with the live ones at the same position before
+    /// the swap; when they differ, swaps only if `force`. Returns what the comparison found
+    /// and, if it swapped, the position the projection stands at.
+    pub async fn rebuild_verified(
+        &self,
+        name: &str,
+        progress: impl Fn(i64, i64),
+        force: bool,
+    ) -> Result<(Verified, Option<i64>), ProjectError> {
+        let p = self.rebuildable(name)?;
+        let mut shadow = shadow::prepare(&self.pool, p, self.config.window, progress).await?;
+        let verified = super::verify::verify(&self.pool, p, &mut shadow).await?;
+        if !verified.differences.is_empty() && !force {
+            // Dropped unswapped: the live tables serve on, untouched.
+            return Ok((verified, None));
+        }
+        let position = self.swap(p, shadow).await?;
+        Ok((verified, Some(position)))
+    }
+
+    fn rebuildable(&self, name: &str) -> Result<&Projection, ProjectError> {
         let p = self
             .projections
             .iter()
@@ -153,9 +180,12 @@ impl Projector {
                     .into(),
             });
         }
-        let shadow = shadow::prepare(&self.pool, p, self.config.window, progress).await?;
+        Ok(p)
+    }
+
+    async fn swap(&self, p: &Projection, shadow: shadow::Shadow) -> Result<i64, ProjectError> {
         let position = shadow::swap_in(&self.pool, p, shadow).await?;
-        if let Some(cache) = self.caches.get(name) {
+        if let Some(cache) = self.caches.get(&p.name) {
             cache.clear().await?;
             refill(&self.pool, p, cache).await?;
         }

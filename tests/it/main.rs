@@ -34,6 +34,7 @@ mod publish;
 mod raw_nats;
 mod readers;
 mod rebuild;
+mod rebuild_verify;
 mod recovery;
 mod replay;
 mod round_trips;
