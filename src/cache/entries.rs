@@ -157,6 +157,15 @@ pub fn key_token(id: &str) -> String {
     out
 }
 
+/// A user's key token: `u` and the first 128 bits of the SHA-256 of the user id, in hex. The
+/// id never appears in a key, so neither a bucket listing nor a deletion marker names anyone.
+pub fn user_key(user: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(user.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("u{hex}")
+}
+
 impl CacheEntries {
     /// Opens (creating if missing) `projection`'s entries in `bucket`, with `ttl` as its
     /// `max_age`.
@@ -213,14 +222,15 @@ impl CacheEntries {
         }
     }
 
-    /// The key of one user's entry.
+    /// The key of one user's entry: `<projection>.v<version>.<tenant>.<user key>`, where the
+    /// user key is a digest, so no key (nor the tombstone an erasure leaves) names a user.
     pub fn key(&self, tenant: &str, user: &str) -> String {
         format!(
             "{}.v{}.{}.{}",
             self.projection,
             self.version,
             key_token(tenant),
-            key_token(user)
+            user_key(user)
         )
     }
 
@@ -321,7 +331,16 @@ impl CacheEntries {
 
 #[cfg(test)]
 mod tests {
-    use super::key_token;
+    use super::{key_token, user_key};
+
+    #[test]
+    fn user_keys_never_name_the_user_and_differ_per_user() {
+        let k = user_key("ann.o'neil@example.com");
+        assert!(!k.contains("ann") && k.len() == 33, "{k}");
+        assert!(k.bytes().all(|b| b.is_ascii_alphanumeric()), "{k}");
+        assert_ne!(user_key("ann"), user_key("Ann"));
+        assert_eq!(user_key("ann"), user_key("ann"));
+    }
 
     #[test]
     fn key_tokens_keep_plain_ids_and_escape_everything_else() {

@@ -5,4 +5,4 @@ mod bucket;
 mod entries;
 
 pub use bucket::{BucketError, bucket_stream_config, ensure_bucket};
-pub use entries::{CacheEntries, CacheError, Cached, key_token};
+pub use entries::{CacheEntries, CacheError, Cached, key_token, user_key};

@@ -141,7 +141,10 @@ async fn a_nats_user_granted_one_tenants_keys_reads_no_other_tenants() {
         .unwrap();
     for t in ["acme", "globex"] {
         kv.put(
-            format!("user_summary.v1.{t}.ann"),
+            format!(
+                "user_summary.v1.{t}.{}",
+                activity_store::cache::user_key("ann")
+            ),
             format!("{t} secret").into(),
         )
         .await
@@ -153,9 +156,20 @@ async fn a_nats_user_granted_one_tenants_keys_reads_no_other_tenants() {
         .await
         .unwrap();
     let theirs = jetstream::new(acme).get_key_value(bucket).await.unwrap();
-    let own = theirs.get("user_summary.v1.acme.ann").await.unwrap();
+    let own = theirs
+        .get(format!(
+            "user_summary.v1.acme.{}",
+            activity_store::cache::user_key("ann")
+        ))
+        .await
+        .unwrap();
     assert_eq!(own.as_deref(), Some(&b"acme secret"[..]));
-    let other = theirs.get("user_summary.v1.globex.ann").await;
+    let other = theirs
+        .get(format!(
+            "user_summary.v1.globex.{}",
+            activity_store::cache::user_key("ann")
+        ))
+        .await;
     assert!(
         !matches!(other, Ok(Some(_))),
         "globex's key must not be readable: {other:?}"
