@@ -313,6 +313,25 @@ impl CacheEntries {
         }
     }
 
+    /// Purges one user's entry and its history (an erasure): the bucket keeps only a purge
+    /// marker under the hashed key. Returns whether there was an entry.
+    pub async fn purge(&self, tenant: &str, user: &str) -> Result<bool, CacheError> {
+        let key = self.key(tenant, user);
+        let held = self
+            .kv
+            .entry(&key)
+            .await
+            .map_err(|e| self.nats("read an entry", e))?;
+        if held.is_none() {
+            return Ok(false);
+        }
+        self.kv
+            .purge(&key)
+            .await
+            .map_err(|e| self.nats("purge an entry", e))?;
+        Ok(true)
+    }
+
     /// Removes every entry of the bucket (every projection version): before a rebuild.
     pub async fn clear(&self) -> Result<(), CacheError> {
         let mut stream = self

@@ -2,6 +2,8 @@
 
 mod admin;
 mod dead_letters;
+mod error;
+mod forget;
 mod publish;
 mod query;
 mod readers;
@@ -15,8 +17,9 @@ use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 
 use crate::ingest::IngestConfig;
-use crate::log::LogError;
-use crate::ops::{Embedded, ServeConfig, ServeError, UpError, read_env_file, serve};
+pub use error::CliError;
+
+use crate::ops::{Embedded, ServeConfig, ServeError, read_env_file, serve};
 
 /// Event-sourced activity store: NATS JetStream commands into a partitioned PostgreSQL log.
 #[derive(Debug, Parser)]
@@ -226,6 +229,20 @@ pub enum Command {
         #[command(subcommand)]
         action: dead_letters::DeadLettersAction,
     },
+    /// Erase a user everywhere: publishes forget_user, waits until every projection has
+    /// folded it, then scrubs the log, the dead letters, the stream and the cache, and
+    /// prints the receipt the database keeps.
+    Forget {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The user.
+        #[arg(long)]
+        user: String,
+        /// How long to wait for ingest and the projectors, in seconds.
+        #[arg(long, default_value_t = 120)]
+        wait_secs: u64,
+    },
     /// Grant, revoke or list reader logins and the tenants they may read.
     Readers {
         #[command(subcommand)]
@@ -267,55 +284,6 @@ pub enum PartitionsAction {
         #[arg(long, value_parser = admin::parse_month)]
         from: Option<crate::log::partitions::Month>,
     },
-}
-
-/// What a subcommand can fail with; `main` turns it into a message and an exit code.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// The embedded servers.
-    #[error(transparent)]
-    Up(#[from] UpError),
-    /// The log or its database.
-    #[error(transparent)]
-    Log(#[from] LogError),
-    /// No database to talk to.
-    #[error(
-        "no database: set DATABASE_URL (or --database-url), or start one with `activity-store up`"
-    )]
-    NoDatabase,
-    /// Running the roles failed.
-    #[error(transparent)]
-    Serve(#[from] ServeError),
-    /// NATS could not be reached or refused a message.
-    #[error("NATS: {0}")]
-    Nats(String),
-    /// The input could not be read.
-    #[error("cannot read input: {0}")]
-    Input(String),
-    /// Nothing to run.
-    #[error("nothing to run: pass --ingest, --project or both")]
-    NoRole,
-    /// A read found nothing.
-    #[error("{0}")]
-    NotFound(String),
-    /// The projector could not start.
-    #[error(transparent)]
-    Project(#[from] crate::project::ProjectError),
-    /// Some lines were not published.
-    #[error("{0} line(s) were not valid commands and were not sent")]
-    NotAllPublished(usize),
-    /// No NATS to talk to.
-    #[error("no NATS: set NATS_URL (or --nats-url), or start one with `activity-store up`")]
-    NoNats,
-    /// A verified rebuild found the rebuilt tables differ from the live ones.
-    #[error("the rebuilt {0} differs from the live one: nothing swapped (--force swaps anyway)")]
-    Unverified(String),
-    /// `status` found the store degraded.
-    #[error("the store is degraded: {}", .0.join("; "))]
-    Degraded(Vec<String>),
-    /// Waiting for a signal failed.
-    #[error("could not listen for signals: {0}")]
-    Signal(std::io::Error),
 }
 
 impl Cli {
@@ -434,6 +402,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status { json } => admin::status(&cli, *json).await,
         Command::DeadLetters { action } => dead_letters::run(&cli, action).await,
         Command::Readers { action } => readers::run(&cli, action).await,
+        Command::Forget {
+            tenant,
+            user,
+            wait_secs,
+        } => forget::run(&cli, tenant, user, *wait_secs).await,
     }
 }
 

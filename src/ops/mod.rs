@@ -2,6 +2,7 @@
 
 mod binaries;
 mod embedded;
+pub mod erase;
 mod heartbeat;
 pub mod logins;
 pub mod metrics;

@@ -14,6 +14,8 @@ use crate::ingest_support::{activity, create_tenant, register};
 use crate::support::{TestDb, nats_url, unique_name};
 
 pub struct Store {
+    /// Put before its cache buckets' names.
+    pub bucket_prefix: String,
     base: String,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -38,6 +40,7 @@ impl Store {
         project: bool,
     ) -> Store {
         let port = free_port().unwrap();
+        let bucket_prefix = unique_name("lv");
         let config = ServeConfig {
             database_url,
             ingest_database_url,
@@ -49,7 +52,7 @@ impl Store {
             project_config: Default::default(),
             cache: activity_store::project::CacheConfig {
                 ttls: Default::default(),
-                bucket_prefix: unique_name("lv"),
+                bucket_prefix: bucket_prefix.clone(),
             },
             liveness_timeout: Duration::from_secs(2),
             max_lag: Duration::from_secs(60),
@@ -60,6 +63,7 @@ impl Store {
         let token = stop.clone();
         let task = tokio::spawn(async move { serve(config, token).await.unwrap() });
         let store = Store {
+            bucket_prefix,
             base: format!("http://127.0.0.1:{port}"),
             stop,
             task,

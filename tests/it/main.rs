@@ -13,6 +13,8 @@ mod cli;
 mod cli_query;
 mod crash;
 mod dead_letters;
+mod erasure;
+mod erasure_path;
 mod errors;
 mod faults;
 mod faults_cluster;

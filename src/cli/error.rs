@@ -1,0 +1,56 @@
+//! What a subcommand can fail with.
+
+use crate::log::LogError;
+use crate::ops::{ServeError, UpError};
+
+/// What a subcommand can fail with; `main` turns it into a message and an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The embedded servers.
+    #[error(transparent)]
+    Up(#[from] UpError),
+    /// The log or its database.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// No database to talk to.
+    #[error(
+        "no database: set DATABASE_URL (or --database-url), or start one with `activity-store up`"
+    )]
+    NoDatabase,
+    /// Running the roles failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// NATS could not be reached or refused a message.
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// The input could not be read.
+    #[error("cannot read input: {0}")]
+    Input(String),
+    /// Nothing to run.
+    #[error("nothing to run: pass --ingest, --project or both")]
+    NoRole,
+    /// A read found nothing.
+    #[error("{0}")]
+    NotFound(String),
+    /// The projector could not start.
+    #[error(transparent)]
+    Project(#[from] crate::project::ProjectError),
+    /// Some lines were not published.
+    #[error("{0} line(s) were not valid commands and were not sent")]
+    NotAllPublished(usize),
+    /// No NATS to talk to.
+    #[error("no NATS: set NATS_URL (or --nats-url), or start one with `activity-store up`")]
+    NoNats,
+    /// A verified rebuild found the rebuilt tables differ from the live ones.
+    #[error("the rebuilt {0} differs from the live one: nothing swapped (--force swaps anyway)")]
+    Unverified(String),
+    /// An erasure could not finish.
+    #[error(transparent)]
+    Erase(#[from] crate::ops::erase::EraseError),
+    /// `status` found the store degraded.
+    #[error("the store is degraded: {}", .0.join("; "))]
+    Degraded(Vec<String>),
+    /// Waiting for a signal failed.
+    #[error("could not listen for signals: {0}")]
+    Signal(std::io::Error),
+}
