@@ -69,6 +69,14 @@ pub async fn partitions(cli: &Cli, action: &PartitionsAction) -> Result<(), CliE
                 println!("{:<16} {rows:>18} {size:>12}  {}", p.name, p.bound);
             }
         }
+        PartitionsAction::Detach { before, archive } => {
+            drop(conn);
+            detach(&pool, *before, archive.as_deref()).await?;
+        }
+        PartitionsAction::Attach { manifest } => {
+            let a = crate::log::archive::attach(&pool, manifest).await?;
+            println!("{}: {} rows attached again", a.month, a.rows);
+        }
         PartitionsAction::Ensure { months_ahead, from } => {
             let now = Month::of(Utc::now());
             let mut months = Month::range(now, months_ahead + 1);
@@ -97,6 +105,34 @@ pub async fn partitions(cli: &Cli, action: &PartitionsAction) -> Result<(), CliE
             );
         }
     }
+    Ok(())
+}
+
+/// `partitions detach --before M [--archive DIR]`.
+async fn detach(
+    pool: &PgPool,
+    before: Month,
+    archive: Option<&std::path::Path>,
+) -> Result<(), CliError> {
+    let detached = crate::log::archive::detach_before(pool, before, archive).await?;
+    for d in &detached {
+        match &d.manifest {
+            Some(m) => println!(
+                "{}: {} rows detached, archived to {} and dropped",
+                d.month,
+                d.rows,
+                m.display()
+            ),
+            None => println!(
+                "{}: {} rows detached (the table stays, detached)",
+                d.month, d.rows
+            ),
+        }
+    }
+    println!(
+        "{} month(s) detached; a rebuild now folds only the months still attached",
+        detached.len()
+    );
     Ok(())
 }
 

@@ -44,6 +44,9 @@ pub enum CliError {
     /// A verified rebuild found the rebuilt tables differ from the live ones.
     #[error("the rebuilt {0} differs from the live one: nothing swapped (--force swaps anyway)")]
     Unverified(String),
+    /// A month could not be detached or attached.
+    #[error(transparent)]
+    Archive(#[from] crate::log::archive::ArchiveError),
     /// An erasure could not finish.
     #[error(transparent)]
     Erase(#[from] crate::ops::erase::EraseError),

@@ -284,6 +284,21 @@ pub enum PartitionsAction {
         #[arg(long, value_parser = admin::parse_month)]
         from: Option<crate::log::partitions::Month>,
     },
+    /// Detach every month before YYYY-MM (concurrently: ingest goes on) that every
+    /// projection has folded past; with --archive, write each to DIR and drop it.
+    Detach {
+        /// The first month kept.
+        #[arg(long, value_parser = admin::parse_month)]
+        before: crate::log::partitions::Month,
+        /// Write each month to DIR (compressed, with a SHA-256 and a manifest), then drop it.
+        #[arg(long)]
+        archive: Option<PathBuf>,
+    },
+    /// Attach a month again from its archive's manifest.
+    Attach {
+        /// The `events_pYYYYMM.manifest.json` an archive wrote.
+        manifest: PathBuf,
+    },
 }
 
 impl Cli {

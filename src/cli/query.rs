@@ -171,6 +171,7 @@ async fn reader_cache(cli: &Cli) -> Option<CacheEntries> {
 /// rebuild leaves the live tables as they were.
 pub async fn rebuild(cli: &Cli, name: &str, verify: bool, force: bool) -> Result<(), CliError> {
     let pool = super::admin::connect(cli).await?;
+    warn_if_partial(&pool).await?;
     let mut projector = Projector::start(pool, ProjectConfig::default()).await?;
     if let Ok(url) = cli.resolve_nats_url() {
         let client = async_nats::connect(&url)
@@ -211,6 +212,37 @@ pub async fn rebuild(cli: &Cli, name: &str, verify: bool, force: bool) -> Result
         }
         None => Err(CliError::Unverified(name.to_owned())),
     }
+}
+
+/// Warns when months of the log are detached: a rebuild folds only what is still attached.
+async fn warn_if_partial(pool: &sqlx::PgPool) -> Result<(), CliError> {
+    let (first, away): (Option<i64>, Vec<String>) = crate::log::db(
+        sqlx::query_as(
+            "SELECT (SELECT min(position) FROM events), \
+                    ARRAY(SELECT month FROM archived_months WHERE attached_at IS NULL ORDER BY 1)",
+        )
+        .fetch_one(pool)
+        .await,
+        "look at which months are detached",
+    )?;
+    if !away.is_empty() || first.is_some_and(|f| f > 1) {
+        eprintln!(
+            "warning: the log starts at position {} and {} detached: a rebuild folds only the \
+             months still attached, so the rebuilt views will not count what was detached; \
+             attach their archives first (`partitions attach`) to rebuild everything",
+            first.unwrap_or(0),
+            if away.is_empty() {
+                "no month is recorded as".to_owned()
+            } else {
+                format!(
+                    "{} {}",
+                    away.join(", "),
+                    if away.len() == 1 { "is" } else { "are" }
+                )
+            }
+        );
+    }
+    Ok(())
 }
 
 /// A rebuild's progress: a bar on a terminal, plain lines otherwise.

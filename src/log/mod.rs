@@ -1,6 +1,7 @@
 //! The event log: migrations, month partitions and batched, idempotent appends.
 
 mod append;
+pub mod archive;
 pub mod copy;
 pub mod migrate;
 pub mod partitions;

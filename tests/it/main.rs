@@ -39,6 +39,7 @@ mod rebuild;
 mod rebuild_verify;
 mod recovery;
 mod replay;
+mod retention;
 mod round_trips;
 mod schema;
 mod schema_privileges;
