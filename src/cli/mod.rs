@@ -135,6 +135,10 @@ pub struct Cli {
         default_value_t = 60
     )]
     pub max_lag_secs: u64,
+    /// Months of the log created ahead of this one, on a schedule, by whichever running
+    /// store holds the maintenance lease.
+    #[arg(long, global = true, env = "ACTIVITY_MONTHS_AHEAD", default_value_t = crate::log::MONTHS_AHEAD)]
+    pub months_ahead: usize,
     /// An append transaction open longer than this many seconds (it holds the projectors
     /// back) makes the store degraded.
     #[arg(
@@ -355,6 +359,8 @@ impl Cli {
             max_lag: std::time::Duration::from_secs(self.max_lag_secs),
             max_append: std::time::Duration::from_secs(self.max_append_secs),
             status_every: std::time::Duration::from_secs(10),
+            months_ahead: self.months_ahead,
+            maintenance_every: std::time::Duration::from_secs(3600),
             ingest_config: IngestConfig {
                 stream: self.stream.clone(),
                 replicas: self.stream_replicas as usize,

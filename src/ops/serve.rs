@@ -49,6 +49,11 @@ pub struct ServeConfig {
     pub max_append: std::time::Duration,
     /// How often the status gauges are refreshed.
     pub status_every: std::time::Duration,
+    /// Months of the log kept created ahead of this one, by whichever process holds the
+    /// maintenance lease, checked every `maintenance_every`.
+    pub months_ahead: usize,
+    /// How often the maintenance lease holder looks.
+    pub maintenance_every: std::time::Duration,
 }
 
 impl ServeConfig {
@@ -152,6 +157,12 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
         liveness_timeout: config.liveness_timeout,
         status: config.status_config(),
     };
+    tracker.spawn(super::maintain::months_ahead(
+        pool.clone(),
+        config.months_ahead,
+        config.maintenance_every,
+        shutdown.clone(),
+    ));
     tracker.spawn(status::sample(
         pool.clone(),
         async_nats::jetstream::new(nats.clone()),

@@ -58,6 +58,8 @@ impl Store {
             max_lag: Duration::from_secs(60),
             max_append: Duration::from_secs(10),
             status_every: Duration::from_millis(200),
+            months_ahead: 5,
+            maintenance_every: Duration::from_millis(200),
         };
         let stop = CancellationToken::new();
         let token = stop.clone();

@@ -322,3 +322,39 @@ async fn a_rebuild_in_progress_shows_how_far_it_has_folded() {
     );
     drop(built);
 }
+
+#[tokio::test]
+async fn one_store_holds_the_maintenance_lease_and_keeps_months_created_ahead() {
+    use crate::liveness::{Store, ingest_config};
+    let db = crate::support::TestDb::migrated().await;
+    let a = Store::start_on(&db, ingest_config().1, false).await;
+    let b = Store::start_on(&db, ingest_config().1, false).await;
+    // The test stores keep five months ahead (EventLog::open creates three).
+    let fifth = activity_store::log::partitions::Month::range(
+        activity_store::log::partitions::Month::of(chrono::Utc::now()),
+        6,
+    )[5]
+    .table_name();
+    let mut created = false;
+    for _ in 0..100 {
+        let (exists, holders): (bool, i64) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = $1), \
+                    (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                     AND objsubid = 1 AND classid::bigint = ($2 >> 32) AND objid::bigint = ($2 & 4294967295))",
+        )
+        .bind(&fifth)
+        .bind(activity_store::ops::MAINTENANCE_LOCK)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert!(holders <= 1, "one lease holder at most");
+        if exists && holders == 1 {
+            created = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(created, "{fifth} created by the lease holder");
+    a.stop().await;
+    b.stop().await;
+}
