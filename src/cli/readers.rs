@@ -251,6 +251,7 @@ async fn list(pool: &PgPool, json: bool) -> Result<(), CliError> {
                     r.rolcanlogin \
              FROM pg_roles r LEFT JOIN reader_tenants t ON t.login = r.rolname \
              WHERE pg_has_role(r.oid, 'activity_reader', 'MEMBER') AND r.rolname <> 'activity_reader' \
+               AND NOT r.rolsuper \
              GROUP BY r.rolname, r.rolcanlogin ORDER BY 1",
         )
         .fetch_all(pool)
