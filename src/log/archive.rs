@@ -316,11 +316,6 @@ pub async fn attach(pool: &PgPool, manifest_path: &Path) -> Result<Attached, Arc
     if exists {
         return Err(ArchiveError::Exists(manifest.table));
     }
-    let mut bytes = Vec::new();
-    let f = std::fs::File::open(&data_path).map_err(|e| io(&data_path, e))?;
-    flate2::read::GzDecoder::new(f)
-        .read_to_end(&mut bytes)
-        .map_err(|e| io(&data_path, e))?;
     let mut tx = db(pool.begin().await, "begin an attach")?;
     db(
         sqlx::query("SELECT create_event_partition($1)")
@@ -337,7 +332,18 @@ pub async fn attach(pool: &PgPool, manifest_path: &Path) -> Result<Attached, Arc
         .await,
         "start restoring a month",
     )?;
-    db(copy.send(bytes).await, "restore a month's rows")?;
+    // Streamed in chunks: a month of any size is restored in bounded memory.
+    let f = std::fs::File::open(&data_path).map_err(|e| io(&data_path, e))?;
+    let mut rows_in = flate2::read::GzDecoder::new(f);
+    loop {
+        let mut chunk = vec![0u8; 1 << 20];
+        let n = rows_in.read(&mut chunk).map_err(|e| io(&data_path, e))?;
+        if n == 0 {
+            break;
+        }
+        chunk.truncate(n);
+        db(copy.send(chunk).await, "restore a month's rows")?;
+    }
     let rows = db(copy.finish().await, "restore a month's rows")? as i64;
     if rows != manifest.rows {
         return Err(io(

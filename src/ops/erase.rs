@@ -90,7 +90,16 @@ pub async fn forget(
     progress: impl Fn(i64),
 ) -> Result<Receipt, EraseError> {
     let command_id = publish(js, config, tenant, user).await?;
-    let forgotten_at = applied(pool, config, tenant, command_id).await?;
+    let forgotten_at = match applied(pool, config, tenant, command_id).await {
+        // Forgotten already, by an erasure that did not finish (the projectors were late):
+        // this one finishes it.
+        Err(EraseError::Refused { reason, message }) if reason == "unknown_user" => {
+            unfinished(pool, tenant, user)
+                .await?
+                .ok_or(EraseError::Refused { reason, message })?
+        }
+        other => other?,
+    };
     folded_past(pool, config, forgotten_at).await?;
     // What the fold cannot reach: values of the user's to look for in the dead letters.
     let personal: Vec<String> = db(
@@ -139,19 +148,7 @@ pub async fn forget(
     let dead = scrub_dead_letters(pool, tenant, user, &personal).await?;
     let stream_messages = purge_stream(pool, js, config, tenant).await?;
     let cache_entries = purge_cache(js, config, tenant, user).await?;
-    let left: i64 = db(
-        sqlx::query_scalar(
-            "SELECT (SELECT count(*) FROM analytics.activity_feed WHERE tenant = $1 AND user_id = $2 AND position <= $3) \
-                  + (SELECT count(*) FROM analytics.user_summary WHERE tenant = $1 AND user_id = $2 AND position <= $3) \
-                  + (SELECT count(*) FROM projection_state.daily_activity_users WHERE tenant = $1 AND user_id = $2)",
-        )
-        .bind(tenant)
-        .bind(user)
-        .bind(forgotten_at)
-        .fetch_one(pool)
-        .await,
-        "check the read models",
-    )?;
+    let left = read_model_rows(pool, tenant, user, forgotten_at).await?;
     let receipt: Receipt = db(
         sqlx::query_as(
             "UPDATE erasures SET dead_letters = $2, stream_messages = $3, cache_entries = $4, \
@@ -231,6 +228,65 @@ async fn applied(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The user's rows left in the read models installed (0 when the fold did its work).
+async fn read_model_rows(
+    pool: &PgPool,
+    tenant: &str,
+    user: &str,
+    upto: i64,
+) -> Result<i64, LogError> {
+    let mut left = 0;
+    for (table, by_position) in [
+        ("analytics.activity_feed", true),
+        ("analytics.user_summary", true),
+        ("projection_state.daily_activity_users", false),
+    ] {
+        let installed: bool = db(
+            sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(table)
+                .fetch_one(pool)
+                .await,
+            "look for a read model",
+        )?;
+        if !installed {
+            continue;
+        }
+        let bound = if by_position {
+            " AND position <= $3"
+        } else {
+            " AND $3 = $3"
+        };
+        let n: i64 = db(
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM {table} WHERE tenant = $1 AND user_id = $2{bound}"
+            )))
+            .bind(tenant)
+            .bind(user)
+            .bind(upto)
+            .fetch_one(pool)
+            .await,
+            "check the read models",
+        )?;
+        left += n;
+    }
+    Ok(left)
+}
+
+/// The latest user_forgotten event of a user whose events were never scrubbed.
+async fn unfinished(pool: &PgPool, tenant: &str, user: &str) -> Result<Option<i64>, LogError> {
+    db(
+        sqlx::query_scalar(
+            "SELECT max(position) FROM events \
+             WHERE tenant = $1 AND user_id = $2 AND event_type = 'user_forgotten'",
+        )
+        .bind(tenant)
+        .bind(user)
+        .fetch_one(pool)
+        .await,
+        "look for an unfinished erasure",
+    )
 }
 
 /// Waits until every projection has folded past `position`: only then may the events be

@@ -339,3 +339,50 @@ async fn a_user_with_100_000_events_is_erased_in_batches_while_ingest_goes_on() 
     assert_eq!(left, 0);
     store.stop().await;
 }
+
+#[tokio::test]
+async fn an_erasure_the_projectors_were_too_late_for_is_finished_by_the_next_run() {
+    let db = TestDb::migrated().await;
+    let (prefix, config) = ingest_config();
+    // The projections are installed, and no projector runs: the first run cannot scrub
+    // anything yet.
+    drop(
+        Projector::start(db.pool.clone(), ProjectConfig::default())
+            .await
+            .unwrap(),
+    );
+    let store = Store::start_on(&db, config.clone(), false).await;
+    store.wait_for("/readyz", 200, "ready").await;
+    publish(
+        &prefix,
+        json!({"type": "create_tenant", "tenant": "acme", "name": "Acme"}),
+    )
+    .await;
+    publish(&prefix, json!({"type": "register_user", "tenant": "acme", "user": "late", "email": "late@example.com"})).await;
+    wait_for_events(&db, 2).await;
+    let js = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    let mut erase_config = EraseConfig {
+        subject_prefix: format!("{prefix}.commands"),
+        stream: config.stream.clone(),
+        bucket_prefix: store.bucket_prefix.clone(),
+        wait: Duration::from_secs(2),
+    };
+    let first = erase::forget(&db.pool, &js, &erase_config, "acme", "late", |_| {}).await;
+    assert!(
+        matches!(first, Err(erase::EraseError::Timeout(_))),
+        "{first:?}"
+    );
+    store.stop().await;
+
+    let store = Store::start_on(&db, config.clone(), true).await;
+    store.wait_for("/readyz", 200, "ready").await;
+    erase_config.wait = Duration::from_secs(30);
+    erase_config.bucket_prefix = store.bucket_prefix.clone();
+    let receipt = erase::forget(&db.pool, &js, &erase_config, "acme", "late", |_| {})
+        .await
+        .unwrap();
+    assert_eq!(receipt.log_events, 2, "{receipt:?}");
+    let dump = pg_dump(&db);
+    assert!(!dump.contains("late@example.com"));
+    store.stop().await;
+}
