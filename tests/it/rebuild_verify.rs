@@ -156,3 +156,67 @@ async fn the_rebuild_command_verifies_reports_progress_in_plain_lines_and_exits_
             .unwrap();
     assert_eq!(wrong, 0);
 }
+
+#[tokio::test]
+async fn an_interrupted_rebuild_leaves_the_live_tables_and_the_next_one_succeeds() {
+    let r = side().await;
+    r.catch_up().await;
+    let before = r.rows("analytics.daily_activity").await;
+    // A reader holds the live table: the rebuild's swap waits (and retries) behind it.
+    let mut reader = r.db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE analytics.daily_activity IN ACCESS SHARE MODE")
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_activity-store"))
+        .args(["rebuild", "daily_activity"])
+        .env("DATABASE_URL", r.db.url())
+        .env("NATS_URL", crate::support::nats_url())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut waiting = false;
+    for _ in 0..200 {
+        waiting = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted \
+             AND relation = 'analytics.daily_activity'::regclass)",
+        )
+        .fetch_one(&r.db.pool)
+        .await
+        .unwrap();
+        if waiting {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(waiting, "the rebuild reached its swap");
+    // Ctrl-C.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    child.wait().await.unwrap();
+    reader.rollback().await.unwrap();
+    assert_eq!(
+        r.rows("analytics.daily_activity").await,
+        before,
+        "live tables untouched"
+    );
+    let again = tokio::process::Command::new(env!("CARGO_BIN_EXE_activity-store"))
+        .args(["rebuild", "daily_activity"])
+        .env("DATABASE_URL", r.db.url())
+        .env("NATS_URL", crate::support::nats_url())
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(r.rows("analytics.daily_activity").await, before);
+}
