@@ -9,7 +9,7 @@ use sqlx::PgTransaction;
 use super::registry::{self, BatchView};
 use super::write;
 use crate::log::partitions::Month;
-use crate::log::{EventLog, LogError, copy_rows};
+use crate::log::{EventLog, LogError};
 use crate::model::{
     Command, CommandBody, Lineage, NewEvent, Reason, Rejection, TimeWindow, decode, escape_text,
 };
@@ -247,16 +247,7 @@ async fn write_batch(
         &events,
     )
     .await?;
-    let to_write: Vec<&NewEvent> = events
-        .iter()
-        .filter(|e| granted.fresh.contains(&(e.tenant.clone(), e.command_id)))
-        .collect();
-    outcome.duplicates += events.len() - to_write.len();
-    if let Some(last) = granted.last.filter(|_| !to_write.is_empty()) {
-        copy_rows(tx, &to_write, last - to_write.len() as i64 + 1).await?;
-        outcome.appended = to_write.len();
-        metrics::counter!("activity_events_appended_total").increment(to_write.len() as u64);
-        metrics::histogram!("activity_append_seconds").record(started.elapsed().as_secs_f64());
-    }
+    outcome.appended = granted.copy_in(tx, &events, started).await?;
+    outcome.duplicates += events.len() - outcome.appended;
     Ok(Written::Done(outcome))
 }

@@ -3,6 +3,7 @@
 //! it exactly once, whether a redrive runs twice, two run at once, or ingest runs beside it.
 
 use std::collections::HashSet;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -11,7 +12,7 @@ use super::batch::{Inbound, archived_month, decode_all, month_of};
 use super::registry::{self, BatchView};
 use super::write::write_batch;
 use crate::log::partitions::Month;
-use crate::log::{EventLog, LogError, copy_rows, db};
+use crate::log::{EventLog, LogError, db};
 use crate::model::{NewEvent, Rejection, TimeWindow};
 
 /// A dead letter to redrive: its id and its message as it first arrived.
@@ -121,14 +122,9 @@ pub async fn redrive(
             }
             continue;
         }
+        let started = Instant::now();
         let granted = write_batch(&mut tx, None, 0, 0, &view, &[], &events).await?;
-        let to_write: Vec<&NewEvent> = events
-            .iter()
-            .filter(|e| granted.fresh.contains(&(e.tenant.clone(), e.command_id)))
-            .collect();
-        if let Some(last) = granted.last.filter(|_| !to_write.is_empty()) {
-            copy_rows(&mut tx, &to_write, last - to_write.len() as i64 + 1).await?;
-        }
+        granted.copy_in(&mut tx, &events, started).await?;
         record(&mut tx, letters, &verdicts).await?;
         db(tx.commit().await, "commit a redrive")?;
         return Ok(verdicts);

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::decide::{RegistryView, UserChange};
 use super::registry::{DEAD_LETTER_RAW_PREFIX, DeadLetter};
-use crate::log::{APPEND_CHANNEL, LogError, db};
+use crate::log::{APPEND_CHANNEL, LogError, copy_rows, db};
 use crate::model::NewEvent;
 
 /// One round trip for everything a batch writes before its COPY. Data-modifying CTEs all run
@@ -62,6 +62,32 @@ pub struct Granted {
     pub fresh: HashSet<(String, Uuid)>,
     /// The last position handed out, if any.
     pub last: Option<i64>,
+}
+
+impl Granted {
+    /// COPYs the events the ledger took, in their order, at the positions handed out, in the
+    /// caller's transaction; returns how many. The others were repeats: nothing is written.
+    /// `started` is when the append began (before the write statement that took the ledger).
+    pub async fn copy_in(
+        &self,
+        conn: &mut PgConnection,
+        events: &[NewEvent],
+        started: std::time::Instant,
+    ) -> Result<usize, LogError> {
+        let fresh: HashSet<(&str, Uuid)> =
+            self.fresh.iter().map(|(t, id)| (t.as_str(), *id)).collect();
+        let to_write: Vec<&NewEvent> = events
+            .iter()
+            .filter(|e| fresh.contains(&(e.tenant.as_str(), e.command_id)))
+            .collect();
+        let Some(last) = self.last.filter(|_| !to_write.is_empty()) else {
+            return Ok(0);
+        };
+        copy_rows(conn, &to_write, last - to_write.len() as i64 + 1).await?;
+        metrics::counter!("activity_events_appended_total").increment(to_write.len() as u64);
+        metrics::histogram!("activity_append_seconds").record(started.elapsed().as_secs_f64());
+        Ok(to_write.len())
+    }
 }
 
 type GrantedRow = (i64, Vec<String>, Vec<Uuid>, Option<i64>, Option<String>);

@@ -134,17 +134,17 @@ pub async fn detach_before(
             .await,
             "detach a month",
         )?;
-        let rows = count(pool, &table).await?;
-        let positions: (Option<i64>, Option<i64>) = db(
+        let (rows, first, last): (i64, Option<i64>, Option<i64>) = db(
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT min(position), max(position) FROM {table}"
+                "SELECT count(*), min(position), max(position) FROM {table}"
             )))
             .fetch_one(pool)
             .await,
-            "read a month's positions",
+            "read a month's rows and positions",
         )?;
+        let positions = first.zip(last);
         let manifest = match archive {
-            Some(dir) => Some(write_archive(pool, &table, month, rows, dir).await?),
+            Some(dir) => Some(write_archive(pool, &table, month, (rows, positions), dir).await?),
             None => None,
         };
         db(
@@ -157,8 +157,8 @@ pub async fn detach_before(
             )
             .bind(month.to_string())
             .bind(rows)
-            .bind(positions.0)
-            .bind(positions.1)
+            .bind(first)
+            .bind(last)
             .bind(manifest.as_ref().map(|m| m.display().to_string()))
             .execute(pool)
             .await,
@@ -177,15 +177,6 @@ fn month_of_table(table: &str) -> Option<Month> {
     let digits = table.strip_prefix("events_p")?;
     let date = chrono::NaiveDate::parse_from_str(&format!("{digits}01"), "%Y%m%d").ok()?;
     Some(Month::of(date.and_hms_opt(0, 0, 0)?.and_utc()))
-}
-
-async fn count(pool: &PgPool, table: &str) -> Result<i64, LogError> {
-    db(
-        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-            .fetch_one(pool)
-            .await,
-        "count a month's rows",
-    )
 }
 
 /// Refuses a month some projection has not folded past.
@@ -217,7 +208,7 @@ async fn write_archive(
     pool: &PgPool,
     table: &str,
     month: Month,
-    rows: i64,
+    (rows, positions): (i64, Option<(i64, i64)>),
     dir: &Path,
 ) -> Result<PathBuf, ArchiveError> {
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
@@ -236,19 +227,11 @@ async fn write_archive(
     let out = gz.finish().map_err(|e| io(&data_path, e))?;
     out.sync_all().map_err(|e| io(&data_path, e))?;
     let sha256 = sha256_of(&data_path)?;
-    let positions: (Option<i64>, Option<i64>) = db(
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT min(position), max(position) FROM {table}"
-        )))
-        .fetch_one(pool)
-        .await,
-        "read a month's positions",
-    )?;
     let manifest = Manifest {
         month: month.to_string(),
         table: table.to_owned(),
         rows,
-        positions: positions.0.zip(positions.1),
+        positions,
         file,
         sha256,
         written_at: chrono::Utc::now(),
