@@ -1,6 +1,7 @@
 #![forbid(unsafe_code)]
 //! activity-store: an event-sourced activity store.
 
+pub mod api;
 pub mod cache;
 pub mod cli;
 pub mod ingest;

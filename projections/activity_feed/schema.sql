@@ -9,8 +9,11 @@ CREATE TABLE {{analytics}}.activity_feed (
     position      bigint      NOT NULL,
     PRIMARY KEY (tenant, event_id)
 );
--- A user's feed, newest first.
-CREATE INDEX activity_feed_user_time ON {{analytics}}.activity_feed (tenant, user_id, occurred_at DESC);
+-- A user's feed, newest first, ties by event id: the order pages are cut in (keyset on
+-- both columns, so a page after a cursor starts where the index says, never at an offset).
+CREATE INDEX activity_feed_user_time ON {{analytics}}.activity_feed (tenant, user_id, occurred_at DESC, event_id DESC);
+-- A tenant's feed, in the same order.
+CREATE INDEX activity_feed_tenant_time ON {{analytics}}.activity_feed (tenant, occurred_at DESC, event_id DESC);
 -- Metadata containment (`metadata @> '{"ip": "10.0.0.1"}'`); the tenant is a filter on top.
 -- (A btree_gin index on (tenant, metadata) was measured: the planner prefers a sequential
 -- scan to it, since it walks the tenant's whole posting list.)

@@ -7,6 +7,8 @@ mod forget;
 mod publish;
 mod query;
 mod readers;
+mod run;
+mod tokens;
 
 use std::path::PathBuf;
 
@@ -14,12 +16,10 @@ use clap::{Parser, Subcommand};
 
 use std::net::SocketAddr;
 
-use tokio_util::sync::CancellationToken;
-
-use crate::ingest::IngestConfig;
 pub use error::CliError;
+pub use run::shutdown_signal;
 
-use crate::ops::{Embedded, ServeConfig, ServeError, read_env_file, serve};
+use crate::ops::read_env_file;
 
 /// Event-sourced activity store: NATS JetStream commands into a partitioned PostgreSQL log.
 #[derive(Debug, Parser)]
@@ -168,6 +168,9 @@ pub struct Cli {
         value_parser = clap::value_parser!(u64).range(65_536..=64 << 20)
     )]
     pub max_message_bytes: u64,
+    /// The HTTP API's settings.
+    #[command(flatten)]
+    pub api: run::ApiArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -332,72 +335,24 @@ impl Cli {
             .or_else(|| read_env_file(&self.data_dir.join("env"), "NATS_URL"))
             .ok_or(CliError::NoNats)
     }
-
-    /// Cache settings from the flags.
-    pub fn cache_config(&self) -> crate::project::CacheConfig {
-        crate::project::CacheConfig {
-            ttls: self
-                .user_summary_ttl_secs
-                .map(|s| ("user_summary".to_owned(), std::time::Duration::from_secs(s)))
-                .into_iter()
-                .collect(),
-            bucket_prefix: String::new(),
-        }
-    }
-
-    fn serve_config(&self, database_url: String, nats_url: String, roles: Roles) -> ServeConfig {
-        ServeConfig {
-            database_url,
-            ingest_database_url: self.resolve_ingest_database_url(),
-            nats_url,
-            metrics_addr: self.metrics_addr,
-            ingest: roles.ingest,
-            project: roles.project,
-            project_config: crate::project::ProjectConfig::default(),
-            cache: self.cache_config(),
-            liveness_timeout: std::time::Duration::from_secs(self.liveness_timeout_secs),
-            max_lag: std::time::Duration::from_secs(self.max_lag_secs),
-            max_append: std::time::Duration::from_secs(self.max_append_secs),
-            status_every: std::time::Duration::from_secs(10),
-            months_ahead: self.months_ahead,
-            maintenance_every: std::time::Duration::from_secs(3600),
-            ingest_config: IngestConfig {
-                stream: self.stream.clone(),
-                replicas: self.stream_replicas as usize,
-                subjects: format!("{}.*", self.subject_prefix),
-                ack_wait: std::time::Duration::from_secs(self.ack_wait_secs.max(1)),
-                batch_max: self.batch_max as usize,
-                batch_max_bytes: self.batch_max_bytes as usize,
-                max_message_bytes: self.max_message_bytes as usize,
-                batch_wait: std::time::Duration::from_millis(self.batch_wait_ms),
-                ..Default::default()
-            },
-        }
-    }
-}
-
-/// Which roles a process runs.
-#[derive(Debug, Clone, Copy)]
-struct Roles {
-    ingest: bool,
-    project: bool,
 }
 
 /// Runs a parsed command line to completion.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match &cli.command {
-        Command::Up => up(&cli).await,
+        Command::Up => run::up(&cli).await,
         Command::Run { ingest, project } => {
             if !ingest && !project {
                 return Err(CliError::NoRole);
             }
-            let roles = Roles {
+            let roles = run::Roles {
                 ingest: *ingest,
                 project: *project,
             };
-            let config =
+            let mut config =
                 cli.serve_config(cli.resolve_database_url()?, cli.resolve_nats_url()?, roles);
-            serve_until_signal(config).await
+            config.api = cli.api.addr.map(|addr| cli.api.config(addr));
+            run::serve_until_signal(config).await
         }
         Command::Query { read, json } => query::run(&cli, read, *json).await,
         Command::Rebuild {
@@ -429,53 +384,4 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             wait_secs,
         } => forget::run(&cli, tenant, user, *wait_secs).await,
     }
-}
-
-async fn up(cli: &Cli) -> Result<(), CliError> {
-    let embedded = Embedded::start(&cli.data_dir).await?;
-    println!("DATABASE_URL={}", embedded.database_url());
-    println!("INGEST_DATABASE_URL={}", embedded.ingest_database_url());
-    println!("NATS_URL={}", embedded.nats_url());
-    tracing::info!(env_file = %embedded.env_file().display(), "activity-store is up; Ctrl-C to stop");
-    let roles = Roles {
-        ingest: true,
-        project: true,
-    };
-    let mut config = cli.serve_config(embedded.database_url(), embedded.nats_url(), roles);
-    config.ingest_database_url = Some(embedded.ingest_database_url());
-    let served = serve_until_signal(config).await;
-    embedded.stop().await?;
-    served
-}
-
-/// Runs the roles until Ctrl-C or SIGTERM, then lets them finish what they hold. Returns at
-/// once if they stop on their own (a start-up error).
-async fn serve_until_signal(config: ServeConfig) -> Result<(), CliError> {
-    let shutdown = CancellationToken::new();
-    let mut roles = tokio::spawn(serve(config, shutdown.clone()));
-    let signalled = tokio::select! {
-        s = shutdown_signal() => s,
-        ended = &mut roles => return joined(ended),
-    };
-    tracing::info!("stopping");
-    shutdown.cancel();
-    let served = joined(roles.await);
-    signalled.and(served)
-}
-
-fn joined(r: Result<Result<(), ServeError>, tokio::task::JoinError>) -> Result<(), CliError> {
-    r.map_err(|e| CliError::Nats(format!("the store's roles panicked: {e}")))?
-        .map_err(CliError::from)
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() -> Result<(), CliError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(CliError::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(CliError::Signal)?;
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
-    Ok(())
 }

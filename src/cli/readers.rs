@@ -43,6 +43,11 @@ pub enum ReadersAction {
         #[arg(long)]
         json: bool,
     },
+    /// Create, list or revoke the tenant tokens HTTP readers present.
+    Token {
+        #[command(subcommand)]
+        action: super::tokens::TokenAction,
+    },
 }
 
 fn check_login(login: &str) -> Result<(), CliError> {
@@ -60,7 +65,7 @@ fn check_login(login: &str) -> Result<(), CliError> {
     }
 }
 
-fn check_tenant(tenant: &str) -> Result<(), CliError> {
+pub(super) fn check_tenant(tenant: &str) -> Result<(), CliError> {
     let ok = tenant == "*"
         || (tenant.len() <= 63
             && tenant.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -102,8 +107,12 @@ fn password(file: &Option<PathBuf>) -> Result<String, CliError> {
 
 /// Runs a `readers` action.
 pub async fn run(cli: &Cli, action: &ReadersAction) -> Result<(), CliError> {
+    if let ReadersAction::Token { action } = action {
+        return super::tokens::run(cli, action).await;
+    }
     let pool = connect(cli).await?;
     match action {
+        ReadersAction::Token { .. } => unreachable!("handled above"),
         ReadersAction::Grant {
             login,
             tenant,

@@ -55,6 +55,25 @@ pub struct BatchOutcome {
     pub duplicates: usize,
     /// The reason of each dead-lettered message, by its index in the batch.
     pub rejected: Vec<(usize, Reason)>,
+    /// What the producers may learn of each refusal (`activity.rejections.<tenant>`).
+    pub refusals: Vec<Refusal>,
+}
+
+/// A refused command as its producer may see it: the reason, never the bytes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Refusal {
+    /// The tenant its subject named.
+    pub tenant: String,
+    /// Its id, if one could be read.
+    pub command_id: Option<uuid::Uuid>,
+    /// The stable reason code.
+    pub reason: &'static str,
+    /// The field at fault, if one.
+    pub field: Option<&'static str>,
+    /// What is wrong, naming the field and the rule.
+    pub message: String,
+    /// Its stream sequence.
+    pub stream_seq: i64,
 }
 
 /// Decodes a message and checks its subject: everything that needs no database.
@@ -225,7 +244,9 @@ async fn write_batch(
             Ok(None) => outcome.duplicates += 1,
             Err(rejection) => {
                 outcome.rejected.push((i, rejection.reason));
-                dead.push(registry::DeadLetter::of(m, command_id, rejection));
+                let letter = registry::DeadLetter::of(m, command_id, rejection);
+                outcome.refusals.extend(letter.refusal());
+                dead.push(letter);
             }
         }
     }

@@ -14,7 +14,8 @@ mod write;
 use std::time::Duration;
 
 pub use batch::{
-    BatchOutcome, Decoded, Inbound, commit_batch, commit_decoded, decode_all, decode_inbound,
+    BatchOutcome, Decoded, Inbound, Refusal, commit_batch, commit_decoded, decode_all,
+    decode_inbound,
 };
 pub use decide::{RegistryView, UserChange, UserRow};
 pub use registry::DEAD_LETTER_RAW_PREFIX;
@@ -32,6 +33,9 @@ pub struct IngestConfig {
     /// The subjects it holds: one token, the tenant, after the prefix, so no subject like
     /// `activity.commands.evil.acme` can name another tenant.
     pub subjects: String,
+    /// Each refusal is published on `<rejections>.<tenant>` after its batch commits (at most
+    /// once: the dead letter and command status are the record).
+    pub rejections: String,
     /// Replicas of the stream when the store creates it: 3 in a JetStream cluster, so the
     /// loss of one node loses no command.
     pub replicas: usize,
@@ -60,6 +64,7 @@ impl Default for IngestConfig {
         IngestConfig {
             stream: "ACTIVITY".into(),
             subjects: "activity.commands.*".into(),
+            rejections: "activity.rejections".into(),
             durable: "activity-ingest".into(),
             replicas: 1,
             duplicate_window: Duration::from_secs(120),

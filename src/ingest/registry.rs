@@ -188,7 +188,32 @@ pub struct DeadLetter {
     pub(super) stream_created: Option<DateTime<Utc>>,
 }
 
+/// The command id of a refused message whose other fields did not decode, if its `id` is a
+/// UUID: its producer can then still learn its fate by id (command status, rejections).
+fn id_of(payload: &[u8]) -> Option<Uuid> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: Uuid,
+    }
+    serde_json::from_slice::<Id>(payload).ok().map(|i| i.id)
+}
+
 impl DeadLetter {
+    /// What a producer may learn of this refusal: never its bytes. None when the subject
+    /// names no tenant a subject can carry back.
+    pub fn refusal(&self) -> Option<super::batch::Refusal> {
+        crate::model::fields::tenant_slug("tenant", &self.tenant)
+            .is_ok()
+            .then(|| super::batch::Refusal {
+                tenant: self.tenant.clone(),
+                command_id: self.command_id,
+                reason: self.rejection.reason.code(),
+                field: self.rejection.field,
+                message: self.rejection.message.clone(),
+                stream_seq: self.stream_seq,
+            })
+    }
+
     /// The dead letter of message `m`, refused for `rejection`. Every text is made storable
     /// (the subject escaped, NUL kept out of the message), so writing it never fails on the
     /// message's bytes.
@@ -202,7 +227,7 @@ impl DeadLetter {
             subject: escape_text(&m.subject).into_owned(),
             stream_seq: m.stream_seq.min(i64::MAX as u64) as i64,
             delivered: m.delivered.min(i32::MAX as u64) as i32,
-            command_id,
+            command_id: command_id.or_else(|| id_of(&m.payload)),
             tenant: escape_text(m.subject_tenant()).into_owned(),
             raw: m.payload.clone(),
             received_at: m.published,

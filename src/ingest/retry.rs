@@ -50,6 +50,7 @@ impl Ingestor {
                     .into_iter()
                     .map(|(i, r)| (range.start + i, r)),
             );
+            total.refusals.extend(outcome.refusals);
         }
         Ok(total)
     }
@@ -145,6 +146,7 @@ impl Ingestor {
                 Ok(()) => {
                     return Ok(BatchOutcome {
                         rejected: vec![(0, Reason::InvalidField)],
+                        refusals: letter.refusal().into_iter().collect(),
                         ..Default::default()
                     });
                 }

@@ -201,6 +201,25 @@ impl Ingestor {
         }
     }
 
+    /// Publishes each committed refusal on `<rejections>.<tenant>` for its producer to
+    /// see: reason, field, message and id, never the bytes. Core NATS, at most once; a
+    /// failure is logged, never retried: the dead letter is the record.
+    async fn announce(&self, refusals: &[super::Refusal]) {
+        if refusals.is_empty() {
+            return;
+        }
+        let client = self.js.client();
+        for r in refusals {
+            let subject = format!("{}.{}", self.config.rejections, r.tenant);
+            let body = serde_json::to_vec(r).expect("refusals serialise");
+            if let Err(e) = client.publish(subject, body.into()).await {
+                tracing::warn!(error = %e, "could not publish a refusal");
+                return;
+            }
+        }
+        metrics::counter!("activity_rejections_published_total").increment(refusals.len() as u64);
+    }
+
     /// Whether the consumer delivered messages this ingestor never received: after an idle
     /// pull, they can only have gone to a pull that was abandoned or cut off. Judged by the
     /// last sequence it delivered, not by its acks pending: the server applies acks
@@ -277,6 +296,7 @@ impl Ingestor {
             tracing::warn!(error = %e, "ack failed; the batch will be redelivered and deduplicated");
         }
         metrics::histogram!("activity_ingest_ack_seconds").record(acking.elapsed().as_secs_f64());
+        self.announce(&outcome.refusals).await;
         record(&outcome, messages.len(), started);
         Ok(Step::Progress {
             messages: messages.len(),

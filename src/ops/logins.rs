@@ -11,6 +11,9 @@ pub const OWNER: &str = "activity_owner";
 /// The ingestor's login: a member of `activity_writer`, which appends only through the
 /// append path and sees nothing of the read side.
 pub const INGEST: &str = "activity_ingest";
+/// The HTTP API's login: an `activity_reader` bound to no tenant in `reader_tenants`, so it
+/// reads only what the token a request carries lets row-level security show.
+pub const API: &str = "activity_api";
 
 /// Creates (or updates the passwords of) the owner and ingest logins and the two group
 /// roles, as the superuser. The owner may create roles (the migrations create the group
@@ -19,6 +22,7 @@ pub async fn ensure(
     admin: &mut PgConnection,
     owner_password: &str,
     ingest_password: &str,
+    api_password: &str,
 ) -> Result<(), LogError> {
     for group in ["activity_writer", "activity_reader"] {
         create_if_missing(admin, group, &format!("CREATE ROLE {group} NOLOGIN")).await?;
@@ -27,7 +31,13 @@ pub async fn ensure(
     create_if_missing(admin, OWNER, &owner).await?;
     let ingest = format!("CREATE ROLE {INGEST} LOGIN NOSUPERUSER IN ROLE activity_writer");
     create_if_missing(admin, INGEST, &ingest).await?;
-    for (login, password) in [(OWNER, owner_password), (INGEST, ingest_password)] {
+    let api = format!("CREATE ROLE {API} LOGIN NOSUPERUSER IN ROLE activity_reader");
+    create_if_missing(admin, API, &api).await?;
+    for (login, password) in [
+        (OWNER, owner_password),
+        (INGEST, ingest_password),
+        (API, api_password),
+    ] {
         // Passwords are generated hex strings; the role names are constants.
         let sql = format!(
             "ALTER ROLE {login} PASSWORD '{}'",

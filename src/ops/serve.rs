@@ -54,6 +54,12 @@ pub struct ServeConfig {
     pub months_ahead: usize,
     /// How often the maintenance lease holder looks.
     pub maintenance_every: std::time::Duration,
+    /// The HTTP API, if served.
+    pub api: Option<crate::api::ApiConfig>,
+    /// The store's database as the API's login: granted `activity_reader`, bound to no
+    /// tenant, so only tokens scope it. `database_url` if unset (then the login's own
+    /// bindings apply too, and isolation rests on the server's token check alone).
+    pub api_database_url: Option<String>,
 }
 
 impl ServeConfig {
@@ -94,6 +100,14 @@ pub enum ServeError {
     /// The projector.
     #[error(transparent)]
     Project(#[from] ProjectError),
+    /// The API could not listen.
+    #[error("could not listen for the API on {addr}: {source}")]
+    Api {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The metrics endpoint could not listen.
     #[error("could not listen for metrics on {addr}: {source}")]
     Metrics {
@@ -182,6 +196,39 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
             tracing::error!(error = %e, "metrics endpoint stopped");
         }
     });
+    if let Some(api) = &config.api {
+        let api_pool = match &config.api_database_url {
+            Some(url) => db(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(std::time::Duration::from_secs(2))
+                    .connect_with(session(url, "api")?)
+                    .await,
+                "connect to the database as the API",
+            )?,
+            None => {
+                tracing::warn!(
+                    "the API reads as the store's owner (no API database URL): tenant isolation then rests on the server's token check, not on the database"
+                );
+                pool.clone()
+            }
+        };
+        let js = async_nats::jetstream::new(nats.clone());
+        let state = crate::api::ApiState::new(api_pool, Some(js), api.clone(), shutdown.clone());
+        let (bound, server) =
+            crate::api::serve(state, shutdown.clone())
+                .await
+                .map_err(|source| ServeError::Api {
+                    addr: api.addr,
+                    source,
+                })?;
+        tracing::info!(%bound, "API on http://{bound}/v1");
+        tracker.spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "API stopped");
+            }
+        });
+    }
     tracker.close();
     tracker.wait().await;
     Ok(())

@@ -36,6 +36,7 @@ pub struct Embedded {
     /// `up` created, which it owns).
     owner: (String, String),
     ingest_password: String,
+    api_password: String,
     superuser_password: String,
 }
 
@@ -83,6 +84,7 @@ impl Embedded {
                 password_in(&data_dir, "pg-owner-password")?,
             ),
             ingest_password: password_in(&data_dir, "pg-ingest-password")?,
+            api_password: password_in(&data_dir, "pg-api-password")?,
             superuser_password,
         };
         if let Err(e) = embedded.prepare().await {
@@ -100,7 +102,13 @@ impl Embedded {
         let mut admin = sqlx::PgConnection::connect(&self.pg.url("postgres"))
             .await
             .map_err(db)?;
-        logins::ensure(&mut admin, &self.owner.1, &self.ingest_password).await?;
+        logins::ensure(
+            &mut admin,
+            &self.owner.1,
+            &self.ingest_password,
+            &self.api_password,
+        )
+        .await?;
         let owner: Option<String> = sqlx::query_scalar(
             "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1",
         )
@@ -132,14 +140,34 @@ impl Embedded {
         migrate::up(&pool).await?;
         EventLog::open(pool.clone()).await?;
         pool.close().await;
-        let env = format!(
-            "DATABASE_URL={}\nINGEST_DATABASE_URL={}\nNATS_URL={}\n",
+        write_private(&self.env_file, &self.env(None))?;
+        Ok(())
+    }
+
+    /// The env file's text: every URL, the API's if it is served.
+    fn env(&self, api_url: Option<&str>) -> String {
+        let mut env = format!(
+            "DATABASE_URL={}\nINGEST_DATABASE_URL={}\nAPI_DATABASE_URL={}\nNATS_URL={}\n",
             self.database_url(),
             self.ingest_database_url(),
+            self.api_database_url(),
             self.nats_url()
         );
-        write_private(&self.env_file, &env)?;
+        if let Some(url) = api_url {
+            env.push_str(&format!("API_URL={url}\n"));
+        }
+        env
+    }
+
+    /// Writes the API's URL into the env file, beside the others.
+    pub fn publish_api_url(&self, url: &str) -> Result<(), UpError> {
+        write_private(&self.env_file, &self.env(Some(url)))?;
         Ok(())
+    }
+
+    /// The store's database, as the API's login (a reader bound to no tenant).
+    pub fn api_database_url(&self) -> String {
+        self.pg.url_as(logins::API, &self.api_password, DATABASE)
     }
 
     /// The store's database, as its owner (who migrates and projects).

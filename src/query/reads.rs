@@ -42,15 +42,15 @@ pub struct UserRow {
     pub position: i64,
 }
 
-/// A user's feed, newest first (ties: latest logged first).
+/// A user's feed, newest first (ties: by event id, descending: the HTTP API's page order).
 pub const FEED_SQL: &str = "SELECT tenant, user_id, event_id, activity_type, occurred_at, metadata \
      FROM analytics.activity_feed WHERE tenant = $1 AND user_id = $2 \
-     ORDER BY occurred_at DESC, position DESC LIMIT $3";
+     ORDER BY occurred_at DESC, event_id DESC LIMIT $3";
 
 /// A user's feed, only the activities whose metadata contains `$4`.
 pub const FEED_BY_METADATA_SQL: &str = "SELECT tenant, user_id, event_id, activity_type, occurred_at, metadata \
      FROM analytics.activity_feed WHERE tenant = $1 AND user_id = $2 AND metadata @> $4 \
-     ORDER BY occurred_at DESC, position DESC LIMIT $3";
+     ORDER BY occurred_at DESC, event_id DESC LIMIT $3";
 
 /// A transaction as `activity_reader`, scoped to `tenant` by row-level security.
 async fn scoped<'a>(pool: &'a PgPool, tenant: &str) -> Result<Transaction<'a, Postgres>, LogError> {

@@ -39,28 +39,13 @@ impl Store {
         ingest: IngestConfig,
         project: bool,
     ) -> Store {
-        let port = free_port().unwrap();
-        let bucket_prefix = unique_name("lv");
-        let config = ServeConfig {
-            database_url,
-            ingest_database_url,
-            nats_url: nats_url(),
-            metrics_addr: format!("127.0.0.1:{port}").parse().unwrap(),
-            ingest: true,
-            ingest_config: ingest,
-            project,
-            project_config: Default::default(),
-            cache: activity_store::project::CacheConfig {
-                ttls: Default::default(),
-                bucket_prefix: bucket_prefix.clone(),
-            },
-            liveness_timeout: Duration::from_secs(2),
-            max_lag: Duration::from_secs(60),
-            max_append: Duration::from_secs(10),
-            status_every: Duration::from_millis(200),
-            months_ahead: 5,
-            maintenance_every: Duration::from_millis(200),
-        };
+        Store::launch(config(database_url, ingest_database_url, ingest, project)).await
+    }
+
+    /// Runs the store `config` describes; its metrics address must be free.
+    pub async fn launch(config: ServeConfig) -> Store {
+        let bucket_prefix = config.cache.bucket_prefix.clone();
+        let port = config.metrics_addr.port();
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(async move { serve(config, token).await.unwrap() });
@@ -113,6 +98,38 @@ impl Store {
     pub async fn stop(self) {
         self.stop.cancel();
         self.task.await.unwrap();
+    }
+}
+
+/// A store's settings as tests run it: metrics on a free port, its own cache buckets.
+pub fn config(
+    database_url: String,
+    ingest_database_url: Option<String>,
+    ingest: IngestConfig,
+    project: bool,
+) -> ServeConfig {
+    let port = free_port().unwrap();
+    ServeConfig {
+        database_url,
+        ingest_database_url,
+        nats_url: nats_url(),
+        metrics_addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        ingest: true,
+        ingest_config: ingest,
+        project,
+        project_config: Default::default(),
+        cache: activity_store::project::CacheConfig {
+            ttls: Default::default(),
+            bucket_prefix: unique_name("lv"),
+        },
+        liveness_timeout: Duration::from_secs(2),
+        max_lag: Duration::from_secs(60),
+        max_append: Duration::from_secs(10),
+        status_every: Duration::from_millis(200),
+        months_ahead: 5,
+        maintenance_every: Duration::from_millis(200),
+        api: None,
+        api_database_url: None,
     }
 }
 

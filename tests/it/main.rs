@@ -3,6 +3,10 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod api;
+mod api_pages;
+mod api_schema;
+mod api_support;
 mod append;
 mod append_path;
 mod archived;

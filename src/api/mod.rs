@@ -1,0 +1,221 @@
+//! The HTTP API for analytics readers and producers (`run --api-addr`): tenant tokens,
+//! reads of the projections under row-level security, read-your-writes by position, and
+//! command status. See `openapi.json`, served at `/v1/openapi.json`.
+
+mod commands;
+mod error;
+mod params;
+mod reads;
+mod reply;
+mod session;
+pub mod sql;
+pub mod tokens;
+mod wait;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use sqlx::PgPool;
+use tokio::sync::{OnceCell, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use commands::CommandStatus;
+pub use error::ApiError;
+pub use params::{Cursor, DEFAULT_LIMIT, MAX_LIMIT};
+pub use wait::MAX_WAITERS;
+
+use crate::cache::CacheEntries;
+
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The longest request target read, in bytes.
+pub const MAX_URI_BYTES: usize = 8192;
+
+/// How the API serves.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The longest a request may wait for a position (`X-Activity-Min-Position`) or a
+    /// command (`wait_ms`).
+    pub max_wait: Duration,
+    /// Reads running longer are cancelled.
+    pub statement_timeout: Duration,
+    /// The user_summary cache bucket's name prefix (tests isolate theirs).
+    pub bucket_prefix: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_wait: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+            bucket_prefix: String::new(),
+        }
+    }
+}
+
+/// What every request shares.
+#[derive(Clone)]
+pub struct ApiState(Arc<Inner>);
+
+/// The shared parts.
+pub struct Inner {
+    pool: PgPool,
+    config: ApiConfig,
+    positions: Arc<wait::Positions>,
+    pollers: Semaphore,
+    js: Option<async_nats::jetstream::Context>,
+    cache: OnceCell<CacheEntries>,
+    cache_tried: Mutex<Option<std::time::Instant>>,
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl ApiState {
+    /// The state of an API reading through `pool` (a login granted `activity_reader` and
+    /// bound to no tenant: only tokens scope it) and the cache on `js`.
+    pub fn new(
+        pool: PgPool,
+        js: Option<async_nats::jetstream::Context>,
+        config: ApiConfig,
+        shutdown: CancellationToken,
+    ) -> ApiState {
+        let names = crate::project::projections()
+            .map(|ps| ps.into_iter().map(|p| p.name).collect())
+            .unwrap_or_default();
+        let positions = wait::Positions::watch(pool.clone(), names, shutdown);
+        ApiState(Arc::new(Inner {
+            pool,
+            config,
+            positions,
+            pollers: Semaphore::new(MAX_WAITERS),
+            js,
+            cache: OnceCell::new(),
+            cache_tried: Mutex::new(None),
+        }))
+    }
+
+    /// The user_summary cache, once its bucket exists (looked for at most every 5 s).
+    async fn cache(&self) -> Option<CacheEntries> {
+        if let Some(c) = self.cache.get() {
+            return Some(c.clone());
+        }
+        let js = self.js.as_ref()?;
+        {
+            let mut tried = self.cache_tried.lock().expect("cache lock");
+            if tried.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
+                return None;
+            }
+            *tried = Some(std::time::Instant::now());
+        }
+        let projection = crate::project::projections()
+            .ok()?
+            .into_iter()
+            .find(|p| p.name == "user_summary")?;
+        let bucket = format!(
+            "{}{}",
+            self.config.bucket_prefix,
+            projection.cache.as_ref()?.bucket
+        );
+        let opened = CacheEntries::open_for_reading(js, &projection, &bucket).await;
+        let entries = opened.ok().flatten()?;
+        Some(self.cache.get_or_init(|| async { entries }).await.clone())
+    }
+}
+
+/// The routes, under `/v1`.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route(
+            "/v1/tenants/{tenant}/users/{user}/summary",
+            get(reads::summary),
+        )
+        .route(
+            "/v1/tenants/{tenant}/users/{user}/activities",
+            get(reads::user_activities),
+        )
+        .route(
+            "/v1/tenants/{tenant}/activities",
+            get(reads::tenant_activities),
+        )
+        .route("/v1/tenants/{tenant}/daily", get(reads::daily))
+        .route("/v1/tenants/{tenant}/commands/{id}", get(commands::status))
+        .route(
+            "/v1/openapi.json",
+            get(|| async { ([("content-type", "application/json")], OPENAPI) }),
+        )
+        .route_layer(middleware::from_fn(observe))
+        .fallback(|| async {
+            ApiError::NotFound("no such path; the paths are listed at /v1/openapi.json".into())
+        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn(bounded))
+        .with_state(state)
+}
+
+/// Refuses request targets longer than MAX_URI_BYTES before any work.
+async fn bounded(request: Request, next: Next) -> Response {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if target > MAX_URI_BYTES {
+        return ApiError::UriTooLong(MAX_URI_BYTES).into_response();
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return ApiError::MethodNotAllowed.into_response();
+    }
+    next.run(request).await
+}
+
+/// Counts requests by route and status, and times them.
+async fn observe(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("activity_http_requests_total", "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("activity_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Binds `config.addr` and returns the bound address and the server, which serves until
+/// `shutdown`.
+pub async fn serve(
+    state: ApiState,
+    shutdown: CancellationToken,
+) -> std::io::Result<(
+    SocketAddr,
+    impl std::future::Future<Output = std::io::Result<()>>,
+)> {
+    let listener = tokio::net::TcpListener::bind(state.config.addr).await?;
+    let bound = listener.local_addr()?;
+    let app = router(state);
+    let server = async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+    };
+    Ok((bound, server))
+}

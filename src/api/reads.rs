@@ -1,0 +1,303 @@
+//! The read endpoints: a user's summary (through the cache when it can), a user's feed, a
+//! tenant's feed with filters, a tenant's days. Each answers the SQL read's rows, with the
+//! projection position they reflect.
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use chrono::NaiveDate;
+use tokio::time::Instant;
+
+use super::ApiState;
+use super::error::ApiError;
+use super::params::{Cursor, Params};
+use super::reply::{self, Source};
+use super::session::{Session, bearer};
+use super::sql::{self, TenantFeed};
+use super::wait::NotYet;
+use crate::cache::Cached;
+use crate::query::{DailyRow, FeedRow, UserRow};
+
+type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+/// The query pairs, or the rule the query string broke.
+pub fn pairs(query: Pairs, allowed: &[&str]) -> Result<Params, ApiError> {
+    let Query(pairs) = query.map_err(|e| ApiError::bad("query", e.body_text()))?;
+    Params::new(pairs, allowed)
+}
+
+/// The path's parameters, or why they could not be read (bad percent-encoding).
+pub fn path<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    path.map(|Path(p)| p)
+        .map_err(|e| ApiError::bad("path", e.body_text()))
+}
+
+fn min_position(params: &Params, headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let header = headers
+        .get("x-activity-min-position")
+        .map(|v| v.to_str().unwrap_or("not text"));
+    params.min_position(header)
+}
+
+fn check_user(user: &str) -> Result<(), ApiError> {
+    crate::model::fields::user_id(user).map_err(|r| ApiError::bad("user", r.message))
+}
+
+/// A session on `projection` that has folded up to `min`, waiting (bounded by `deadline`)
+/// if it has not yet. The wait holds no database connection.
+pub async fn reach(
+    state: &ApiState,
+    session: Session,
+    token: &str,
+    tenant: &str,
+    projection: &str,
+    min: Option<i64>,
+    deadline: Instant,
+) -> Result<Session, ApiError> {
+    let Some(min) = min.filter(|m| *m > session.position) else {
+        return Ok(session);
+    };
+    drop(session);
+    let started = Instant::now();
+    let not_reached = |position| ApiError::NotReached {
+        projection: projection.to_owned(),
+        position,
+        wanted: min,
+        waited: started.elapsed(),
+    };
+    match state.positions.wait_for(projection, min, deadline).await {
+        Ok(()) => {}
+        Err(NotYet::Deadline(at)) => return Err(not_reached(at)),
+        Err(NotYet::Busy) => {
+            return Err(ApiError::Unavailable(
+                "too many requests are waiting for a position; retry shortly".into(),
+            ));
+        }
+    }
+    let session = Session::open(state, token, tenant, projection).await?;
+    if session.position < min {
+        return Err(not_reached(session.position));
+    }
+    Ok(session)
+}
+
+/// `GET /v1/tenants/{tenant}/users/{user}/summary`
+pub async fn summary(
+    State(state): State<ApiState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    query: Pairs,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let token = bearer(&headers)?;
+    let (tenant, user) = path(p)?;
+    let params = pairs(query, &["min_position"])?;
+    let min = min_position(&params, &headers)?;
+    check_user(&user)?;
+    let deadline = Instant::now() + state.config.max_wait;
+    let cache = state.cache().await;
+    let peek = async {
+        match &cache {
+            Some(c) => c.peek(&tenant, &user).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cache unavailable; reading the table");
+                None
+            }),
+            None => None,
+        }
+    };
+    let (session, entry) =
+        tokio::join!(Session::open(&state, token, &tenant, "user_summary"), peek);
+    let session = session?;
+    let labels = [("cache", "user_summary")];
+    // The entry serves only a session the token scoped to this tenant (opened above), of the
+    // projection's current epoch, at least as new as the position asked for.
+    if let Some(Cached::Row { row, as_of, epoch }) = entry
+        && epoch == session.epoch
+        && min.is_none_or(|m| as_of >= m)
+        && let Ok(r) = serde_json::from_value::<UserRow>(row)
+        && r.tenant == tenant
+        && r.user_id == user
+    {
+        metrics::counter!("activity_cache_hits_total", &labels).increment(1);
+        return Ok(reply::one(&r, as_of, Source::Cache));
+    }
+    metrics::counter!("activity_cache_misses_total", &labels).increment(1);
+    let mut session = reach(
+        &state,
+        session,
+        token,
+        &tenant,
+        "user_summary",
+        min,
+        deadline,
+    )
+    .await?;
+    let row: Option<UserRow> = sqlx::query_as(sql::USER_SUMMARY)
+        .bind(&tenant)
+        .bind(&user)
+        .fetch_optional(&mut *session.tx)
+        .await
+        .map_err(|e| ApiError::database(e, state.config.statement_timeout))?;
+    let Some(row) = row else {
+        return Err(ApiError::NotFound(format!(
+            "no user `{}` in tenant `{tenant}`",
+            crate::model::escape_text(&user)
+        )));
+    };
+    if let Some(cache) = cache {
+        let fill = Cached::Row {
+            row: serde_json::to_value(&row).expect("rows serialise"),
+            as_of: session.position,
+            epoch: session.epoch,
+        };
+        let (t, u) = (tenant.clone(), user.clone());
+        tokio::spawn(async move {
+            if let Err(e) = cache.write(&t, &u, &fill).await {
+                tracing::warn!(error = %e, "could not fill a cache entry");
+            }
+        });
+    }
+    Ok(reply::one(&row, session.position, Source::Table))
+}
+
+/// `GET /v1/tenants/{tenant}/users/{user}/activities`
+pub async fn user_activities(
+    State(state): State<ApiState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    query: Pairs,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let token = bearer(&headers)?;
+    let (tenant, user) = path(p)?;
+    let params = pairs(query, &["limit", "before", "min_position"])?;
+    let (limit, before) = (params.limit()?, params.cursor("before")?);
+    let min = min_position(&params, &headers)?;
+    check_user(&user)?;
+    let deadline = Instant::now() + state.config.max_wait;
+    let session = Session::open(&state, token, &tenant, "activity_feed").await?;
+    let mut session = reach(
+        &state,
+        session,
+        token,
+        &tenant,
+        "activity_feed",
+        min,
+        deadline,
+    )
+    .await?;
+    let query = match before {
+        None => sqlx::query_as(sql::USER_FEED),
+        Some(_) => sqlx::query_as(sql::USER_FEED_AFTER),
+    };
+    let mut query = query.bind(&tenant).bind(&user).bind(limit + 1);
+    if let Some(c) = before {
+        query = query.bind(c.at).bind(c.event_id);
+    }
+    let rows: Vec<FeedRow> = query
+        .fetch_all(&mut *session.tx)
+        .await
+        .map_err(|e| ApiError::database(e, state.config.statement_timeout))?;
+    Ok(page(rows, limit, session.position, &headers))
+}
+
+/// `GET /v1/tenants/{tenant}/activities`
+pub async fn tenant_activities(
+    State(state): State<ApiState>,
+    p: Result<Path<String>, PathRejection>,
+    query: Pairs,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let token = bearer(&headers)?;
+    let tenant = path(p)?;
+    let allowed = [
+        "metadata",
+        "type",
+        "from",
+        "to",
+        "limit",
+        "cursor",
+        "min_position",
+    ];
+    let params = pairs(query, &allowed)?;
+    let filter = TenantFeed {
+        tenant: tenant.clone(),
+        metadata: params.metadata()?,
+        activity_type: params.activity_type()?,
+        from: params.instant("from")?,
+        to: params.instant("to")?,
+        after: params.cursor("cursor")?,
+        limit: params.limit()? + 1,
+    };
+    let min = min_position(&params, &headers)?;
+    let deadline = Instant::now() + state.config.max_wait;
+    let session = Session::open(&state, token, &tenant, "activity_feed").await?;
+    let mut session = reach(
+        &state,
+        session,
+        token,
+        &tenant,
+        "activity_feed",
+        min,
+        deadline,
+    )
+    .await?;
+    let rows: Vec<FeedRow> = filter
+        .query("")
+        .build_query_as()
+        .fetch_all(&mut *session.tx)
+        .await
+        .map_err(|e| ApiError::database(e, state.config.statement_timeout))?;
+    Ok(page(rows, filter.limit - 1, session.position, &headers))
+}
+
+/// A page of at most `limit` rows out of `rows` (fetched one over), with the cursor of
+/// the next page if there is one.
+fn page(mut rows: Vec<FeedRow>, limit: i64, position: i64, headers: &HeaderMap) -> Response {
+    let next = (rows.len() as i64 > limit).then(|| {
+        rows.truncate(limit as usize);
+        let last = rows.last().expect("a page over its limit has rows");
+        Cursor {
+            at: last.occurred_at,
+            event_id: last.event_id,
+        }
+        .encode()
+    });
+    reply::many(&rows, next, position, headers)
+}
+
+/// `GET /v1/tenants/{tenant}/daily`
+pub async fn daily(
+    State(state): State<ApiState>,
+    p: Result<Path<String>, PathRejection>,
+    query: Pairs,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let token = bearer(&headers)?;
+    let tenant = path(p)?;
+    let params = pairs(query, &["from", "to", "type", "min_position"])?;
+    let (from, to): (Option<NaiveDate>, Option<NaiveDate>) =
+        (params.day("from")?, params.day("to")?);
+    let activity_type = params.activity_type()?;
+    let min = min_position(&params, &headers)?;
+    let deadline = Instant::now() + state.config.max_wait;
+    let session = Session::open(&state, token, &tenant, "daily_activity").await?;
+    let mut session = reach(
+        &state,
+        session,
+        token,
+        &tenant,
+        "daily_activity",
+        min,
+        deadline,
+    )
+    .await?;
+    let rows: Vec<DailyRow> = sqlx::query_as(sql::DAILY)
+        .bind(&tenant)
+        .bind(from)
+        .bind(to)
+        .bind(activity_type)
+        .fetch_all(&mut *session.tx)
+        .await
+        .map_err(|e| ApiError::database(e, state.config.statement_timeout))?;
+    Ok(reply::many(&rows, None, session.position, &headers))
+}

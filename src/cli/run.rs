@@ -1,0 +1,205 @@
+//! `run` and `up`: the store's roles (and the HTTP API) until Ctrl-C or SIGTERM, and the
+//! flags they take beyond the global ones.
+
+use std::net::SocketAddr;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::{Cli, CliError};
+use crate::ingest::IngestConfig;
+use crate::ops::{Embedded, ServeConfig, ServeError, read_env_file, serve};
+
+/// The HTTP API's flags.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Serve the HTTP API here (`run`; `up` serves it on 127.0.0.1:8080, or a free port).
+    #[arg(long = "api-addr", global = true, env = "ACTIVITY_API_ADDR")]
+    pub addr: Option<SocketAddr>,
+    /// PostgreSQL URL the API reads as: a login granted `activity_reader` and bound to no
+    /// tenant, so only tokens scope it. Without it, the API reads as --database-url.
+    #[arg(
+        long = "api-database-url",
+        global = true,
+        env = "API_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// The longest, in milliseconds, a request waits for X-Activity-Min-Position or a
+    /// command's `wait_ms`.
+    #[arg(long = "api-max-wait-ms", global = true, env = "ACTIVITY_API_MAX_WAIT_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub max_wait_ms: u64,
+    /// API reads running longer than this many milliseconds are cancelled.
+    #[arg(long = "api-statement-timeout-ms", global = true, env = "ACTIVITY_API_STATEMENT_TIMEOUT_MS",
+          default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub statement_timeout_ms: u64,
+    /// Refusals are published on `<prefix>.<tenant>` for producers to subscribe to.
+    #[arg(
+        long,
+        global = true,
+        env = "ACTIVITY_REJECTIONS_PREFIX",
+        default_value = "activity.rejections"
+    )]
+    pub rejections_prefix: String,
+}
+
+impl ApiArgs {
+    /// The API's settings, listening on `addr`.
+    pub fn config(&self, addr: SocketAddr) -> crate::api::ApiConfig {
+        crate::api::ApiConfig {
+            addr,
+            max_wait: std::time::Duration::from_millis(self.max_wait_ms),
+            statement_timeout: std::time::Duration::from_millis(self.statement_timeout_ms),
+            bucket_prefix: String::new(),
+        }
+    }
+}
+
+impl Cli {
+    /// The API's database URL: the flag or API_DATABASE_URL, else the one `up` wrote under
+    /// --data-dir (only when the database URL came from there too).
+    pub fn resolve_api_database_url(&self) -> Option<String> {
+        self.api.database_url.clone().or_else(|| {
+            self.database_url
+                .is_none()
+                .then(|| read_env_file(&self.data_dir.join("env"), "API_DATABASE_URL"))
+                .flatten()
+        })
+    }
+
+    /// Cache settings from the flags.
+    pub fn cache_config(&self) -> crate::project::CacheConfig {
+        crate::project::CacheConfig {
+            ttls: self
+                .user_summary_ttl_secs
+                .map(|s| ("user_summary".to_owned(), std::time::Duration::from_secs(s)))
+                .into_iter()
+                .collect(),
+            bucket_prefix: String::new(),
+        }
+    }
+
+    pub(super) fn serve_config(
+        &self,
+        database_url: String,
+        nats_url: String,
+        roles: Roles,
+    ) -> ServeConfig {
+        ServeConfig {
+            database_url,
+            ingest_database_url: self.resolve_ingest_database_url(),
+            nats_url,
+            metrics_addr: self.metrics_addr,
+            ingest: roles.ingest,
+            project: roles.project,
+            project_config: crate::project::ProjectConfig::default(),
+            cache: self.cache_config(),
+            liveness_timeout: std::time::Duration::from_secs(self.liveness_timeout_secs),
+            max_lag: std::time::Duration::from_secs(self.max_lag_secs),
+            max_append: std::time::Duration::from_secs(self.max_append_secs),
+            status_every: std::time::Duration::from_secs(10),
+            months_ahead: self.months_ahead,
+            maintenance_every: std::time::Duration::from_secs(3600),
+            api: None,
+            api_database_url: self.resolve_api_database_url(),
+            ingest_config: IngestConfig {
+                stream: self.stream.clone(),
+                replicas: self.stream_replicas as usize,
+                subjects: format!("{}.*", self.subject_prefix),
+                ack_wait: std::time::Duration::from_secs(self.ack_wait_secs.max(1)),
+                batch_max: self.batch_max as usize,
+                batch_max_bytes: self.batch_max_bytes as usize,
+                max_message_bytes: self.max_message_bytes as usize,
+                batch_wait: std::time::Duration::from_millis(self.batch_wait_ms),
+                rejections: self.api.rejections_prefix.clone(),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// Which roles a process runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Roles {
+    pub ingest: bool,
+    pub project: bool,
+}
+
+pub async fn up(cli: &Cli) -> Result<(), CliError> {
+    let embedded = Embedded::start(&cli.data_dir).await?;
+    let api_addr = cli
+        .api
+        .addr
+        .unwrap_or_else(|| api_port(&cli.data_dir.join("env")));
+    let api_url = format!("http://{api_addr}");
+    embedded.publish_api_url(&api_url)?;
+    println!("DATABASE_URL={}", embedded.database_url());
+    println!("INGEST_DATABASE_URL={}", embedded.ingest_database_url());
+    println!("API_DATABASE_URL={}", embedded.api_database_url());
+    println!("NATS_URL={}", embedded.nats_url());
+    println!("API_URL={api_url}");
+    tracing::info!(env_file = %embedded.env_file().display(), "activity-store is up; Ctrl-C to stop");
+    let roles = Roles {
+        ingest: true,
+        project: true,
+    };
+    let mut config = cli.serve_config(embedded.database_url(), embedded.nats_url(), roles);
+    config.ingest_database_url = Some(embedded.ingest_database_url());
+    config.api_database_url = Some(embedded.api_database_url());
+    config.api = Some(cli.api.config(api_addr));
+    let served = serve_until_signal(config).await;
+    embedded.stop().await?;
+    served
+}
+
+/// Where `up` serves the API: the port it used before if free, else 8080 if free, else any
+/// free port (URLs users saved keep working when they can).
+fn api_port(env_file: &std::path::Path) -> SocketAddr {
+    let previous = read_env_file(env_file, "API_URL").and_then(|u| {
+        u.rsplit_once(':')
+            .and_then(|(_, p)| p.trim_end_matches('/').parse::<u16>().ok())
+    });
+    let free = |port: u16| {
+        std::net::TcpListener::bind(("127.0.0.1", port))
+            .and_then(|l| l.local_addr())
+            .ok()
+    };
+    previous
+        .and_then(free)
+        .or_else(|| free(8080))
+        .or_else(|| free(0))
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)))
+}
+
+/// Runs the roles until Ctrl-C or SIGTERM, then lets them finish what they hold. Returns at
+/// once if they stop on their own (a start-up error).
+pub async fn serve_until_signal(config: ServeConfig) -> Result<(), CliError> {
+    let shutdown = CancellationToken::new();
+    let mut roles = tokio::spawn(serve(config, shutdown.clone()));
+    let signalled = tokio::select! {
+        s = shutdown_signal() => s,
+        ended = &mut roles => return joined(ended),
+    };
+    tracing::info!("stopping");
+    shutdown.cancel();
+    let served = joined(roles.await);
+    signalled.and(served)
+}
+
+fn joined(r: Result<Result<(), ServeError>, tokio::task::JoinError>) -> Result<(), CliError> {
+    r.map_err(|e| CliError::Nats(format!("the store's roles panicked: {e}")))?
+        .map_err(CliError::from)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() -> Result<(), CliError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(CliError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(CliError::Signal)?;
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    Ok(())
+}
