@@ -16,67 +16,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use activity_store::log::{EventLog, partitions};
 use activity_store::project::{
     CacheConfig, ProjectConfig, Projector, fold_next, projections, reinstall,
 };
 use activity_store::query;
 use async_nats::jetstream;
-use chrono::{TimeZone, Utc};
-use common::{bar, commands, publish, ready_store, stop};
-use indicatif::ProgressBar;
+use common::{bar, commands, publish, ready_store, seed_log, stop};
 use sqlx::PgPool;
 use support::{TestDb, nats_url, unique_name};
-
-const USERS: i64 = 10_000;
-
-/// Registrations of 10,000 users over 10 tenants, then `n` activities over 3 months.
-async fn seed_log(n: i64) -> TestDb {
-    let db = TestDb::migrated().await;
-    let log = EventLog::open(db.pool.clone()).await.unwrap();
-    let first = partitions::Month::of(Utc.with_ymd_and_hms(2026, 8, 1, 0, 0, 0).unwrap());
-    let mut months = partitions::Month::range(first, 4);
-    months.push(partitions::Month::of(Utc::now()));
-    log.ensure_months(&months).await.unwrap();
-    let pb = ProgressBar::new_spinner().with_message(format!("seeding the log with {n} events"));
-    pb.enable_steady_tick(Duration::from_millis(200));
-    sqlx::query(
-        "INSERT INTO events (position, event_id, command_id, tenant, user_id, event_type, data, \
-         occurred_at, received_at) \
-         SELECT nextval('events_position_seq'), gen_random_uuid(), gen_random_uuid(), \
-                't' || (j % 10), 'u' || j, 'user_registered', \
-                jsonb_build_object('email', 'u' || j || '@example.com', 'name', 'User ' || j), \
-                now(), now() \
-         FROM generate_series(0, $1 - 1) j",
-    )
-    .bind(USERS)
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO events (position, event_id, command_id, tenant, user_id, event_type, \
-         activity_type, data, occurred_at, received_at) \
-         SELECT nextval('events_position_seq'), gen_random_uuid(), gen_random_uuid(), \
-                't' || (i % $2 % 10), 'u' || (i % $2), 'activity_recorded', \
-                (ARRAY['page.view', 'login', 'cart:add'])[1 + i % 3], \
-                jsonb_build_object('path', '/catalog/items/' || (i % 5000), 'n', i, 'tags', \
-                                   jsonb_build_array('web', 'eu')), \
-                timestamptz '2026-08-01 00:00:00+00' + ((i * 7) % (90 * 86400)) * interval '1 second', \
-                now() \
-         FROM generate_series(1, $1) i",
-    )
-    .bind(n)
-    .bind(USERS)
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    sqlx::query("ANALYZE events")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    pb.finish_and_clear();
-    db
-}
 
 async fn last_position(pool: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")

@@ -39,7 +39,7 @@ CREATE OR REPLACE FUNCTION analytics.current_tenant() RETURNS text
         WHERE EXISTS (
                 SELECT 1 FROM reader_tenants r
                 WHERE r.login = session_user AND r.tenant IN (s.tenant, '*'))
-           OR analytics.token_tenant(s.token) = s.tenant
+           OR coalesce(analytics.token_tenant(s.token) = s.tenant, false)
     $$;
 
 CREATE OR REPLACE FUNCTION analytics.may_read(tenant text) RETURNS boolean
@@ -49,8 +49,9 @@ CREATE OR REPLACE FUNCTION analytics.may_read(tenant text) RETURNS boolean
            AND (EXISTS (
                    SELECT 1 FROM reader_tenants r
                    WHERE r.login = session_user AND r.tenant IN (may_read.tenant, '*'))
-                OR analytics.token_tenant(nullif(current_setting('activity.token', true), ''))
-                   = may_read.tenant)
+                OR coalesce(analytics.token_tenant(
+                       nullif(current_setting('activity.token', true), '')) = may_read.tenant,
+                   false))
     $$;
 
 -- Command status: found by id in the log, else in the ledger (its month detached), else

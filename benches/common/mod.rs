@@ -12,6 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tokio::process::{Child, Command};
 
+use activity_store::log::{EventLog, partitions};
+
 use crate::support::{TestDb, nats_url};
 
 pub const USERS: usize = 1_000;
@@ -291,4 +293,55 @@ pub async fn server_time(db: &TestDb, top: usize) -> Vec<(String, i64, f64)> {
             (if toplevel { q } else { format!("  ↳ {q}") }, calls, ms)
         })
         .collect()
+}
+
+/// Users `seed_log` registers, over 10 tenants (`t0`..`t9`; user `uJ` in tenant `t(J % 10)`).
+pub const SEED_USERS: i64 = 10_000;
+
+/// Registrations of 10,000 users over 10 tenants, then `n` activities over 3 months.
+pub async fn seed_log(n: i64) -> TestDb {
+    let db = TestDb::migrated().await;
+    let log = EventLog::open(db.pool.clone()).await.unwrap();
+    let first = partitions::Month::of(Utc.with_ymd_and_hms(2026, 8, 1, 0, 0, 0).unwrap());
+    let mut months = partitions::Month::range(first, 4);
+    months.push(partitions::Month::of(Utc::now()));
+    log.ensure_months(&months).await.unwrap();
+    let pb = ProgressBar::new_spinner().with_message(format!("seeding the log with {n} events"));
+    pb.enable_steady_tick(Duration::from_millis(200));
+    sqlx::query(
+        "INSERT INTO events (position, event_id, command_id, tenant, user_id, event_type, data, \
+         occurred_at, received_at) \
+         SELECT nextval('events_position_seq'), gen_random_uuid(), gen_random_uuid(), \
+                't' || (j % 10), 'u' || j, 'user_registered', \
+                jsonb_build_object('email', 'u' || j || '@example.com', 'name', 'User ' || j), \
+                now(), now() \
+         FROM generate_series(0, $1 - 1) j",
+    )
+    .bind(SEED_USERS)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO events (position, event_id, command_id, tenant, user_id, event_type, \
+         activity_type, data, occurred_at, received_at) \
+         SELECT nextval('events_position_seq'), gen_random_uuid(), gen_random_uuid(), \
+                't' || (i % $2 % 10), 'u' || (i % $2), 'activity_recorded', \
+                (ARRAY['page.view', 'login', 'cart:add'])[1 + i % 3], \
+                jsonb_build_object('path', '/catalog/items/' || (i % 5000), 'n', i, 'tags', \
+                                   jsonb_build_array('web', 'eu')), \
+                timestamptz '2026-08-01 00:00:00+00' + ((i * 7) % (90 * 86400)) * interval '1 second', \
+                now() \
+         FROM generate_series(1, $1) i",
+    )
+    .bind(n)
+    .bind(SEED_USERS)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE events")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    pb.finish_and_clear();
+    db
 }

@@ -27,7 +27,7 @@ pub enum CliError {
     #[error("cannot read input: {0}")]
     Input(String),
     /// Nothing to run.
-    #[error("nothing to run: pass --ingest, --project or both")]
+    #[error("nothing to run: pass --ingest, --project, --api-addr or any of them together")]
     NoRole,
     /// A read found nothing.
     #[error("{0}")]

@@ -342,7 +342,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match &cli.command {
         Command::Up => run::up(&cli).await,
         Command::Run { ingest, project } => {
-            if !ingest && !project {
+            if !ingest && !project && cli.api.api_addr.is_none() {
                 return Err(CliError::NoRole);
             }
             let roles = run::Roles {
@@ -351,7 +351,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             };
             let mut config =
                 cli.serve_config(cli.resolve_database_url()?, cli.resolve_nats_url()?, roles);
-            config.api = cli.api.addr.map(|addr| cli.api.config(addr));
+            config.api = cli.api.api_addr.map(|addr| cli.api.config(addr));
             run::serve_until_signal(config).await
         }
         Command::Query { read, json } => query::run(&cli, read, *json).await,

@@ -14,8 +14,8 @@ use crate::ops::{Embedded, ServeConfig, ServeError, read_env_file, serve};
 #[derive(Debug, Args)]
 pub struct ApiArgs {
     /// Serve the HTTP API here (`run`; `up` serves it on 127.0.0.1:8080, or a free port).
-    #[arg(long = "api-addr", global = true, env = "ACTIVITY_API_ADDR")]
-    pub addr: Option<SocketAddr>,
+    #[arg(long, global = true, env = "ACTIVITY_API_ADDR")]
+    pub api_addr: Option<SocketAddr>,
     /// PostgreSQL URL the API reads as: a login granted `activity_reader` and bound to no
     /// tenant, so only tokens scope it. Without it, the API reads as --database-url.
     #[arg(
@@ -24,16 +24,16 @@ pub struct ApiArgs {
         env = "API_DATABASE_URL",
         hide_env_values = true
     )]
-    pub database_url: Option<String>,
+    pub api_database_url: Option<String>,
     /// The longest, in milliseconds, a request waits for X-Activity-Min-Position or a
     /// command's `wait_ms`.
-    #[arg(long = "api-max-wait-ms", global = true, env = "ACTIVITY_API_MAX_WAIT_MS", default_value_t = 5_000,
+    #[arg(long, global = true, env = "ACTIVITY_API_MAX_WAIT_MS", default_value_t = 5_000,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
-    pub max_wait_ms: u64,
+    pub api_max_wait_ms: u64,
     /// API reads running longer than this many milliseconds are cancelled.
-    #[arg(long = "api-statement-timeout-ms", global = true, env = "ACTIVITY_API_STATEMENT_TIMEOUT_MS",
+    #[arg(long, global = true, env = "ACTIVITY_API_STATEMENT_TIMEOUT_MS",
           default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
-    pub statement_timeout_ms: u64,
+    pub api_statement_timeout_ms: u64,
     /// Refusals are published on `<prefix>.<tenant>` for producers to subscribe to.
     #[arg(
         long,
@@ -49,8 +49,8 @@ impl ApiArgs {
     pub fn config(&self, addr: SocketAddr) -> crate::api::ApiConfig {
         crate::api::ApiConfig {
             addr,
-            max_wait: std::time::Duration::from_millis(self.max_wait_ms),
-            statement_timeout: std::time::Duration::from_millis(self.statement_timeout_ms),
+            max_wait: std::time::Duration::from_millis(self.api_max_wait_ms),
+            statement_timeout: std::time::Duration::from_millis(self.api_statement_timeout_ms),
             bucket_prefix: String::new(),
         }
     }
@@ -60,7 +60,7 @@ impl Cli {
     /// The API's database URL: the flag or API_DATABASE_URL, else the one `up` wrote under
     /// --data-dir (only when the database URL came from there too).
     pub fn resolve_api_database_url(&self) -> Option<String> {
-        self.api.database_url.clone().or_else(|| {
+        self.api.api_database_url.clone().or_else(|| {
             self.database_url
                 .is_none()
                 .then(|| read_env_file(&self.data_dir.join("env"), "API_DATABASE_URL"))
@@ -130,15 +130,24 @@ pub async fn up(cli: &Cli) -> Result<(), CliError> {
     let embedded = Embedded::start(&cli.data_dir).await?;
     let api_addr = cli
         .api
-        .addr
+        .api_addr
         .unwrap_or_else(|| api_port(&cli.data_dir.join("env")));
     let api_url = format!("http://{api_addr}");
     embedded.publish_api_url(&api_url)?;
-    println!("DATABASE_URL={}", embedded.database_url());
-    println!("INGEST_DATABASE_URL={}", embedded.ingest_database_url());
-    println!("API_DATABASE_URL={}", embedded.api_database_url());
-    println!("NATS_URL={}", embedded.nats_url());
-    println!("API_URL={api_url}");
+    // One write, its failure ignored: a reader that stopped reading (`up | head`) must not
+    // stop the store.
+    let urls = format!(
+        "DATABASE_URL={}\nINGEST_DATABASE_URL={}\nAPI_DATABASE_URL={}\nAPI_URL={api_url}\nNATS_URL={}\n",
+        embedded.database_url(),
+        embedded.ingest_database_url(),
+        embedded.api_database_url(),
+        embedded.nats_url()
+    );
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(urls.as_bytes()).and_then(|()| out.flush());
+    }
     tracing::info!(env_file = %embedded.env_file().display(), "activity-store is up; Ctrl-C to stop");
     let roles = Roles {
         ingest: true,
@@ -202,4 +211,13 @@ pub async fn shutdown_signal() -> Result<(), CliError> {
         _ = int.recv() => {},
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

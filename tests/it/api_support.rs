@@ -176,6 +176,12 @@ impl Api {
         }
         let status = self.settled(tenant, token, last.unwrap()).await;
         let position = status["position"].as_i64().unwrap_or(0);
+        self.folded(tenant, token, position).await;
+        position
+    }
+
+    /// Waits (at most 30 s a projection) until every projection has folded `position`.
+    pub async fn folded(&self, tenant: &str, token: &str, position: i64) {
         // Each projection has folded it once a read asking for its position answers (the
         // summary of a user that does not exist: 404 once reached, 503 before).
         for (path, reached) in [
@@ -194,7 +200,6 @@ impl Api {
                 assert!(Instant::now() < deadline, "{path} never reached {position}");
             }
         }
-        position
     }
 
     pub async fn stop(self) {

@@ -5,6 +5,7 @@ mod support;
 
 mod api;
 mod api_pages;
+mod api_readme;
 mod api_schema;
 mod api_support;
 mod append;

@@ -44,8 +44,20 @@ async fn every_series_the_dashboard_and_the_alerts_name_is_exported() {
 
     let db = TestDb::migrated().await;
     let (prefix, config) = ingest_config();
-    let store = Store::start_on(&db, config, true).await;
+    let mut config = crate::liveness::config(db.url(), None, config, true);
+    let api_port = activity_store::ops::free_port().unwrap();
+    let api_addr: std::net::SocketAddr = format!("127.0.0.1:{api_port}").parse().unwrap();
+    config.api = Some(activity_store::api::ApiConfig {
+        addr: api_addr,
+        ..Default::default()
+    });
+    let store = Store::launch(config).await;
     store.wait_for("/readyz", 200, "ready").await;
+    // The HTTP API's series: any request counts (this one is refused: no token).
+    let answer = reqwest::get(format!("http://{api_addr}/v1/tenants/acme/daily"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 401);
     for c in [
         create_tenant("acme"),
         register("acme", "ann"),

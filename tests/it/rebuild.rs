@@ -62,7 +62,8 @@ async fn a_rebuild_serves_the_live_tables_until_it_swaps_in_a_complete_copy() {
     .fetch_one(&r.db.pool)
     .await
     .unwrap();
-    assert_eq!((rls, forced, indexes), (true, true, 3));
+    // The key, a user's and a tenant's feed in page order, the metadata search.
+    assert_eq!((rls, forced, indexes), (true, true, 4));
     r.apply(&[activity("acme", "ann", "buy", "2026-11-05 08:00:00")])
         .await;
     r.catch_up().await;

@@ -80,6 +80,43 @@ async fn up_serves_stops_cleanly_and_reuses_its_data() {
     .unwrap();
     assert_eq!((writer, ingest_super), (true, false));
     ingest.close().await.unwrap();
+    // The HTTP API: served where the env file says, reading as a reader bound to no tenant.
+    let api_url = env
+        .lines()
+        .find_map(|l| l.strip_prefix("API_URL="))
+        .expect("the API's URL is in the env file");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !reqwest::get(format!("{api_url}/v1/openapi.json"))
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(std::time::Instant::now() < deadline, "no API at {api_url}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let api_db = env
+        .lines()
+        .find_map(|l| l.strip_prefix("API_DATABASE_URL="))
+        .expect("the API login's URL is in the env file");
+    let mut api = PgConnection::connect(api_db).await.unwrap();
+    let who: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&mut api)
+        .await
+        .unwrap();
+    assert_eq!(who, "activity_api");
+    let (reader, api_super, bound): (bool, bool, i64) = sqlx::query_as(
+        "SELECT pg_has_role('activity_api', 'activity_reader', 'MEMBER'), rolsuper, \
+         (SELECT count(*) FROM reader_tenants WHERE login = 'activity_api') \
+         FROM pg_roles WHERE rolname = 'activity_api'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        (reader, api_super, bound),
+        (true, false, 0),
+        "only tokens scope the API"
+    );
+    api.close().await.unwrap();
     // The running store's sessions: the ingestor as the writer login, nothing as a superuser.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
