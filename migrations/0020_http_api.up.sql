@@ -1,10 +1,11 @@
 -- The HTTP API: tenant tokens, and command status for producers.
 --
 -- A token is a second way a session may read a tenant: besides a binding of its login in
--- reader_tenants, a valid token for the tenant set in `activity.token`. The API's login is
--- bound to no tenant, so even a fault in the server cannot read a tenant whose token the
--- request did not carry: row-level security checks the token itself. Only the SHA-256 of a
--- token is stored; tokens are 256 random bits, so a fast digest is enough.
+-- reader_tenants, a valid token for the tenant, whose SHA-256 (hex) is set in
+-- `activity.token`. The API's login is bound to no tenant, so even a fault in the server
+-- cannot read a tenant whose token the request did not carry: row-level security checks the
+-- token itself. Only digests are stored and sent (a statement log never holds a token, and a
+-- digest opens nothing over HTTP); tokens are 256 random bits, so a fast digest is enough.
 CREATE TABLE api_tokens (
     id         uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
     tenant     text        NOT NULL,
@@ -19,12 +20,14 @@ CREATE TABLE api_tokens (
 );
 REVOKE ALL ON api_tokens FROM PUBLIC;
 
--- The tenant of `token` if it is valid (known, not revoked, not expired); NULL otherwise.
-CREATE FUNCTION analytics.token_tenant(token text) RETURNS text
+-- The tenant of the token whose SHA-256 is `digest` (64 hex digits) if it is valid (known,
+-- not revoked, not expired); NULL otherwise, and for anything that is not such a digest.
+CREATE FUNCTION analytics.token_tenant(digest text) RETURNS text
     LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = public, pg_temp
     AS $$
         SELECT t.tenant FROM api_tokens t
-        WHERE t.hash = sha256(convert_to(token_tenant.token, 'UTF8'))
+        WHERE token_tenant.digest ~ '^[0-9a-f]{64}$'
+          AND t.hash = decode(token_tenant.digest, 'hex')
           AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())
     $$;
 REVOKE EXECUTE ON FUNCTION analytics.token_tenant(text) FROM PUBLIC;
@@ -57,7 +60,9 @@ CREATE OR REPLACE FUNCTION analytics.may_read(tenant text) RETURNS boolean
 -- Command status: found by id in the log, else in the ledger (its month detached), else
 -- among the dead letters. One index each; the log's is per partition, off the ledger's
 -- path (the append path writes it as part of the COPY).
-CREATE INDEX events_command ON events (command_id);
+-- On a large log, build it first per partition (CREATE INDEX CONCURRENTLY on each, then
+-- CREATE INDEX events_command ON ONLY events and ATTACH each): this one then finds it.
+CREATE INDEX IF NOT EXISTS events_command ON events (command_id);
 CREATE INDEX dead_letters_command ON dead_letters (tenant, command_id) WHERE command_id IS NOT NULL;
 
 -- What became of command `command` of the session's tenant (the rule row-level security

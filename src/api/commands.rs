@@ -19,8 +19,12 @@ use super::reads::{pairs, path};
 use super::reply;
 use super::session::{Session, bearer};
 
-/// How often a waiting request asks again.
+/// How soon a waiting request asks again, doubling up to POLL_MAX.
 const POLL: Duration = Duration::from_millis(50);
+const POLL_MAX: Duration = Duration::from_millis(400);
+/// The most requests waiting for commands at once (each asks the database at most every
+/// POLL..POLL_MAX): more are told to retry.
+pub const MAX_POLLERS: usize = 64;
 
 /// What became of one command.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -110,8 +114,14 @@ pub async fn status(
                 "too many requests are waiting for commands; retry shortly".into(),
             ));
         };
-        while status.status == "unknown" && Instant::now() + POLL <= deadline {
-            tokio::time::sleep(POLL).await;
+        let mut pause = POLL;
+        while status.status == "unknown" {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(POLL_MAX);
             status = read(&state, token, &tenant, id).await?;
         }
     }

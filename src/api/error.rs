@@ -105,6 +105,18 @@ impl ApiError {
             sqlx::Error::Database(d) if d.code().as_deref() == Some("57014") => {
                 ApiError::Timeout(statement_timeout)
             }
+            // Data exceptions (class 22): a value the checks above let through that
+            // PostgreSQL cannot take. The client's to mend, not a fault of the store.
+            sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("22")) => {
+                ApiError::bad(
+                    "query",
+                    format!("the database refused a value: {}", d.message()),
+                )
+            }
+            // A read table not there yet (the projector has not installed it).
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => {
+                ApiError::Unavailable("the read models are not installed yet; retry shortly".into())
+            }
             sqlx::Error::PoolTimedOut => {
                 ApiError::Unavailable("every database connection is busy; retry shortly".into())
             }

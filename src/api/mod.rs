@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
-use axum::http::Method;
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -104,7 +104,7 @@ impl ApiState {
             pool,
             config,
             positions,
-            pollers: Semaphore::new(MAX_WAITERS),
+            pollers: Semaphore::new(commands::MAX_POLLERS),
             js,
             cache: OnceCell::new(),
             cache_tried: Mutex::new(None),
@@ -169,19 +169,30 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Refuses request targets longer than MAX_URI_BYTES before any work.
+/// Refuses request targets longer than MAX_URI_BYTES and methods other than GET and HEAD
+/// before any work; marks every answer as per-token and not to be stored by caches.
 async fn bounded(request: Request, next: Next) -> Response {
     let target = request
         .uri()
         .path_and_query()
         .map_or(0, |p| p.as_str().len());
-    if target > MAX_URI_BYTES {
-        return ApiError::UriTooLong(MAX_URI_BYTES).into_response();
-    }
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        return ApiError::MethodNotAllowed.into_response();
-    }
-    next.run(request).await
+    let mut response = if target > MAX_URI_BYTES {
+        ApiError::UriTooLong(MAX_URI_BYTES).into_response()
+    } else if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut r = ApiError::MethodNotAllowed.into_response();
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::VARY,
+        HeaderValue::from_static("Accept, Authorization"),
+    );
+    response
 }
 
 /// Counts requests by route and status, and times them.

@@ -80,6 +80,10 @@ impl Params {
             ));
         }
         match serde_json::from_str::<serde_json::Value>(v) {
+            // PostgreSQL's jsonb holds no NUL character: no metadata can contain one.
+            Ok(o @ serde_json::Value::Object(_)) if o.to_string().contains("\\u0000") => Err(
+                ApiError::bad("metadata", "must not contain the NUL character (\\u0000)"),
+            ),
             Ok(o @ serde_json::Value::Object(_)) => Ok(Some(o)),
             Ok(_) => Err(ApiError::bad(
                 "metadata",
@@ -112,7 +116,9 @@ impl Params {
         let Some(v) = self.raw(name) else {
             return Ok(None);
         };
-        if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        if let Ok(t) = DateTime::parse_from_rfc3339(v)
+            && (1..=9999).contains(&chrono::Datelike::year(&t.with_timezone(&Utc)))
+        {
             return Ok(Some(t.with_timezone(&Utc)));
         }
         match NaiveDate::parse_from_str(v, "%Y-%m-%d") {
@@ -209,6 +215,7 @@ impl Cursor {
             .parse::<i64>()
             .ok()
             .and_then(DateTime::from_timestamp_micros)
+            .filter(|t| (1..=9999).contains(&chrono::Datelike::year(t)))
             .ok_or_else(bad)?;
         let event_id = Uuid::try_parse(id).map_err(|_| bad())?;
         Ok(Cursor { at, event_id })
@@ -279,6 +286,7 @@ mod tests {
             "2026-01-05T00:00:00+00:00"
         );
         assert!(p("from", "yesterday").instant("from").is_err());
+        assert!(p("metadata", r#"{"k":"a\u0000b"}"#).metadata().is_err());
         assert!(p("min_position", "-3").min_position(None).is_err());
         assert_eq!(
             p("min_position", "7").min_position(Some("7")).unwrap(),
@@ -295,7 +303,11 @@ mod tests {
         };
         let p = params(&[("cursor", &c.encode())], &["cursor"]).unwrap();
         assert_eq!(p.cursor("cursor").unwrap(), Some(c));
-        for bad in ["", "%%%", "bm90IGEgY3Vyc29y", "MTIzLnh5eg"] {
+        let far = Cursor {
+            at: DateTime::from_timestamp_micros(i64::MAX / 2).unwrap(),
+            event_id: Uuid::nil(),
+        };
+        for bad in ["", "%%%", "bm90IGEgY3Vyc29y", "MTIzLnh5eg", &far.encode()] {
             let p = params(&[("cursor", bad)], &["cursor"]).unwrap();
             let e = p.cursor("cursor").unwrap_err();
             assert_eq!(e.code(), "bad_parameter", "{bad}");

@@ -21,6 +21,11 @@ use crate::query::{DailyRow, FeedRow, UserRow};
 
 type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
+/// The longest a summary waits for the cache before it reads the table instead.
+const CACHE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+/// The most days (day and type rows) one `daily` answer holds.
+pub const MAX_DAILY_ROWS: usize = 10_000;
+
 /// The query pairs, or the rule the query string broke.
 pub fn pairs(query: Pairs, allowed: &[&str]) -> Result<Params, ApiError> {
     let Query(pairs) = query.map_err(|e| ApiError::bad("query", e.body_text()))?;
@@ -95,19 +100,20 @@ pub async fn summary(
     let min = min_position(&params, &headers)?;
     check_user(&user)?;
     let deadline = Instant::now() + state.config.max_wait;
+    // The token is checked (the session opened) before the cache is asked anything.
+    let session = Session::open(&state, token, &tenant, "user_summary").await?;
     let cache = state.cache().await;
-    let peek = async {
-        match &cache {
-            Some(c) => c.peek(&tenant, &user).await.unwrap_or_else(|e| {
+    let entry = match &cache {
+        Some(c) => match tokio::time::timeout(CACHE_WAIT, c.peek(&tenant, &user)).await {
+            Ok(Ok(entry)) => entry,
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cache unavailable; reading the table");
                 None
-            }),
-            None => None,
-        }
+            }
+            Err(_) => None,
+        },
+        None => None,
     };
-    let (session, entry) =
-        tokio::join!(Session::open(&state, token, &tenant, "user_summary"), peek);
-    let session = session?;
     let labels = [("cache", "user_summary")];
     // The entry serves only a session the token scoped to this tenant (opened above), of the
     // projection's current epoch, at least as new as the position asked for.
@@ -296,8 +302,17 @@ pub async fn daily(
         .bind(from)
         .bind(to)
         .bind(activity_type)
+        .bind(MAX_DAILY_ROWS as i64 + 1)
         .fetch_all(&mut *session.tx)
         .await
         .map_err(|e| ApiError::database(e, state.config.statement_timeout))?;
+    if rows.len() > MAX_DAILY_ROWS {
+        return Err(ApiError::bad(
+            "from",
+            format!(
+                "the range holds more than {MAX_DAILY_ROWS} rows; narrow from/to, or give type"
+            ),
+        ));
+    }
     Ok(reply::many(&rows, None, session.position, &headers))
 }

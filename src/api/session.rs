@@ -11,7 +11,7 @@ use sqlx::{Postgres, Transaction};
 use super::ApiState;
 use super::error::ApiError;
 
-/// The longest token accepted, in bytes (the store makes 47-byte ones).
+/// The longest token read, in bytes (the store makes 47-byte ones).
 const MAX_TOKEN_BYTES: usize = 256;
 
 /// The bearer token of a request.
@@ -29,7 +29,15 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.len() > MAX_TOKEN_BYTES {
         return Err(missing());
     }
+    // A string that is no token of this store costs no query.
+    if !super::tokens::well_formed(token) {
+        return Err(invalid());
+    }
     Ok(token)
+}
+
+fn invalid() -> ApiError {
+    ApiError::Unauthorized("the token is not valid (unknown, revoked or expired)".into())
 }
 
 /// A scoped read session.
@@ -58,6 +66,14 @@ impl Session {
             .await
             .map_err(db)?;
         let timeout = state.config.statement_timeout.as_millis().to_string();
+        // A path that names no possible tenant (odd bytes, NUL, upper case) is asked for as
+        // no tenant at all: the token is still checked first (401), and a valid one gets
+        // the same 404 as for a tenant it does not hold.
+        let scoped = if crate::model::fields::tenant_slug("tenant", tenant).is_ok() {
+            tenant
+        } else {
+            ""
+        };
         let (holder, position, epoch, _): (Option<String>, Option<i64>, Option<i32>, String) =
             sqlx::query_as(
                 "SELECT analytics.token_tenant($1), analytics.projection_position($3), \
@@ -67,17 +83,15 @@ impl Session {
                  || set_config('activity.token', $1, true) \
                  || set_config('statement_timeout', $4, true)",
             )
-            .bind(token)
-            .bind(tenant)
+            .bind(super::tokens::digest(token))
+            .bind(scoped)
             .bind(projection)
             .bind(timeout)
             .fetch_one(&mut *tx)
             .await
             .map_err(db)?;
         match holder {
-            None => Err(ApiError::Unauthorized(
-                "the token is not valid (unknown, revoked or expired)".into(),
-            )),
+            None => Err(invalid()),
             Some(h) if h != tenant => Err(not_found_tenant(tenant)),
             Some(_) => Ok(Session {
                 tx,

@@ -24,10 +24,11 @@ pub const USER_SUMMARY: &str = "SELECT tenant, user_id, name, email, first_seen,
      last_activity_type, last_activity_position, position \
      FROM analytics.user_summary WHERE tenant = $1 AND user_id = $2";
 
-/// A tenant's days: $1 tenant, $2 first day, $3 last day (both inclusive), $4 type.
+/// A tenant's days: $1 tenant, $2 first day, $3 last day (both inclusive), $4 type, $5 at
+/// most this many rows.
 pub const DAILY: &str = "SELECT tenant, day, activity_type, events, users FROM analytics.daily_activity \
      WHERE tenant = $1 AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3) \
-     AND ($4::text IS NULL OR activity_type = $4) ORDER BY day, activity_type";
+     AND ($4::text IS NULL OR activity_type = $4) ORDER BY day, activity_type LIMIT $5";
 
 /// What a tenant's feed is filtered by.
 #[derive(Debug, Clone, Default)]

@@ -29,6 +29,24 @@ pub struct TokenInfo {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// The SHA-256 of a token, in hex: what the database keeps and is asked about.
+pub fn digest(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether `token` has the shape of one this store makes (checked before any query).
+pub fn well_formed(token: &str) -> bool {
+    token.len() == PREFIX.len() + 43
+        && token.starts_with(PREFIX)
+        && token[PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// A new random token: the prefix and 256 random bits, URL-safe base64.
 fn generate() -> String {
     let mut bytes = [0u8; 32];
@@ -51,13 +69,12 @@ pub async fn create(
     let info = db(
         sqlx::query_as(
             "INSERT INTO api_tokens (tenant, name, hash, expires_at) \
-             VALUES ($1, $2, sha256(convert_to($3, 'UTF8')), \
-                     now() + make_interval(days => $4)) \
+             VALUES ($1, $2, decode($3, 'hex'), now() + make_interval(days => $4)) \
              RETURNING id, tenant, name, created_at, expires_at, revoked_at",
         )
         .bind(tenant)
         .bind(name)
-        .bind(&token)
+        .bind(digest(&token))
         .bind(expires_days.map(|d| d.min(i32::MAX as u32) as i32))
         .fetch_one(pool)
         .await,
@@ -93,4 +110,30 @@ pub async fn revoke(pool: &PgPool, id: Uuid) -> Result<bool, LogError> {
         "revoke a token",
     )?;
     Ok(done.rows_affected() == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_well_formed_and_distinct_and_digests_are_hex() {
+        let (a, b) = (generate(), generate());
+        assert_ne!(a, b);
+        assert!(well_formed(&a), "{a}");
+        for bad in [
+            "",
+            "ast_",
+            "Bearer x",
+            &a[1..],
+            &format!("{a}x"),
+            &a.replace('_', "!"),
+        ] {
+            assert!(!well_formed(bad), "{bad}");
+        }
+        assert_eq!(
+            digest("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 }

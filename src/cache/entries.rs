@@ -313,23 +313,33 @@ impl CacheEntries {
         }
     }
 
-    /// Purges one user's entry and its history (an erasure): the bucket keeps only a purge
-    /// marker under the hashed key. Returns whether there was an entry.
-    pub async fn purge(&self, tenant: &str, user: &str) -> Result<bool, CacheError> {
+    /// Purges one user's entry and its history (an erasure), then leaves `tombstone` (no
+    /// personal data, under the hashed key): a read-through fill of a row read before the
+    /// erasure is older than the tombstone and refused, so it cannot bring the user back.
+    /// Returns whether there was an entry.
+    pub async fn purge(
+        &self,
+        tenant: &str,
+        user: &str,
+        tombstone: &Cached,
+    ) -> Result<bool, CacheError> {
         let key = self.key(tenant, user);
         let held = self
             .kv
             .entry(&key)
             .await
             .map_err(|e| self.nats("read an entry", e))?;
-        if held.is_none() {
-            return Ok(false);
+        if held.is_some() {
+            self.kv
+                .purge(&key)
+                .await
+                .map_err(|e| self.nats("purge an entry", e))?;
         }
         self.kv
-            .purge(&key)
+            .put(&key, tombstone.bytes())
             .await
-            .map_err(|e| self.nats("purge an entry", e))?;
-        Ok(true)
+            .map_err(|e| self.nats("leave a tombstone", e))?;
+        Ok(held.is_some())
     }
 
     /// Removes every entry of the bucket (every projection version): before a rebuild.

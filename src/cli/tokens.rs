@@ -53,8 +53,10 @@ pub async fn run(cli: &Cli, action: &TokenAction) -> Result<(), CliError> {
                 ));
             }
             super::readers::check_tenant(tenant)?;
-            if name.chars().count() > 200 {
-                return Err(CliError::Input("name: at most 200 characters".into()));
+            if name.chars().count() > 200 || name.chars().any(char::is_control) {
+                return Err(CliError::Input(
+                    "name: at most 200 characters, none of them control characters".into(),
+                ));
             }
             let (token, info) = tokens::create(&pool, tenant, name, *expires).await?;
             eprintln!(
@@ -92,7 +94,7 @@ pub async fn run(cli: &Cli, action: &TokenAction) -> Result<(), CliError> {
                     "{:<36}  {:<20}  {:<20}  {:<25}  {state}",
                     t.id,
                     t.tenant,
-                    t.name,
+                    crate::model::escape_text(&t.name),
                     t.created_at.format("%Y-%m-%dT%H:%M:%SZ")
                 );
             }

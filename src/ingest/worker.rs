@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use tokio_util::sync::CancellationToken;
@@ -209,15 +209,23 @@ impl Ingestor {
             return;
         }
         let client = self.js.client();
-        for r in refusals {
-            let subject = format!("{}.{}", self.config.rejections, r.tenant);
-            let body = serde_json::to_vec(r).expect("refusals serialise");
-            if let Err(e) = client.publish(subject, body.into()).await {
-                tracing::warn!(error = %e, "could not publish a refusal");
-                return;
+        let publish = async {
+            for r in refusals {
+                let subject = format!("{}.{}", self.config.rejections, r.tenant);
+                let body = serde_json::to_vec(r).expect("refusals serialise");
+                client.publish(subject, body.into()).await?;
+            }
+            Ok::<_, async_nats::PublishError>(())
+        };
+        // Never held up by a slow or absent NATS: the ingest loop goes on.
+        match tokio::time::timeout(Duration::from_secs(1), publish).await {
+            Ok(Ok(())) => metrics::counter!("activity_rejections_published_total")
+                .increment(refusals.len() as u64),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not publish refusals"),
+            Err(_) => {
+                tracing::warn!("publishing refusals took over a second; the rest are dropped")
             }
         }
-        metrics::counter!("activity_rejections_published_total").increment(refusals.len() as u64);
     }
 
     /// Whether the consumer delivered messages this ingestor never received: after an idle

@@ -147,7 +147,7 @@ pub async fn forget(
     }
     let dead = scrub_dead_letters(pool, tenant, user, &personal).await?;
     let stream_messages = purge_stream(pool, js, config, tenant).await?;
-    let cache_entries = purge_cache(js, config, tenant, user).await?;
+    let cache_entries = purge_cache(pool, js, config, tenant, user).await?;
     let left = read_model_rows(pool, tenant, user, forgotten_at).await?;
     let receipt: Receipt = db(
         sqlx::query_as(
@@ -375,6 +375,7 @@ async fn purge_stream(
 
 /// Purges the user's key (and its history) from every cached projection's bucket.
 async fn purge_cache(
+    pool: &PgPool,
     js: &jetstream::Context,
     config: &EraseConfig,
     tenant: &str,
@@ -388,8 +389,23 @@ async fn purge_cache(
         else {
             continue;
         };
+        // The tombstone is as of where the projection is now: past the erasure, which every
+        // projection folded before this runs.
+        let (as_of, epoch): (Option<i64>, Option<i32>) = db(
+            sqlx::query_as(
+                "SELECT analytics.projection_position($1), analytics.projection_epoch($1)",
+            )
+            .bind(&p.name)
+            .fetch_one(pool)
+            .await,
+            "read a projection's position",
+        )?;
+        let tombstone = crate::cache::Cached::Tombstone {
+            as_of: as_of.unwrap_or(i64::MAX),
+            epoch: epoch.map_or(0, i64::from),
+        };
         if entries
-            .purge(tenant, user)
+            .purge(tenant, user, &tombstone)
             .await
             .map_err(|e| EraseError::Nats(e.to_string()))?
         {

@@ -197,22 +197,24 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
         }
     });
     if let Some(api) = &config.api {
-        let api_pool = match &config.api_database_url {
-            Some(url) => db(
-                sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(16)
-                    .acquire_timeout(std::time::Duration::from_secs(2))
-                    .connect_with(session(url, "api")?)
-                    .await,
-                "connect to the database as the API",
-            )?,
-            None => {
-                tracing::warn!(
-                    "the API reads as the store's owner (no API database URL): tenant isolation then rests on the server's token check, not on the database"
-                );
-                pool.clone()
-            }
-        };
+        if config.api_database_url.is_none() {
+            tracing::warn!(
+                "the API reads as the store's owner (no API database URL): tenant isolation then rests on the server's token check, not on the database"
+            );
+        }
+        let url = config
+            .api_database_url
+            .as_ref()
+            .unwrap_or(&config.database_url);
+        // A pool of its own: reads never starve the projector's connections.
+        let api_pool = db(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(std::time::Duration::from_secs(2))
+                .connect_with(session(url, "api")?)
+                .await,
+            "connect to the database as the API",
+        )?;
         let js = async_nats::jetstream::new(nats.clone());
         let state = crate::api::ApiState::new(api_pool, Some(js), api.clone(), shutdown.clone());
         let (bound, server) =

@@ -267,6 +267,35 @@ async fn every_error_is_json_naming_the_parameter_and_the_rule() {
             None,
         ),
         ("/v1/nothing/here".into(), 404, "not_found", None),
+        // Tenants no token can hold: odd bytes reach no query, and answer like any other.
+        ("/v1/tenants/ac%00me/daily".into(), 404, "not_found", None),
+        (
+            "/v1/tenants/ACME/users/u1/summary".into(),
+            404,
+            "not_found",
+            None,
+        ),
+        (
+            format!("/v1/tenants/{}/activities", "a".repeat(300)),
+            404,
+            "not_found",
+            None,
+        ),
+        (
+            format!(
+                "/v1/tenants/acme/activities?metadata={}",
+                segment(r#"{"k":"a\u0000b"}"#)
+            ),
+            400,
+            "bad_parameter",
+            Some("metadata"),
+        ),
+        (
+            "/v1/tenants/acme/activities?from=99999-01-01T00:00:00Z".into(),
+            400,
+            "bad_parameter",
+            Some("from"),
+        ),
         (
             format!("/v1/tenants/acme/activities?metadata={long}"),
             414,
@@ -300,6 +329,8 @@ async fn every_error_is_json_naming_the_parameter_and_the_rule() {
         .await
         .unwrap();
     assert_eq!(posted.status().as_u16(), 405);
+    assert_eq!(posted.headers()["allow"], "GET, HEAD");
+    assert_eq!(posted.headers()["cache-control"], "no-store");
     let body: Value = posted.json_or_null().await;
     assert_eq!(body["error"]["code"], "method_not_allowed");
     api.stop().await;

@@ -7,6 +7,7 @@ use sqlx::{PgPool, Row};
 
 use activity_store::api::Cursor;
 use activity_store::api::sql::TenantFeed;
+use activity_store::api::tokens::digest;
 
 use crate::fixtures::login_in;
 use crate::project_support::{ReadSide, activity, register, tenant};
@@ -34,11 +35,29 @@ async fn visible(pool: &PgPool, tenant: &str, token: &str) -> Vec<String> {
          set_config('activity.tenant', $1, true), set_config('activity.token', $2, true)",
     )
     .bind(tenant)
-    .bind(token)
+    .bind(digest(token))
     .execute(&mut *tx)
     .await
     .unwrap();
     sqlx::query_scalar("SELECT DISTINCT tenant FROM analytics.activity_feed ORDER BY 1")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap()
+}
+
+/// As `visible`, with `activity.token` set to `raw` as it is.
+async fn visible_raw(pool: &PgPool, tenant: &str, raw: &str) -> Vec<String> {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "SELECT set_config('role', 'activity_reader', true), \
+         set_config('activity.tenant', $1, true), set_config('activity.token', $2, true)",
+    )
+    .bind(tenant)
+    .bind(raw)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query_scalar("SELECT DISTINCT tenant FROM analytics.activity_feed")
         .fetch_all(&mut *tx)
         .await
         .unwrap()
@@ -70,6 +89,10 @@ async fn a_token_lets_an_unbound_reader_read_its_tenant_and_nothing_else() {
     assert!(visible(&reader, "globex", &acme).await.is_empty());
     assert!(visible(&reader, "acme", "ast_made_up").await.is_empty());
     assert!(visible(&reader, "acme", "").await.is_empty());
+    // The session is given the token's digest; the token itself, or anything not a digest,
+    // opens nothing (and raises no error).
+    assert!(visible_raw(&reader, "acme", &acme).await.is_empty());
+    assert!(visible_raw(&reader, "acme", "zz").await.is_empty());
     // Revoked or expired tokens open nothing.
     let revoked = token(&r.db.pool, "acme", "NULL").await;
     sqlx::query(
@@ -87,9 +110,9 @@ async fn a_token_lets_an_unbound_reader_read_its_tenant_and_nothing_else() {
         "SELECT analytics.token_tenant($1) AS a, analytics.token_tenant($2) AS b, \
          analytics.token_tenant($3) AS c",
     )
-    .bind(&acme)
-    .bind(&revoked)
-    .bind("ast_made_up")
+    .bind(digest(&acme))
+    .bind(digest(&revoked))
+    .bind(digest("ast_made_up"))
     .fetch_one(&reader)
     .await
     .unwrap();
@@ -98,7 +121,7 @@ async fn a_token_lets_an_unbound_reader_read_its_tenant_and_nothing_else() {
     assert_eq!(row.get::<Option<String>, _>("c"), None);
     let mut tx = reader.begin().await.unwrap();
     sqlx::query("SELECT set_config('activity.token', $1, true)")
-        .bind(&acme)
+        .bind(digest(&acme))
         .execute(&mut *tx)
         .await
         .unwrap();
@@ -148,7 +171,7 @@ async fn status(
          set_config('activity.tenant', $1, true), set_config('activity.token', $2, true)",
     )
     .bind(tenant)
-    .bind(token)
+    .bind(digest(token))
     .execute(&mut *tx)
     .await
     .unwrap();

@@ -199,6 +199,31 @@ async fn a_fill_from_an_older_read_never_overwrites_a_newer_entry() {
     assert_eq!(c.read("ann").await.0.unwrap().email, "ann@new.example");
 }
 
+#[tokio::test]
+async fn a_fill_read_before_an_erasure_never_brings_the_user_back() {
+    let c = with_ann(Duration::from_secs(60)).await;
+    // A reader (the HTTP API, `query user`) read the row, then stalled...
+    let (old, as_of, epoch) = query::user_at(&c.r.db.pool, "acme", "ann")
+        .await
+        .unwrap()
+        .unwrap();
+    // ...while the user was forgotten, folded, and the entry purged as `forget` does it.
+    c.r.apply(&[forget("acme", "ann")]).await;
+    c.fold_through().await;
+    let tombstone = Cached::Tombstone {
+        as_of: checkpoint(&c).await,
+        epoch,
+    };
+    c.entries().purge("acme", "ann", &tombstone).await.unwrap();
+    let stale = Cached::Row {
+        row: serde_json::to_value(&old).unwrap(),
+        as_of,
+        epoch,
+    };
+    assert!(!c.entries().write("acme", "ann", &stale).await.unwrap());
+    assert_eq!(c.entries().get("acme", "ann").await.unwrap(), None);
+}
+
 async fn checkpoint(c: &CacheSide) -> i64 {
     sqlx::query_scalar(
         "SELECT position FROM projection_checkpoints WHERE projection = 'user_summary'",
