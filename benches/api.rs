@@ -209,6 +209,18 @@ async fn main() {
         let sql_run = drive(clients, seconds, move |i| sql_read(pool.clone(), name, i)).await;
         report(name, &http_run, &sql_run);
     }
+    // Where the summaries came from, over a sample of users.
+    let mut from_cache = 0;
+    for i in 0..500 {
+        let url = format!("{base}/v1/tenants/t0/users/{}/summary", user(i));
+        let r = http.get(url).bearer_auth(&token).send().await.unwrap();
+        from_cache += usize::from(
+            r.headers()
+                .get("x-activity-source")
+                .is_some_and(|v| v == "cache"),
+        );
+    }
+    println!("summaries served from the cache: {from_cache} of 500");
     stop(child).await;
 }
 

@@ -74,7 +74,7 @@ async fn read(
     .bind(id)
     .fetch_optional(&mut *session.tx)
     .await
-    .map_err(|e| ApiError::database(e, state.config.statement_timeout))?;
+    .map_err(|e| state.db_error(e))?;
     let mut status = found.unwrap_or(CommandStatus {
         status: "unknown".into(),
         command_id: id,

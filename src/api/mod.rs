@@ -111,6 +111,11 @@ impl ApiState {
         }))
     }
 
+    /// A database error as this API answers it.
+    fn db_error(&self, e: sqlx::Error) -> ApiError {
+        ApiError::database(e, self.config.statement_timeout)
+    }
+
     /// The user_summary cache, once its bucket exists (looked for at most every 5 s).
     async fn cache(&self) -> Option<CacheEntries> {
         if let Some(c) = self.cache.get() {

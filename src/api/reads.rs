@@ -87,6 +87,20 @@ pub async fn reach(
     Ok(session)
 }
 
+/// A session on `projection` for `tenant`, once it has folded up to `min` (waiting at most
+/// the server's max wait).
+async fn open_at(
+    state: &ApiState,
+    token: &str,
+    tenant: &str,
+    projection: &str,
+    min: Option<i64>,
+) -> Result<Session, ApiError> {
+    let deadline = Instant::now() + state.config.max_wait;
+    let session = Session::open(state, token, tenant, projection).await?;
+    reach(state, session, token, tenant, projection, min, deadline).await
+}
+
 /// `GET /v1/tenants/{tenant}/users/{user}/summary`
 pub async fn summary(
     State(state): State<ApiState>,
@@ -143,7 +157,7 @@ pub async fn summary(
         .bind(&user)
         .fetch_optional(&mut *session.tx)
         .await
-        .map_err(|e| ApiError::database(e, state.config.statement_timeout))?;
+        .map_err(|e| state.db_error(e))?;
     let Some(row) = row else {
         return Err(ApiError::NotFound(format!(
             "no user `{}` in tenant `{tenant}`",
@@ -179,18 +193,7 @@ pub async fn user_activities(
     let (limit, before) = (params.limit()?, params.cursor("before")?);
     let min = min_position(&params, &headers)?;
     check_user(&user)?;
-    let deadline = Instant::now() + state.config.max_wait;
-    let session = Session::open(&state, token, &tenant, "activity_feed").await?;
-    let mut session = reach(
-        &state,
-        session,
-        token,
-        &tenant,
-        "activity_feed",
-        min,
-        deadline,
-    )
-    .await?;
+    let mut session = open_at(&state, token, &tenant, "activity_feed", min).await?;
     let query = match before {
         None => sqlx::query_as(sql::USER_FEED),
         Some(_) => sqlx::query_as(sql::USER_FEED_AFTER),
@@ -202,7 +205,7 @@ pub async fn user_activities(
     let rows: Vec<FeedRow> = query
         .fetch_all(&mut *session.tx)
         .await
-        .map_err(|e| ApiError::database(e, state.config.statement_timeout))?;
+        .map_err(|e| state.db_error(e))?;
     Ok(page(rows, limit, session.position, &headers))
 }
 
@@ -235,24 +238,13 @@ pub async fn tenant_activities(
         limit: params.limit()? + 1,
     };
     let min = min_position(&params, &headers)?;
-    let deadline = Instant::now() + state.config.max_wait;
-    let session = Session::open(&state, token, &tenant, "activity_feed").await?;
-    let mut session = reach(
-        &state,
-        session,
-        token,
-        &tenant,
-        "activity_feed",
-        min,
-        deadline,
-    )
-    .await?;
+    let mut session = open_at(&state, token, &tenant, "activity_feed", min).await?;
     let rows: Vec<FeedRow> = filter
         .query("")
         .build_query_as()
         .fetch_all(&mut *session.tx)
         .await
-        .map_err(|e| ApiError::database(e, state.config.statement_timeout))?;
+        .map_err(|e| state.db_error(e))?;
     Ok(page(rows, filter.limit - 1, session.position, &headers))
 }
 
@@ -285,18 +277,7 @@ pub async fn daily(
         (params.day("from")?, params.day("to")?);
     let activity_type = params.activity_type()?;
     let min = min_position(&params, &headers)?;
-    let deadline = Instant::now() + state.config.max_wait;
-    let session = Session::open(&state, token, &tenant, "daily_activity").await?;
-    let mut session = reach(
-        &state,
-        session,
-        token,
-        &tenant,
-        "daily_activity",
-        min,
-        deadline,
-    )
-    .await?;
+    let mut session = open_at(&state, token, &tenant, "daily_activity", min).await?;
     let rows: Vec<DailyRow> = sqlx::query_as(sql::DAILY)
         .bind(&tenant)
         .bind(from)
@@ -305,7 +286,7 @@ pub async fn daily(
         .bind(MAX_DAILY_ROWS as i64 + 1)
         .fetch_all(&mut *session.tx)
         .await
-        .map_err(|e| ApiError::database(e, state.config.statement_timeout))?;
+        .map_err(|e| state.db_error(e))?;
     if rows.len() > MAX_DAILY_ROWS {
         return Err(ApiError::bad(
             "from",

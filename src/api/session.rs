@@ -59,7 +59,7 @@ impl Session {
         tenant: &str,
         projection: &str,
     ) -> Result<Session, ApiError> {
-        let db = |e| ApiError::database(e, state.config.statement_timeout);
+        let db = |e| state.db_error(e);
         let mut tx = state
             .pool
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")

@@ -124,23 +124,9 @@ pub enum ServeError {
 pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
     // The recorder first: series the roles declare at zero must not be lost before it.
     super::metrics::recorder();
-    let pool = db(
-        sqlx::postgres::PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(std::time::Duration::from_secs(5))
-            .connect_with(session(&config.database_url, "project")?)
-            .await,
-        "connect to the database",
-    )?;
+    let pool = connect(&config.database_url, "project", 8, 5).await?;
     let ingest_pool = match &config.ingest_database_url {
-        Some(url) if config.ingest => db(
-            sqlx::postgres::PgPoolOptions::new()
-                .max_connections(4)
-                .acquire_timeout(std::time::Duration::from_secs(5))
-                .connect_with(session(url, "ingest")?)
-                .await,
-            "connect to the database as the ingestor",
-        )?,
+        Some(url) if config.ingest => connect(url, "ingest", 4, 5).await?,
         _ => pool.clone(),
     };
     let nats = async_nats::connect(&config.nats_url)
@@ -197,43 +183,60 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
         }
     });
     if let Some(api) = &config.api {
-        if config.api_database_url.is_none() {
-            tracing::warn!(
-                "the API reads as the store's owner (no API database URL): tenant isolation then rests on the server's token check, not on the database"
-            );
-        }
-        let url = config
-            .api_database_url
-            .as_ref()
-            .unwrap_or(&config.database_url);
-        // A pool of its own: reads never starve the projector's connections.
-        let api_pool = db(
-            sqlx::postgres::PgPoolOptions::new()
-                .max_connections(16)
-                .acquire_timeout(std::time::Duration::from_secs(2))
-                .connect_with(session(url, "api")?)
-                .await,
-            "connect to the database as the API",
-        )?;
-        let js = async_nats::jetstream::new(nats.clone());
-        let state = crate::api::ApiState::new(api_pool, Some(js), api.clone(), shutdown.clone());
-        let (bound, server) =
-            crate::api::serve(state, shutdown.clone())
-                .await
-                .map_err(|source| ServeError::Api {
-                    addr: api.addr,
-                    source,
-                })?;
-        tracing::info!(%bound, "API on http://{bound}/v1");
-        tracker.spawn(async move {
-            if let Err(e) = server.await {
-                tracing::error!(error = %e, "API stopped");
-            }
-        });
+        let server = start_api(&config, api, &nats, shutdown.clone()).await?;
+        tracker.spawn(server);
     }
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+/// A pool for `role`: sessions named after it, at most `max` connections, waiting at most
+/// `acquire_secs` for one.
+async fn connect(url: &str, role: &str, max: u32, acquire_secs: u64) -> Result<PgPool, ServeError> {
+    Ok(db(
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(std::time::Duration::from_secs(acquire_secs))
+            .connect_with(session(url, role)?)
+            .await,
+        "connect to the database",
+    )?)
+}
+
+/// Binds the HTTP API and returns it, serving until `shutdown`. It reads through a pool of
+/// its own (as `api_database_url`'s login, an unbound reader, when given).
+async fn start_api(
+    config: &ServeConfig,
+    api: &crate::api::ApiConfig,
+    nats: &async_nats::Client,
+    shutdown: CancellationToken,
+) -> Result<impl std::future::Future<Output = ()> + use<>, ServeError> {
+    if config.api_database_url.is_none() {
+        tracing::warn!(
+            "the API reads as the store's owner (no API database URL): tenant isolation then rests on the server's token check, not on the database"
+        );
+    }
+    let url = config
+        .api_database_url
+        .as_ref()
+        .unwrap_or(&config.database_url);
+    let pool = connect(url, "api", 16, 2).await?;
+    let js = async_nats::jetstream::new(nats.clone());
+    let state = crate::api::ApiState::new(pool, Some(js), api.clone(), shutdown.clone());
+    let (bound, server) =
+        crate::api::serve(state, shutdown)
+            .await
+            .map_err(|source| ServeError::Api {
+                addr: api.addr,
+                source,
+            })?;
+    tracing::info!(%bound, "API on http://{bound}/v1");
+    Ok(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "API stopped");
+        }
+    })
 }
 
 /// One attempt at the projector role: install, attach caches, fold until shutdown.

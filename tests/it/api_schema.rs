@@ -27,40 +27,38 @@ async fn token(pool: &PgPool, tenant: &str, expires: &str) -> String {
     token
 }
 
-/// What a session of `pool` sees of `analytics.activity_feed` with the tenant and token set.
-async fn visible(pool: &PgPool, tenant: &str, token: &str) -> Vec<String> {
+/// A transaction of `pool` as `activity_reader`, with `activity.tenant` and
+/// `activity.token` set as the API sets them.
+async fn scoped(
+    pool: &PgPool,
+    tenant: &str,
+    token_setting: &str,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
     let mut tx = pool.begin().await.unwrap();
     sqlx::query(
         "SELECT set_config('role', 'activity_reader', true), \
          set_config('activity.tenant', $1, true), set_config('activity.token', $2, true)",
     )
     .bind(tenant)
-    .bind(digest(token))
+    .bind(token_setting)
     .execute(&mut *tx)
     .await
     .unwrap();
+    tx
+}
+
+/// What a session sees of `analytics.activity_feed` with `activity.token` set to `setting`.
+async fn visible_raw(pool: &PgPool, tenant: &str, setting: &str) -> Vec<String> {
+    let mut tx = scoped(pool, tenant, setting).await;
     sqlx::query_scalar("SELECT DISTINCT tenant FROM analytics.activity_feed ORDER BY 1")
         .fetch_all(&mut *tx)
         .await
         .unwrap()
 }
 
-/// As `visible`, with `activity.token` set to `raw` as it is.
-async fn visible_raw(pool: &PgPool, tenant: &str, raw: &str) -> Vec<String> {
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query(
-        "SELECT set_config('role', 'activity_reader', true), \
-         set_config('activity.tenant', $1, true), set_config('activity.token', $2, true)",
-    )
-    .bind(tenant)
-    .bind(raw)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    sqlx::query_scalar("SELECT DISTINCT tenant FROM analytics.activity_feed")
-        .fetch_all(&mut *tx)
-        .await
-        .unwrap()
+/// As `visible_raw`, with the token's digest, as the API sends it.
+async fn visible(pool: &PgPool, tenant: &str, token: &str) -> Vec<String> {
+    visible_raw(pool, tenant, &digest(token)).await
 }
 
 async fn two_tenants() -> ReadSide {
@@ -165,16 +163,7 @@ async fn status(
     token: &str,
     id: uuid::Uuid,
 ) -> Option<(String, Option<i64>, Option<String>, Option<String>)> {
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query(
-        "SELECT set_config('role', 'activity_reader', true), \
-         set_config('activity.tenant', $1, true), set_config('activity.token', $2, true)",
-    )
-    .bind(tenant)
-    .bind(digest(token))
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    let mut tx = scoped(pool, tenant, &digest(token)).await;
     sqlx::query_as("SELECT status, position, reason, field FROM analytics.command_status($1)")
         .bind(id)
         .fetch_optional(&mut *tx)
