@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what activity-store needs and is missing: PostgreSQL and nats-server from Debian's
+# Installs what activity-store needs and is missing: PostgreSQL, nats-server and curl from Debian's
 # packages, and the Rust components the checks use. Safe to run again: it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,8 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null || missing+=(postgresql)
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+# The README's HTTP API examples are curl commands, and a test runs them.
+command -v curl >/dev/null || missing+=(curl)
 # The Python producer example's test runs in a private virtualenv with nats-py.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3 python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
