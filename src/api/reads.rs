@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::params::{Cursor, Params};
 use super::reply::{self, Source};
 use super::session::{Session, bearer};
-use super::sql::{self, TenantFeed};
+use super::sql::{self, Feed};
 use super::wait::NotYet;
 use crate::cache::Cached;
 use crate::query::{DailyRow, FeedRow, UserRow};
@@ -180,6 +180,46 @@ pub async fn summary(
     Ok(reply::one(&row, session.position, Source::Table))
 }
 
+/// The filters both feeds take; `cursor` names the page parameter.
+const FEED_PARAMS: [&str; 6] = ["metadata", "type", "from", "to", "limit", "min_position"];
+
+/// A feed's page: the filter from the query, read at the position asked for.
+async fn feed(
+    state: &ApiState,
+    headers: &HeaderMap,
+    query: Pairs,
+    tenant: String,
+    user: Option<String>,
+    cursor: &str,
+) -> Result<Response, ApiError> {
+    let token = bearer(headers)?;
+    let mut allowed = FEED_PARAMS.to_vec();
+    allowed.push(cursor);
+    let params = pairs(query, &allowed)?;
+    if let Some(u) = &user {
+        check_user(u)?;
+    }
+    let filter = Feed {
+        tenant,
+        user,
+        metadata: params.metadata()?,
+        activity_type: params.activity_type()?,
+        from: params.instant("from")?,
+        to: params.instant("to")?,
+        after: params.cursor(cursor)?,
+        limit: params.limit()? + 1,
+    };
+    let min = min_position(&params, headers)?;
+    let mut session = open_at(state, token, &filter.tenant, "activity_feed", min).await?;
+    let rows: Vec<FeedRow> = filter
+        .query("")
+        .build_query_as()
+        .fetch_all(&mut *session.tx)
+        .await
+        .map_err(|e| state.db_error(e))?;
+    Ok(page(rows, filter.limit - 1, session.position, headers))
+}
+
 /// `GET /v1/tenants/{tenant}/users/{user}/activities`
 pub async fn user_activities(
     State(state): State<ApiState>,
@@ -187,26 +227,9 @@ pub async fn user_activities(
     query: Pairs,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let token = bearer(&headers)?;
+    bearer(&headers)?;
     let (tenant, user) = path(p)?;
-    let params = pairs(query, &["limit", "before", "min_position"])?;
-    let (limit, before) = (params.limit()?, params.cursor("before")?);
-    let min = min_position(&params, &headers)?;
-    check_user(&user)?;
-    let mut session = open_at(&state, token, &tenant, "activity_feed", min).await?;
-    let query = match before {
-        None => sqlx::query_as(sql::USER_FEED),
-        Some(_) => sqlx::query_as(sql::USER_FEED_AFTER),
-    };
-    let mut query = query.bind(&tenant).bind(&user).bind(limit + 1);
-    if let Some(c) = before {
-        query = query.bind(c.at).bind(c.event_id);
-    }
-    let rows: Vec<FeedRow> = query
-        .fetch_all(&mut *session.tx)
-        .await
-        .map_err(|e| state.db_error(e))?;
-    Ok(page(rows, limit, session.position, &headers))
+    feed(&state, &headers, query, tenant, Some(user), "before").await
 }
 
 /// `GET /v1/tenants/{tenant}/activities`
@@ -216,36 +239,9 @@ pub async fn tenant_activities(
     query: Pairs,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let token = bearer(&headers)?;
+    bearer(&headers)?;
     let tenant = path(p)?;
-    let allowed = [
-        "metadata",
-        "type",
-        "from",
-        "to",
-        "limit",
-        "cursor",
-        "min_position",
-    ];
-    let params = pairs(query, &allowed)?;
-    let filter = TenantFeed {
-        tenant: tenant.clone(),
-        metadata: params.metadata()?,
-        activity_type: params.activity_type()?,
-        from: params.instant("from")?,
-        to: params.instant("to")?,
-        after: params.cursor("cursor")?,
-        limit: params.limit()? + 1,
-    };
-    let min = min_position(&params, &headers)?;
-    let mut session = open_at(&state, token, &tenant, "activity_feed", min).await?;
-    let rows: Vec<FeedRow> = filter
-        .query("")
-        .build_query_as()
-        .fetch_all(&mut *session.tx)
-        .await
-        .map_err(|e| state.db_error(e))?;
-    Ok(page(rows, filter.limit - 1, session.position, &headers))
+    feed(&state, &headers, query, tenant, None, "cursor").await
 }
 
 /// A page of at most `limit` rows out of `rows` (fetched one over), with the cursor of

@@ -8,17 +8,6 @@ use super::params::Cursor;
 
 const FEED_COLUMNS: &str = "SELECT tenant, user_id, event_id, activity_type, occurred_at, metadata FROM analytics.activity_feed";
 
-/// A user's first page: $1 tenant, $2 user, $3 limit.
-pub const USER_FEED: &str = "SELECT tenant, user_id, event_id, activity_type, occurred_at, metadata \
-     FROM analytics.activity_feed WHERE tenant = $1 AND user_id = $2 \
-     ORDER BY occurred_at DESC, event_id DESC LIMIT $3";
-
-/// A user's page after a cursor: $4 and $5, the last row's `occurred_at` and event id.
-pub const USER_FEED_AFTER: &str = "SELECT tenant, user_id, event_id, activity_type, occurred_at, metadata \
-     FROM analytics.activity_feed WHERE tenant = $1 AND user_id = $2 \
-     AND (occurred_at, event_id) < ($4::timestamptz, $5::uuid) \
-     ORDER BY occurred_at DESC, event_id DESC LIMIT $3";
-
 /// One user's summary: $1 tenant, $2 user.
 pub const USER_SUMMARY: &str = "SELECT tenant, user_id, name, email, first_seen, last_seen, events, \
      last_activity_type, last_activity_position, position \
@@ -30,11 +19,13 @@ pub const DAILY: &str = "SELECT tenant, day, activity_type, events, users FROM a
      WHERE tenant = $1 AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3) \
      AND ($4::text IS NULL OR activity_type = $4) ORDER BY day, activity_type LIMIT $5";
 
-/// What a tenant's feed is filtered by.
+/// What a feed is filtered by: a tenant's, or one user's.
 #[derive(Debug, Clone, Default)]
-pub struct TenantFeed {
+pub struct Feed {
     /// The tenant.
     pub tenant: String,
+    /// Only this user's activities (the user-time index), if given.
+    pub user: Option<String>,
     /// Rows whose metadata contains this object (the GIN index).
     pub metadata: Option<serde_json::Value>,
     /// Rows of this activity type.
@@ -49,12 +40,15 @@ pub struct TenantFeed {
     pub limit: i64,
 }
 
-impl TenantFeed {
+impl Feed {
     /// The query, every value bound; `prefix` goes before it (`EXPLAIN `, in tests).
     pub fn query(&self, prefix: &str) -> QueryBuilder<Postgres> {
         let mut q = QueryBuilder::new(prefix);
         q.push(FEED_COLUMNS).push(" WHERE tenant = ");
         q.push_bind(self.tenant.clone());
+        if let Some(u) = &self.user {
+            q.push(" AND user_id = ").push_bind(u.clone());
+        }
         if let Some(m) = &self.metadata {
             q.push(" AND metadata @> ")
                 .push_bind(sqlx::types::Json(m.clone()));

@@ -86,6 +86,19 @@ async fn every_read_answers_what_the_sql_read_answers() {
         assert_eq!(a.json()["items"], serde_json::to_value(&sql).unwrap());
         assert_eq!(a.json()["next"], Value::Null);
     }
+    // A user's feed takes the same filters: `query feed --metadata` from curl.
+    let by_ip = json!({"ip": "10.0.0.1"});
+    let url = format!(
+        "/v1/tenants/acme/users/u1/activities?limit=1000&metadata={}",
+        segment(&by_ip.to_string())
+    );
+    let a = api.get(&url, Some(&acme)).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let sql = query::feed(pool, "acme", "u1", 1000, Some(&by_ip))
+        .await
+        .unwrap();
+    assert!(!sql.is_empty());
+    assert_eq!(a.json()["items"], serde_json::to_value(&sql).unwrap());
     let filter = json!({"ip": "10.0.0.2"});
     let url = format!(
         "/v1/tenants/acme/activities?metadata={}&type=login&from=2026-01-02&to=2026-01-06T00:00:00Z",

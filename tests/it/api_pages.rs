@@ -427,3 +427,20 @@ async fn the_openapi_document_lists_paths_that_answer_as_documented() {
     }
     api.stop().await;
 }
+
+#[tokio::test]
+async fn head_answers_like_get_without_a_body_and_nothing_is_stored_by_caches() {
+    let api = Api::start().await;
+    let acme = api.token("acme").await;
+    api.apply("acme", &acme, vec![tenant("acme")]).await;
+    let url = format!("{}/v1/tenants/acme/daily", api.base);
+    let head = api.http.head(&url).bearer_auth(&acme).send().await.unwrap();
+    assert_eq!(head.status().as_u16(), 200);
+    assert!(head.headers().contains_key("x-activity-position"));
+    assert_eq!(head.headers()["cache-control"], "no-store");
+    assert_eq!(head.headers()["vary"], "Accept, Authorization");
+    assert!(head.bytes().await.unwrap().is_empty());
+    let unauthorized = api.http.head(&url).send().await.unwrap();
+    assert_eq!(unauthorized.status().as_u16(), 401);
+    api.stop().await;
+}

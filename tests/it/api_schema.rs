@@ -6,7 +6,7 @@ use serde_json::json;
 use sqlx::{PgPool, Row};
 
 use activity_store::api::Cursor;
-use activity_store::api::sql::TenantFeed;
+use activity_store::api::sql::Feed;
 use activity_store::api::tokens::digest;
 
 use crate::fixtures::login_in;
@@ -262,7 +262,7 @@ async fn command_lookups_and_the_tenant_feed_use_their_indexes() {
         at: chrono::Utc::now() - chrono::Duration::days(3),
         event_id: uuid::Uuid::max(),
     };
-    let mut filter = TenantFeed {
+    let mut filter = Feed {
         tenant: "t1".into(),
         after: Some(cursor),
         limit: 51,
@@ -296,18 +296,20 @@ async fn command_lookups_and_the_tenant_feed_use_their_indexes() {
         by_metadata.contains("activity_feed_metadata"),
         "{by_metadata}"
     );
-    let user_page = explain(
-        &mut conn,
-        activity_store::api::sql::USER_FEED_AFTER,
-        &[
-            json!("t1"),
-            json!("u7"),
-            json!(51),
-            json!(cursor.at.to_rfc3339()),
-            json!(cursor.event_id.to_string()),
-        ],
-    )
-    .await;
+    let user_filter = Feed {
+        tenant: "t1".into(),
+        user: Some("u7".into()),
+        after: Some(cursor),
+        limit: 51,
+        ..Default::default()
+    };
+    let user_page: Vec<String> = user_filter
+        .query("EXPLAIN ")
+        .build_query_scalar()
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let user_page = user_page.join("\n");
     assert!(user_page.contains("activity_feed_user_time"), "{user_page}");
     assert!(
         user_page.contains("Index Cond") && !user_page.contains("Sort"),

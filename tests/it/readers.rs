@@ -146,3 +146,87 @@ async fn names_and_tenants_are_checked_before_anything_runs() {
         .unwrap();
     assert_eq!(events, 7);
 }
+
+#[tokio::test]
+async fn a_token_is_shown_once_listed_without_its_secret_and_revoked_at_once() {
+    let db = TestDb::migrated().await;
+    let run = |args: &[&str]| readers(&db, args, "");
+    for bad in [
+        vec!["token", "create", "--tenant", "*"],
+        vec!["token", "create", "--tenant", "Not A Slug"],
+        vec![
+            "token",
+            "create",
+            "--tenant",
+            "acme",
+            "--name",
+            "dash\u{1b}[31m",
+        ],
+    ] {
+        let out = run(&bad);
+        assert!(!out.status.success(), "{bad:?}");
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).is_empty(),
+            "{bad:?} says why"
+        );
+    }
+    let out = run(&[
+        "token",
+        "create",
+        "--tenant",
+        "acme",
+        "--name",
+        "dashboard",
+        "--expires",
+        "30",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(activity_store::api::tokens::well_formed(&token), "{token}");
+    // Only the digest is kept: no column of any row holds the token.
+    let holding: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM api_tokens t WHERE strpos(t::text, $1) > 0")
+            .bind(&token)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(holding, 0);
+    let digest = activity_store::api::tokens::digest(&token);
+    let tenant_of = async |d: &str| -> Option<String> {
+        sqlx::query_scalar("SELECT analytics.token_tenant($1)")
+            .bind(d)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(tenant_of(&digest).await.as_deref(), Some("acme"));
+    let listed = run(&["token", "list", "--json"]);
+    let text = String::from_utf8(listed.stdout).unwrap();
+    assert!(!text.contains(&token), "the list never shows a token");
+    let row: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (row["tenant"].as_str(), row["name"].as_str()),
+        (Some("acme"), Some("dashboard"))
+    );
+    assert!(
+        row["expires_at"].is_string() && row["revoked_at"].is_null(),
+        "{row}"
+    );
+    let id = row["id"].as_str().unwrap();
+    assert!(run(&["token", "revoke", id]).status.success());
+    assert_eq!(
+        tenant_of(&digest).await,
+        None,
+        "revoked for the next request"
+    );
+    assert!(
+        !run(&["token", "revoke", id]).status.success(),
+        "a second revoke says so"
+    );
+    let listed = String::from_utf8(run(&["token", "list"]).stdout).unwrap();
+    assert!(listed.contains("revoked"), "{listed}");
+}
