@@ -128,7 +128,7 @@ async fn main() {
         .unwrap();
     let reader = support::unique_name("api");
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE ROLE {reader} LOGIN PASSWORD 'pw' IN ROLE activity_reader"
+        "CREATE ROLE {reader} LOGIN PASSWORD 'pw' IN ROLE activity_http_reader"
     )))
     .execute(&db.pool)
     .await

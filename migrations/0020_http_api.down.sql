@@ -24,3 +24,4 @@ CREATE OR REPLACE FUNCTION analytics.current_tenant() RETURNS text
 
 DROP FUNCTION analytics.token_tenant(text);
 DROP TABLE api_tokens;
+-- The role is cluster-wide and may be granted elsewhere: it is kept.

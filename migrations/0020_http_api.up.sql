@@ -1,11 +1,22 @@
 -- The HTTP API: tenant tokens, and command status for producers.
 --
 -- A token is a second way a session may read a tenant: besides a binding of its login in
--- reader_tenants, a valid token for the tenant, whose SHA-256 (hex) is set in
--- `activity.token`. The API's login is bound to no tenant, so even a fault in the server
--- cannot read a tenant whose token the request did not carry: row-level security checks the
--- token itself. Only digests are stored and sent (a statement log never holds a token, and a
--- digest opens nothing over HTTP); tokens are 256 random bits, so a fast digest is enough.
+-- reader_tenants, a valid token for the tenant, whose SHA-256 (hex) the session sets in
+-- `activity.token`. Only logins in `activity_http_reader` (the API's) may scope a session by
+-- token; the API's login is bound to no tenant, so even a fault in the server cannot read a
+-- tenant whose token the request did not carry: row-level security checks the token itself.
+-- The server sends the token's SHA-256, never the token, and the table keeps the SHA-256 of
+-- that: a statement log opens nothing over HTTP, a copy of the table opens nothing at all.
+-- Tokens are 256 random bits, so fast digests are enough.
+DO $$
+BEGIN
+    CREATE ROLE activity_http_reader NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;
+END
+$$;
+GRANT activity_reader TO activity_http_reader;
+
 CREATE TABLE api_tokens (
     id         uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
     tenant     text        NOT NULL,
@@ -21,13 +32,15 @@ CREATE TABLE api_tokens (
 REVOKE ALL ON api_tokens FROM PUBLIC;
 
 -- The tenant of the token whose SHA-256 is `digest` (64 hex digits) if it is valid (known,
--- not revoked, not expired); NULL otherwise, and for anything that is not such a digest.
+-- not revoked, not expired) and this session's login may scope by token; NULL otherwise,
+-- and for anything that is not such a digest.
 CREATE FUNCTION analytics.token_tenant(digest text) RETURNS text
     LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = public, pg_temp
     AS $$
         SELECT t.tenant FROM api_tokens t
         WHERE token_tenant.digest ~ '^[0-9a-f]{64}$'
-          AND t.hash = decode(token_tenant.digest, 'hex')
+          AND pg_has_role(session_user, 'activity_http_reader', 'MEMBER')
+          AND t.hash = sha256(decode(token_tenant.digest, 'hex'))
           AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())
     $$;
 REVOKE EXECUTE ON FUNCTION analytics.token_tenant(text) FROM PUBLIC;

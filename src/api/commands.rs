@@ -66,7 +66,17 @@ async fn read(
     tenant: &str,
     id: Uuid,
 ) -> Result<CommandStatus, ApiError> {
-    let mut session = Session::open(state, token, tenant, "activity_feed").await?;
+    let session = Session::open(state, token, tenant, "activity_feed").await?;
+    read_in(state, session, tenant, id).await
+}
+
+/// What became of command `id`, read in `session`.
+async fn read_in(
+    state: &ApiState,
+    mut session: Session,
+    tenant: &str,
+    id: Uuid,
+) -> Result<CommandStatus, ApiError> {
     let found: Option<CommandStatus> = sqlx::query_as(
         "SELECT status, position, event_id, event_type, reason, field, message, at \
          FROM analytics.command_status($1)",
@@ -101,13 +111,15 @@ pub async fn status(
 ) -> Result<Response, ApiError> {
     let token = bearer(&headers)?;
     let (tenant, id) = path(p)?;
+    // The token first: a client without a valid one learns nothing of its parameters.
+    let session = Session::open(&state, token, &tenant, "activity_feed").await?;
     let params = pairs(query, &["wait_ms"])?;
     let max = state.config.max_wait.as_millis() as u64;
     let wait = Duration::from_millis(params.millis("wait_ms", max)?.unwrap_or(0));
     let id = Uuid::try_parse(&id)
         .map_err(|_| ApiError::bad("id", "must be the command's UUID, as published in its `id`"))?;
     let deadline = Instant::now() + wait;
-    let mut status = read(&state, token, &tenant, id).await?;
+    let mut status = read_in(&state, session, &tenant, id).await?;
     if status.status == "unknown" && !wait.is_zero() {
         let Ok(_permit) = state.pollers.try_acquire() else {
             return Err(ApiError::Unavailable(

@@ -169,7 +169,8 @@ impl IntoResponse for ApiError {
                 parameter,
             },
         };
-        let json = serde_json::to_vec(&body).expect("errors serialise");
+        let mut json = serde_json::to_vec(&body).expect("errors serialise");
+        json.push(b'\n');
         let mut response = (self.status(), json).into_response();
         let headers = response.headers_mut();
         headers.insert(

@@ -49,8 +49,8 @@ fn check_user(user: &str) -> Result<(), ApiError> {
     crate::model::fields::user_id(user).map_err(|r| ApiError::bad("user", r.message))
 }
 
-/// A session on `projection` that has folded up to `min`, waiting (bounded by `deadline`)
-/// if it has not yet. The wait holds no database connection.
+/// `session`, once its projection has folded up to `min`, waiting (at most the server's max
+/// wait) if it has not yet. The wait holds no database connection.
 pub async fn reach(
     state: &ApiState,
     session: Session,
@@ -58,8 +58,8 @@ pub async fn reach(
     tenant: &str,
     projection: &str,
     min: Option<i64>,
-    deadline: Instant,
 ) -> Result<Session, ApiError> {
+    let deadline = Instant::now() + state.config.max_wait;
     let Some(min) = min.filter(|m| *m > session.position) else {
         return Ok(session);
     };
@@ -87,20 +87,6 @@ pub async fn reach(
     Ok(session)
 }
 
-/// A session on `projection` for `tenant`, once it has folded up to `min` (waiting at most
-/// the server's max wait).
-async fn open_at(
-    state: &ApiState,
-    token: &str,
-    tenant: &str,
-    projection: &str,
-    min: Option<i64>,
-) -> Result<Session, ApiError> {
-    let deadline = Instant::now() + state.config.max_wait;
-    let session = Session::open(state, token, tenant, projection).await?;
-    reach(state, session, token, tenant, projection, min, deadline).await
-}
-
 /// `GET /v1/tenants/{tenant}/users/{user}/summary`
 pub async fn summary(
     State(state): State<ApiState>,
@@ -110,12 +96,12 @@ pub async fn summary(
 ) -> Result<Response, ApiError> {
     let token = bearer(&headers)?;
     let (tenant, user) = path(p)?;
+    // The token is checked (the session opened) before parameters, and before the cache
+    // is asked anything.
+    let session = Session::open(&state, token, &tenant, "user_summary").await?;
     let params = pairs(query, &["min_position"])?;
     let min = min_position(&params, &headers)?;
     check_user(&user)?;
-    let deadline = Instant::now() + state.config.max_wait;
-    // The token is checked (the session opened) before the cache is asked anything.
-    let session = Session::open(&state, token, &tenant, "user_summary").await?;
     let cache = state.cache().await;
     let entry = match &cache {
         Some(c) => match tokio::time::timeout(CACHE_WAIT, c.peek(&tenant, &user)).await {
@@ -141,17 +127,10 @@ pub async fn summary(
         metrics::counter!("activity_cache_hits_total", &labels).increment(1);
         return Ok(reply::one(&r, as_of, Source::Cache));
     }
-    metrics::counter!("activity_cache_misses_total", &labels).increment(1);
-    let mut session = reach(
-        &state,
-        session,
-        token,
-        &tenant,
-        "user_summary",
-        min,
-        deadline,
-    )
-    .await?;
+    if cache.is_some() {
+        metrics::counter!("activity_cache_misses_total", &labels).increment(1);
+    }
+    let mut session = reach(&state, session, token, &tenant, "user_summary", min).await?;
     let row: Option<UserRow> = sqlx::query_as(sql::USER_SUMMARY)
         .bind(&tenant)
         .bind(&user)
@@ -187,12 +166,13 @@ const FEED_PARAMS: [&str; 6] = ["metadata", "type", "from", "to", "limit", "min_
 async fn feed(
     state: &ApiState,
     headers: &HeaderMap,
+    token: &str,
     query: Pairs,
     tenant: String,
     user: Option<String>,
     cursor: &str,
 ) -> Result<Response, ApiError> {
-    let token = bearer(headers)?;
+    let session = Session::open(state, token, &tenant, "activity_feed").await?;
     let mut allowed = FEED_PARAMS.to_vec();
     allowed.push(cursor);
     let params = pairs(query, &allowed)?;
@@ -210,7 +190,7 @@ async fn feed(
         limit: params.limit()? + 1,
     };
     let min = min_position(&params, headers)?;
-    let mut session = open_at(state, token, &filter.tenant, "activity_feed", min).await?;
+    let mut session = reach(state, session, token, &filter.tenant, "activity_feed", min).await?;
     let rows: Vec<FeedRow> = filter
         .query("")
         .build_query_as()
@@ -227,9 +207,9 @@ pub async fn user_activities(
     query: Pairs,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    bearer(&headers)?;
+    let token = bearer(&headers)?;
     let (tenant, user) = path(p)?;
-    feed(&state, &headers, query, tenant, Some(user), "before").await
+    feed(&state, &headers, token, query, tenant, Some(user), "before").await
 }
 
 /// `GET /v1/tenants/{tenant}/activities`
@@ -239,9 +219,9 @@ pub async fn tenant_activities(
     query: Pairs,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    bearer(&headers)?;
+    let token = bearer(&headers)?;
     let tenant = path(p)?;
-    feed(&state, &headers, query, tenant, None, "cursor").await
+    feed(&state, &headers, token, query, tenant, None, "cursor").await
 }
 
 /// A page of at most `limit` rows out of `rows` (fetched one over), with the cursor of
@@ -268,12 +248,13 @@ pub async fn daily(
 ) -> Result<Response, ApiError> {
     let token = bearer(&headers)?;
     let tenant = path(p)?;
+    let session = Session::open(&state, token, &tenant, "daily_activity").await?;
     let params = pairs(query, &["from", "to", "type", "min_position"])?;
     let (from, to): (Option<NaiveDate>, Option<NaiveDate>) =
         (params.day("from")?, params.day("to")?);
     let activity_type = params.activity_type()?;
     let min = min_position(&params, &headers)?;
-    let mut session = open_at(&state, token, &tenant, "daily_activity", min).await?;
+    let mut session = reach(&state, session, token, &tenant, "daily_activity", min).await?;
     let rows: Vec<DailyRow> = sqlx::query_as(sql::DAILY)
         .bind(&tenant)
         .bind(from)

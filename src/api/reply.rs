@@ -47,7 +47,9 @@ pub fn one(value: &impl Serialize, position: i64, source: Source) -> Response {
 
 /// One object, with the position when there is one.
 pub fn json(value: &impl Serialize, position: Option<i64>) -> Response {
-    let body = serde_json::to_vec(value).expect("answers serialise");
+    let mut body = serde_json::to_vec(value).expect("answers serialise");
+    // A line, so answers printed one after another (curl) stay apart.
+    body.push(b'\n');
     with_headers(body, "application/json", position)
 }
 

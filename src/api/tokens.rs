@@ -29,7 +29,8 @@ pub struct TokenInfo {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-/// The SHA-256 of a token, in hex: what the database keeps and is asked about.
+/// The SHA-256 of a token, in hex: what the API sends the database (which keeps the
+/// SHA-256 of this).
 pub fn digest(token: &str) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(token.as_bytes())
@@ -69,7 +70,7 @@ pub async fn create(
     let info = db(
         sqlx::query_as(
             "INSERT INTO api_tokens (tenant, name, hash, expires_at) \
-             VALUES ($1, $2, decode($3, 'hex'), now() + make_interval(days => $4)) \
+             VALUES ($1, $2, sha256(decode($3, 'hex')), now() + make_interval(days => $4)) \
              RETURNING id, tenant, name, created_at, expires_at, revoked_at",
         )
         .bind(tenant)

@@ -108,9 +108,19 @@ impl Positions {
         let _leave = Leave(&self.waiting);
         self.wake.notify_one();
         loop {
-            let at = seen.borrow_and_update().get(projection).copied();
+            let (at, known) = {
+                let map = seen.borrow_and_update();
+                (
+                    map.get(projection).copied(),
+                    map.is_empty() || map.contains_key(projection),
+                )
+            };
             if at.is_some_and(|p| p >= min) {
                 return Ok(());
+            }
+            // The watcher has read the positions and this projection is not among them.
+            if !known {
+                return Err(NotYet::Deadline(0));
             }
             match tokio::time::timeout_at(deadline, seen.changed()).await {
                 Ok(Ok(())) => {}

@@ -313,15 +313,15 @@ impl CacheEntries {
         }
     }
 
-    /// Purges one user's entry and its history (an erasure), then leaves `tombstone` (no
-    /// personal data, under the hashed key): a read-through fill of a row read before the
-    /// erasure is older than the tombstone and refused, so it cannot bring the user back.
-    /// Returns whether there was an entry.
+    /// Purges one user's entry and its history (an erasure), then leaves `tombstone` if
+    /// given (no personal data, under the hashed key): a read-through fill of a row read
+    /// before the erasure is older than the tombstone and refused, so it cannot bring the
+    /// user back. Returns whether there was an entry.
     pub async fn purge(
         &self,
         tenant: &str,
         user: &str,
-        tombstone: &Cached,
+        tombstone: Option<&Cached>,
     ) -> Result<bool, CacheError> {
         let key = self.key(tenant, user);
         let held = self
@@ -335,10 +335,12 @@ impl CacheEntries {
                 .await
                 .map_err(|e| self.nats("purge an entry", e))?;
         }
-        self.kv
-            .put(&key, tombstone.bytes())
-            .await
-            .map_err(|e| self.nats("leave a tombstone", e))?;
+        if let Some(t) = tombstone {
+            self.kv
+                .put(&key, t.bytes())
+                .await
+                .map_err(|e| self.nats("leave a tombstone", e))?;
+        }
         Ok(held.is_some())
     }
 

@@ -127,11 +127,12 @@ pub struct Roles {
 }
 
 pub async fn up(cli: &Cli) -> Result<(), CliError> {
-    let embedded = Embedded::start(&cli.data_dir).await?;
+    // Before the servers start: starting rewrites the env file that names the port used last.
     let api_addr = cli
         .api
         .api_addr
         .unwrap_or_else(|| api_port(&cli.data_dir.join("env")));
+    let embedded = Embedded::start(&cli.data_dir).await?;
     let api_url = format!("http://{api_addr}");
     embedded.publish_api_url(&api_url)?;
     // One write, its failure ignored: a reader that stopped reading (`up | head`) must not

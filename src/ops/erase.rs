@@ -400,12 +400,13 @@ async fn purge_cache(
             .await,
             "read a projection's position",
         )?;
-        let tombstone = crate::cache::Cached::Tombstone {
-            as_of: as_of.unwrap_or(i64::MAX),
-            epoch: epoch.map_or(0, i64::from),
-        };
+        // No checkpoint (not installed): no position to hold fills back with, no tombstone.
+        let tombstone = as_of.map(|as_of| crate::cache::Cached::Tombstone {
+            as_of,
+            epoch: epoch.map_or(-1, i64::from),
+        });
         if entries
-            .purge(tenant, user, &tombstone)
+            .purge(tenant, user, tombstone.as_ref())
             .await
             .map_err(|e| EraseError::Nats(e.to_string()))?
         {

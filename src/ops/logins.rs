@@ -11,8 +11,9 @@ pub const OWNER: &str = "activity_owner";
 /// The ingestor's login: a member of `activity_writer`, which appends only through the
 /// append path and sees nothing of the read side.
 pub const INGEST: &str = "activity_ingest";
-/// The HTTP API's login: an `activity_reader` bound to no tenant in `reader_tenants`, so it
-/// reads only what the token a request carries lets row-level security show.
+/// The HTTP API's login: an `activity_http_reader` (a reader that may scope a session by a
+/// token) bound to no tenant in `reader_tenants`, so it reads only what the token a request
+/// carries lets row-level security show.
 pub const API: &str = "activity_api";
 
 /// Creates (or updates the passwords of) the owner and ingest logins and the two group
@@ -24,14 +25,14 @@ pub async fn ensure(
     ingest_password: &str,
     api_password: &str,
 ) -> Result<(), LogError> {
-    for group in ["activity_writer", "activity_reader"] {
+    for group in ["activity_writer", "activity_reader", "activity_http_reader"] {
         create_if_missing(admin, group, &format!("CREATE ROLE {group} NOLOGIN")).await?;
     }
     let owner = format!("CREATE ROLE {OWNER} LOGIN CREATEROLE NOSUPERUSER");
     create_if_missing(admin, OWNER, &owner).await?;
     let ingest = format!("CREATE ROLE {INGEST} LOGIN NOSUPERUSER IN ROLE activity_writer");
     create_if_missing(admin, INGEST, &ingest).await?;
-    let api = format!("CREATE ROLE {API} LOGIN NOSUPERUSER IN ROLE activity_reader");
+    let api = format!("CREATE ROLE {API} LOGIN NOSUPERUSER IN ROLE activity_http_reader");
     create_if_missing(admin, API, &api).await?;
     for (login, password) in [
         (OWNER, owner_password),
@@ -50,6 +51,15 @@ pub async fn ensure(
             "set a login's password",
         )?;
     }
+    // A login an earlier `up` made may predate the group: grant it again (idempotent).
+    db(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "GRANT activity_http_reader TO {API}"
+        )))
+        .execute(&mut *admin)
+        .await,
+        "let the API's login scope sessions by token",
+    )?;
     db(
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "GRANT activity_reader TO {OWNER}"

@@ -8,6 +8,9 @@ use serde_json::{Value, json};
 
 use crate::api_support::{Api, activity, register, segment, tenant};
 
+/// A token of the right shape that was never made: it reaches the database's check.
+const NEVER_ISSUED: &str = "ast_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
 /// Two tenants with users (one with an awkward id) and activities; returns the tokens.
 async fn seeded(api: &Api) -> (String, String) {
     let (acme, globex) = (api.token("acme").await, api.token("globex").await);
@@ -161,14 +164,19 @@ async fn tokens_scope_every_path_and_another_tenant_is_not_found() {
     ];
     let revoked = api.token("acme").await;
     sqlx::query(
-        "UPDATE api_tokens SET revoked_at = now() WHERE hash = sha256(convert_to($1, 'UTF8'))",
+        "UPDATE api_tokens SET revoked_at = now() WHERE hash = sha256(sha256(convert_to($1, 'UTF8')))",
     )
     .bind(&revoked)
     .execute(&api.db.pool)
     .await
     .unwrap();
     for path in &paths {
-        for token in [None, Some("ast_not_a_token"), Some(revoked.as_str())] {
+        for token in [
+            None,
+            Some("ast_not_a_token"),
+            Some(NEVER_ISSUED),
+            Some(revoked.as_str()),
+        ] {
             let a = api.get(path, token).await;
             assert_eq!(a.status, 401, "{path} {token:?}: {}", a.text);
             assert_eq!(a.json()["error"]["code"], "unauthorized");
@@ -186,6 +194,15 @@ async fn tokens_scope_every_path_and_another_tenant_is_not_found() {
             "{path}"
         );
         assert_eq!(api.get(path, Some(&acme)).await.status, 200, "{path}");
+    }
+    // The token is checked before any parameter: a client without a valid one learns
+    // nothing of the rules.
+    for bad in [
+        "/v1/tenants/acme/activities?limit=0",
+        "/v1/tenants/acme/commands/nope",
+    ] {
+        assert_eq!(api.get(bad, Some(&revoked)).await.status, 401, "{bad}");
+        assert_eq!(api.get(bad, Some(&acme)).await.status, 400, "{bad}");
     }
     // The token is a header, never a parameter (it would end in access logs).
     let a = api
@@ -216,6 +233,15 @@ async fn the_cache_serves_a_summary_only_to_its_tenant_and_only_current() {
         without_position(first.json())
     );
     assert_eq!(api.get(path, Some(&globex)).await.status, 404);
+    // An entry of another epoch (read from tables a rebuild has since replaced) is not served.
+    sqlx::query(
+        "UPDATE projection_checkpoints SET epoch = epoch + 1 WHERE projection = 'user_summary'",
+    )
+    .execute(&api.db.pool)
+    .await
+    .unwrap();
+    let after = api.get(path, Some(&acme)).await;
+    assert_eq!(after.header("x-activity-source").as_deref(), Some("table"));
     // Asking for a position past the entry's reads the table once the projection is there.
     let position = api
         .apply(
@@ -314,7 +340,7 @@ async fn a_read_waits_for_its_position_and_gives_up_with_retry_after() {
     let a = api
         .get(
             "/v1/tenants/acme/daily?min_position=999999999",
-            Some("ast_wrong"),
+            Some(NEVER_ISSUED),
         )
         .await;
     assert_eq!(a.status, 401);

@@ -17,7 +17,7 @@ async fn token(pool: &PgPool, tenant: &str, expires: &str) -> String {
     let token = format!("ast_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO api_tokens (tenant, name, hash, expires_at) \
-         VALUES ($1, 'test', sha256(convert_to($2, 'UTF8')), {expires})"
+         VALUES ($1, 'test', sha256(sha256(convert_to($2, 'UTF8'))), {expires})"
     )))
     .bind(tenant)
     .bind(&token)
@@ -79,14 +79,25 @@ async fn two_tenants() -> ReadSide {
 #[tokio::test]
 async fn a_token_lets_an_unbound_reader_read_its_tenant_and_nothing_else() {
     let r = two_tenants().await;
-    // A reader login bound to no tenant: only a token can scope it.
-    let (_, reader) = login_in(&r.db, "activity_reader").await;
+    // A login of the API's kind, bound to no tenant: only a token can scope it.
+    let (_, reader) = login_in(&r.db, "activity_http_reader").await;
     let acme = token(&r.db.pool, "acme", "NULL").await;
     assert_eq!(visible(&reader, "acme", &acme).await, ["acme"]);
     // The token of one tenant does not open another, nor does a made-up token.
     assert!(visible(&reader, "globex", &acme).await.is_empty());
     assert!(visible(&reader, "acme", "ast_made_up").await.is_empty());
     assert!(visible(&reader, "acme", "").await.is_empty());
+    // Only the API's kind of login may scope by token: an SQL reader holding a digest (from a
+    // statement log, say) reads nothing with it; nor does the digest stored in the table
+    // (the table keeps the digest's digest).
+    let (_, analyst) = login_in(&r.db, "activity_reader").await;
+    assert!(visible(&analyst, "acme", &acme).await.is_empty());
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT hash FROM api_tokens LIMIT 1")
+        .fetch_one(&r.db.pool)
+        .await
+        .unwrap();
+    let stored_hex: String = stored.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(visible_raw(&reader, "acme", &stored_hex).await.is_empty());
     // The session is given the token's digest; the token itself, or anything not a digest,
     // opens nothing (and raises no error).
     assert!(visible_raw(&reader, "acme", &acme).await.is_empty());
@@ -94,7 +105,7 @@ async fn a_token_lets_an_unbound_reader_read_its_tenant_and_nothing_else() {
     // Revoked or expired tokens open nothing.
     let revoked = token(&r.db.pool, "acme", "NULL").await;
     sqlx::query(
-        "UPDATE api_tokens SET revoked_at = now() WHERE hash = sha256(convert_to($1, 'UTF8'))",
+        "UPDATE api_tokens SET revoked_at = now() WHERE hash = sha256(sha256(convert_to($1, 'UTF8')))",
     )
     .bind(&revoked)
     .execute(&r.db.pool)
@@ -184,7 +195,7 @@ async fn command_status_tells_applied_refused_and_unknown_only_to_its_tenant() {
     let bad = json!({"type": "record_activity", "tenant": "acme", "user": "nobody",
         "activity_type": "login", "id": refused});
     r.apply(&[ok, bad]).await;
-    let (_, reader) = login_in(&r.db, "activity_reader").await;
+    let (_, reader) = login_in(&r.db, "activity_http_reader").await;
     let acme = token(&r.db.pool, "acme", "NULL").await;
     let globex = token(&r.db.pool, "globex", "NULL").await;
 
@@ -218,7 +229,7 @@ async fn a_refused_command_is_found_by_its_id_even_when_another_field_is_invalid
         "activity_type": "NOT VALID", "id": id}),
     ])
     .await;
-    let (_, reader) = login_in(&r.db, "activity_reader").await;
+    let (_, reader) = login_in(&r.db, "activity_http_reader").await;
     let acme = token(&r.db.pool, "acme", "NULL").await;
     let (state, _, reason, field) = status(&reader, "acme", &acme, id).await.unwrap();
     assert_eq!(state, "refused");

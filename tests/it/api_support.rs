@@ -54,7 +54,7 @@ impl Api {
         let db = TestDb::migrated().await;
         let (writer, _) = login_in(&db, "activity_writer").await;
         // The API's login is a reader bound to no tenant: only tokens scope it.
-        let (reader, _) = login_in(&db, "activity_reader").await;
+        let (reader, _) = login_in(&db, "activity_http_reader").await;
         let (prefix, mut ingest) = ingest_config();
         ingest.rejections = format!("{prefix}.rejections");
         let mut config = config(db.url(), Some(db.url_as(&writer, "pw")), ingest, true);

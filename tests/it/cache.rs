@@ -214,7 +214,10 @@ async fn a_fill_read_before_an_erasure_never_brings_the_user_back() {
         as_of: checkpoint(&c).await,
         epoch,
     };
-    c.entries().purge("acme", "ann", &tombstone).await.unwrap();
+    c.entries()
+        .purge("acme", "ann", Some(&tombstone))
+        .await
+        .unwrap();
     let stale = Cached::Row {
         row: serde_json::to_value(&old).unwrap(),
         as_of,
