@@ -51,6 +51,8 @@ async fn stop(mut child: Child) {
 #[tokio::test]
 async fn up_serves_stops_cleanly_and_reuses_its_data() {
     let dir = std::env::temp_dir().join(unique_name("up"));
+    // The API's default port taken: up serves it on another, and must keep that one.
+    let blocker = std::net::TcpListener::bind("127.0.0.1:8080").ok();
     let (child, url) = start_up(&dir).await;
     let env = std::fs::read_to_string(dir.join("env")).unwrap();
     assert!(
@@ -167,11 +169,18 @@ async fn up_serves_stops_cleanly_and_reuses_its_data() {
         "PostgreSQL stopped with up"
     );
 
+    drop(blocker);
     let (child, url_again) = start_up(&dir).await;
     assert_eq!(
         url_again, url,
         "same password and, being free, the same port"
     );
+    let env_again = std::fs::read_to_string(dir.join("env")).unwrap();
+    let api_again = env_again
+        .lines()
+        .find_map(|l| l.strip_prefix("API_URL="))
+        .unwrap();
+    assert_eq!(api_again, api_url, "the API keeps its port too");
     let mut conn = PgConnection::connect(&url_again).await.unwrap();
     let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE tenant = 'kept'")
         .fetch_one(&mut conn)
