@@ -216,6 +216,25 @@ async fn observe(request: Request, next: Next) -> Response {
     response
 }
 
+/// Whether the API at `addr` answers a request (its OpenAPI document) within a second: the
+/// API role's heartbeat.
+pub async fn answers(addr: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request =
+            "GET /v1/openapi.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        conn.write_all(request.as_bytes()).await.ok()?;
+        let mut head = [0u8; 12];
+        conn.read_exact(&mut head).await.ok()?;
+        Some(&head == b"HTTP/1.1 200")
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), ask).await,
+        Ok(Some(true))
+    )
+}
+
 /// Binds `config.addr` and returns the bound address and the server, which serves until
 /// `shutdown`.
 pub async fn serve(

@@ -150,6 +150,14 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
             ingest(pool.clone(), nats.clone(), config.clone(), role, token)
         }));
     }
+    if let Some(api) = &config.api {
+        let role = Role::new("api");
+        roles.push(role.clone());
+        let (nats, config, api) = (nats.clone(), config.clone(), api.clone());
+        tracker.spawn(supervise(role, shutdown.clone(), move |role, token| {
+            serve_api(config.clone(), api.clone(), nats.clone(), role, token)
+        }));
+    }
     let health = Health {
         pool: pool.clone(),
         nats: nats.clone(),
@@ -182,10 +190,6 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
             tracing::error!(error = %e, "metrics endpoint stopped");
         }
     });
-    if let Some(api) = &config.api {
-        let server = start_api(&config, api, &nats, shutdown.clone()).await?;
-        tracker.spawn(server);
-    }
     tracker.close();
     tracker.wait().await;
     Ok(())
@@ -204,14 +208,17 @@ async fn connect(url: &str, role: &str, max: u32, acquire_secs: u64) -> Result<P
     )?)
 }
 
-/// Binds the HTTP API and returns it, serving until `shutdown`. It reads through a pool of
-/// its own (as `api_database_url`'s login, an unbound reader, when given).
-async fn start_api(
-    config: &ServeConfig,
-    api: &crate::api::ApiConfig,
-    nats: &async_nats::Client,
+/// One attempt at the API role: its own pool (as `api_database_url`'s login, an unbound
+/// reader, when given), bind, serve until `shutdown`. Its heartbeat is a request to itself
+/// every few seconds that must be answered: `/livez` fails if the server stops answering,
+/// and an error that ends it is restarted like any role.
+async fn serve_api(
+    config: ServeConfig,
+    api: crate::api::ApiConfig,
+    nats: async_nats::Client,
+    role: Role,
     shutdown: CancellationToken,
-) -> Result<impl std::future::Future<Output = ()> + use<>, ServeError> {
+) -> Result<(), ServeError> {
     if config.api_database_url.is_none() {
         tracing::warn!(
             "the API reads as the store's owner (no API database URL): tenant isolation then rests on the server's token check, not on the database"
@@ -222,21 +229,35 @@ async fn start_api(
         .as_ref()
         .unwrap_or(&config.database_url);
     let pool = connect(url, "api", 16, 2).await?;
-    let js = async_nats::jetstream::new(nats.clone());
-    let state = crate::api::ApiState::new(pool, Some(js), api.clone(), shutdown.clone());
-    let (bound, server) =
-        crate::api::serve(state, shutdown)
-            .await
-            .map_err(|source| ServeError::Api {
-                addr: api.addr,
-                source,
-            })?;
+    // This attempt's tasks (the position watcher) end with it.
+    let attempt = shutdown.child_token();
+    let _ended = attempt.clone().drop_guard();
+    let js = async_nats::jetstream::new(nats);
+    let state = crate::api::ApiState::new(pool, Some(js), api.clone(), attempt);
+    let (bound, server) = crate::api::serve(state, shutdown.clone())
+        .await
+        .map_err(|source| ServeError::Api {
+            addr: api.addr,
+            source,
+        })?;
     tracing::info!(%bound, "API on http://{bound}/v1");
-    Ok(async move {
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "API stopped");
+    role.running();
+    let every = (config.liveness_timeout / 4).clamp(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(5),
+    );
+    let probe = async {
+        loop {
+            if crate::api::answers(bound).await {
+                role.heartbeat.beat();
+            }
+            tokio::time::sleep(every).await;
         }
-    })
+    };
+    tokio::select! {
+        served = server => served.map_err(|source| ServeError::Api { addr: bound, source }),
+        _ = probe => unreachable!("the probe never ends"),
+    }
 }
 
 /// One attempt at the projector role: install, attach caches, fold until shutdown.

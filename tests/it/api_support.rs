@@ -202,6 +202,11 @@ impl Api {
         }
     }
 
+    /// The store serving the API (its `/livez`, `/readyz`, `/metrics`).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub async fn stop(self) {
         self.store.stop().await;
     }

@@ -4,6 +4,7 @@
 mod support;
 
 mod api;
+mod api_liveness;
 mod api_pages;
 mod api_readme;
 mod api_schema;
