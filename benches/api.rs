@@ -104,16 +104,8 @@ fn user(i: usize) -> String {
 #[tokio::main]
 async fn main() {
     support::use_durable_servers();
-    let n: i64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(200_000);
-    let env = |k: &str, d: f64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
+    let n = common::count_arg(200_000);
+    let env = common::env_or;
     let (clients, seconds) = (env("API_CLIENTS", 16.0) as usize, env("API_SECONDS", 10.0));
     let db = seed_log(n).await;
     println!(

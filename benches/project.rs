@@ -237,16 +237,8 @@ async fn read_latency(pool: &PgPool) -> [(String, f64, f64); 4] {
 #[tokio::main]
 async fn main() {
     support::use_durable_servers();
-    let n: i64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
-    let env = |k: &str, d: f64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
+    let n = common::count_arg(1_000_000);
+    let env = common::env_or;
     let (rate, seconds) = (env("LAG_RATE", 8_000.0), env("LAG_SECONDS", 20.0));
 
     println!("project bench: PostgreSQL on loopback (fsync on), 10,000 users, 10 tenants");

@@ -345,3 +345,19 @@ pub async fn seed_log(n: i64) -> TestDb {
     pb.finish_and_clear();
     db
 }
+
+/// The bench's first numeric argument (`cargo bench --bench X -- 100000`), else `default`.
+pub fn count_arg(default: i64) -> i64 {
+    std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A numeric setting from the environment, else `default`.
+pub fn env_or(key: &str, default: f64) -> f64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

@@ -16,8 +16,7 @@ use super::reply::{self, Source};
 use super::session::{Session, bearer};
 use super::sql::{self, Feed};
 use super::wait::NotYet;
-use crate::cache::Cached;
-use crate::query::{DailyRow, FeedRow, UserRow};
+use crate::query::{DailyRow, FeedRow, UserRow, fill, servable};
 
 type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
@@ -117,13 +116,7 @@ pub async fn summary(
     let labels = [("cache", "user_summary")];
     // The entry serves only a session the token scoped to this tenant (opened above), of the
     // projection's current epoch, at least as new as the position asked for.
-    if let Some(Cached::Row { row, as_of, epoch }) = entry
-        && epoch == session.epoch
-        && min.is_none_or(|m| as_of >= m)
-        && let Ok(r) = serde_json::from_value::<UserRow>(row)
-        && r.tenant == tenant
-        && r.user_id == user
-    {
+    if let Some((r, as_of)) = servable(entry, session.epoch, min, &tenant, &user) {
         metrics::counter!("activity_cache_hits_total", &labels).increment(1);
         return Ok(reply::one(&r, as_of, Source::Cache));
     }
@@ -144,17 +137,9 @@ pub async fn summary(
         )));
     };
     if let Some(cache) = cache {
-        let fill = Cached::Row {
-            row: serde_json::to_value(&row).expect("rows serialise"),
-            as_of: session.position,
-            epoch: session.epoch,
-        };
-        let (t, u) = (tenant.clone(), user.clone());
-        tokio::spawn(async move {
-            if let Err(e) = cache.write(&t, &u, &fill).await {
-                tracing::warn!(error = %e, "could not fill a cache entry");
-            }
-        });
+        let (t, u, r) = (tenant.clone(), user.clone(), row.clone());
+        let (as_of, epoch) = (session.position, session.epoch);
+        tokio::spawn(async move { fill(&cache, &t, &u, &r, as_of, epoch).await });
     }
     Ok(reply::one(&row, session.position, Source::Table))
 }

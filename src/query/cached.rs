@@ -59,39 +59,77 @@ pub async fn user_through_cache(
     );
     let (allowed, epoch) = checked?;
     if allowed {
-        let current = entry.map(|e| match e {
-            Some(Cached::Row { row, epoch: e, .. }) if e == epoch => Some(row),
-            _ => None,
-        });
-        match current {
-            Ok(Some(value)) => match serde_json::from_value::<UserRow>(value) {
-                Ok(row) if row.tenant == tenant && row.user_id == user_id => {
+        match entry {
+            Ok(entry) => {
+                if let Some((row, _)) = servable(entry, epoch, None, tenant, user_id) {
                     metrics::counter!("activity_cache_hits_total", &labels).increment(1);
                     return Ok(CachedRead {
                         row: Some(row),
                         from_cache: true,
                     });
                 }
-                Ok(_) | Err(_) => {
-                    tracing::warn!(tenant, user_id, "a cache entry did not match its key")
-                }
-            },
-            Ok(None) => {}
+            }
             Err(e) => tracing::warn!(error = %e, "cache unavailable; reading the table"),
         }
     }
     metrics::counter!("activity_cache_misses_total", &labels).increment(1);
     let read = user_at(pool, tenant, user_id).await?;
     if let Some((r, as_of, epoch)) = &read {
-        let row = serde_json::to_value(r).expect("rows serialise");
-        let (as_of, epoch) = (*as_of, *epoch);
-        let fill = Cached::Row { row, as_of, epoch };
-        if let Err(e) = cache.write(tenant, user_id, &fill).await {
-            tracing::warn!(error = %e, "could not fill a cache entry");
-        }
+        fill(cache, tenant, user_id, r, *as_of, *epoch).await;
     }
     Ok(CachedRead {
         row: read.map(|(r, _, _)| r),
         from_cache: false,
     })
+}
+
+/// The row a cache entry may serve, and the position it is as of: a row (not a tombstone)
+/// of the projection's current `epoch`, at least as of `min` when given, whose tenant and
+/// user are the key's. Anything else is a miss (an entry not matching its key is logged).
+/// The caller has already held the reader to the tenant rule.
+pub fn servable(
+    entry: Option<Cached>,
+    epoch: i64,
+    min: Option<i64>,
+    tenant: &str,
+    user: &str,
+) -> Option<(UserRow, i64)> {
+    let Some(Cached::Row {
+        row,
+        as_of,
+        epoch: e,
+    }) = entry
+    else {
+        return None;
+    };
+    if e != epoch || min.is_some_and(|m| as_of < m) {
+        return None;
+    }
+    match serde_json::from_value::<UserRow>(row) {
+        Ok(r) if r.tenant == tenant && r.user_id == user => Some((r, as_of)),
+        _ => {
+            tracing::warn!(tenant, user, "a cache entry did not match its key");
+            None
+        }
+    }
+}
+
+/// Fills a user's entry with `row`, read at projection position `as_of` of `epoch`, unless
+/// the entry holds something newer; a cache that cannot be written is logged, not an error.
+pub async fn fill(
+    cache: &CacheEntries,
+    tenant: &str,
+    user: &str,
+    row: &UserRow,
+    as_of: i64,
+    epoch: i64,
+) {
+    let value = Cached::Row {
+        row: serde_json::to_value(row).expect("rows serialise"),
+        as_of,
+        epoch,
+    };
+    if let Err(e) = cache.write(tenant, user, &value).await {
+        tracing::warn!(error = %e, "could not fill a cache entry");
+    }
 }

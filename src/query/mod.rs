@@ -4,7 +4,7 @@
 mod cached;
 mod reads;
 
-pub use cached::{CachedRead, may_read, user_through_cache};
+pub use cached::{CachedRead, fill, may_read, servable, user_through_cache};
 pub use reads::{
     DailyRow, FEED_BY_METADATA_SQL, FEED_SQL, FeedRow, UserRow, daily, feed, user, user_at,
 };

@@ -254,20 +254,7 @@ async fn explain(conn: &mut sqlx::PgConnection, sql: &str, binds: &[serde_json::
 #[tokio::test]
 async fn command_lookups_and_the_tenant_feed_use_their_indexes() {
     let r = ReadSide::new().await;
-    sqlx::query(
-        "INSERT INTO analytics.activity_feed \
-         SELECT 't' || (i % 2), 'u' || (i % 2000), gen_random_uuid(), 'login', \
-                now() - i * interval '1 minute', \
-                jsonb_build_object('n', i, 'tag', CASE WHEN i % 1000 = 0 THEN 'rare' ELSE 'common' END), i \
-         FROM generate_series(1, 40000) i",
-    )
-    .execute(&r.db.pool)
-    .await
-    .unwrap();
-    sqlx::query("ANALYZE analytics.activity_feed")
-        .execute(&r.db.pool)
-        .await
-        .unwrap();
+    crate::fixtures::analysed_feed(&r.db.pool).await;
     let mut conn = r.db.pool.acquire().await.unwrap();
     let cursor = Cursor {
         at: chrono::Utc::now() - chrono::Duration::days(3),

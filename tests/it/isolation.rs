@@ -192,24 +192,7 @@ async fn explain<'q>(
 #[tokio::test]
 async fn feed_and_metadata_queries_use_their_indexes() {
     let r = ReadSide::new().await;
-    // 40,000 activities of two tenants and 2,000 users, one in 1,000 with a rare tag, with
-    // metadata of realistic size (PostgreSQL's estimate for a rare `@>` key swings between
-    // 0.01% and 4% with the ANALYZE sample; at any of them the GIN index must win).
-    sqlx::query(
-        "INSERT INTO analytics.activity_feed \
-         SELECT 't' || (i % 2), 'u' || (i % 2000), gen_random_uuid(), 'login', \
-                now() - i * interval '1 minute', \
-                jsonb_build_object('n', i, 'tag', CASE WHEN i % 1000 = 0 THEN 'rare' ELSE 'common' END, \
-                                   'ua', repeat('x', 800)), i \
-         FROM generate_series(1, 40000) i",
-    )
-    .execute(&r.db.pool)
-    .await
-    .unwrap();
-    sqlx::query("ANALYZE analytics.activity_feed")
-        .execute(&r.db.pool)
-        .await
-        .unwrap();
+    crate::fixtures::analysed_feed(&r.db.pool).await;
     let sql = format!("EXPLAIN {}", query::FEED_SQL);
     let feed = explain(
         &r,
