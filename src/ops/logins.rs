@@ -51,32 +51,23 @@ pub async fn ensure(
             "set a login's password",
         )?;
     }
-    // A login an earlier `up` made may predate the group: grant it again (idempotent).
-    db(
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "GRANT activity_http_reader TO {API}"
-        )))
-        .execute(&mut *admin)
-        .await,
-        "let the API's login scope sessions by token",
-    )?;
-    db(
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "GRANT activity_reader TO {OWNER}"
-        )))
-        .execute(&mut *admin)
-        .await,
-        "let the owner read as activity_reader",
-    )?;
-    // `status` reads, as the owner, how long the ingestor's sessions have held their locks.
-    db(
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "GRANT pg_read_all_stats TO {OWNER}"
-        )))
-        .execute(&mut *admin)
-        .await,
-        "let the owner see every session's activity",
-    )?;
+    // Idempotent, so a login an earlier `up` made gets what it lacks.
+    let grants = [
+        // The API's login may scope sessions by token.
+        format!("GRANT activity_http_reader TO {API}"),
+        // The owner reads as activity_reader (`query`).
+        format!("GRANT activity_reader TO {OWNER}"),
+        // `status` reads, as the owner, how long the ingestor's sessions have held locks.
+        format!("GRANT pg_read_all_stats TO {OWNER}"),
+    ];
+    for grant in grants {
+        db(
+            sqlx::query(sqlx::AssertSqlSafe(grant))
+                .execute(&mut *admin)
+                .await,
+            "grant a login its roles",
+        )?;
+    }
     Ok(())
 }
 

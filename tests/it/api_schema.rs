@@ -251,6 +251,17 @@ async fn explain(conn: &mut sqlx::PgConnection, sql: &str, binds: &[serde_json::
     q.fetch_all(conn).await.unwrap().join("\n")
 }
 
+/// The plan of a feed's page.
+async fn plan(conn: &mut sqlx::PgConnection, feed: &Feed) -> String {
+    let lines: Vec<String> = feed
+        .query("EXPLAIN ")
+        .build_query_scalar()
+        .fetch_all(conn)
+        .await
+        .unwrap();
+    lines.join("\n")
+}
+
 #[tokio::test]
 async fn command_lookups_and_the_tenant_feed_use_their_indexes() {
     let r = ReadSide::new().await;
@@ -266,13 +277,7 @@ async fn command_lookups_and_the_tenant_feed_use_their_indexes() {
         limit: 51,
         ..Default::default()
     };
-    let page: Vec<String> = filter
-        .query("EXPLAIN ")
-        .build_query_scalar()
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
-    let page = page.join("\n");
+    let page = plan(&mut conn, &filter).await;
     assert!(page.contains("activity_feed_tenant_time"), "{page}");
     assert!(
         page.contains("Index Cond") && page.contains("occurred_at"),
@@ -283,13 +288,7 @@ async fn command_lookups_and_the_tenant_feed_use_their_indexes() {
         "keyset pages come in index order: {page}"
     );
     filter.metadata = Some(json!({"tag": "rare"}));
-    let by_metadata: Vec<String> = filter
-        .query("EXPLAIN ")
-        .build_query_scalar()
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
-    let by_metadata = by_metadata.join("\n");
+    let by_metadata = plan(&mut conn, &filter).await;
     assert!(
         by_metadata.contains("activity_feed_metadata"),
         "{by_metadata}"
@@ -301,13 +300,7 @@ async fn command_lookups_and_the_tenant_feed_use_their_indexes() {
         limit: 51,
         ..Default::default()
     };
-    let user_page: Vec<String> = user_filter
-        .query("EXPLAIN ")
-        .build_query_scalar()
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
-    let user_page = user_page.join("\n");
+    let user_page = plan(&mut conn, &user_filter).await;
     assert!(user_page.contains("activity_feed_user_time"), "{user_page}");
     assert!(
         user_page.contains("Index Cond") && !user_page.contains("Sort"),
