@@ -4,6 +4,7 @@
 pub mod api;
 pub mod cache;
 pub mod cli;
+pub mod erase;
 pub mod ingest;
 pub mod log;
 pub mod model;

@@ -225,10 +225,13 @@ impl CacheEntries {
     /// The key of one user's entry: `<projection>.v<version>.<tenant>.<user key>`, where the
     /// user key is a digest, so no key (nor the tombstone an erasure leaves) names a user.
     pub fn key(&self, tenant: &str, user: &str) -> String {
+        self.key_at(self.version, tenant, user)
+    }
+
+    fn key_at(&self, version: i32, tenant: &str, user: &str) -> String {
         format!(
-            "{}.v{}.{}.{}",
+            "{}.v{version}.{}.{}",
             self.projection,
-            self.version,
             key_token(tenant),
             user_key(user)
         )
@@ -313,35 +316,39 @@ impl CacheEntries {
         }
     }
 
-    /// Purges one user's entry and its history (an erasure), then leaves `tombstone` if
-    /// given (no personal data, under the hashed key): a read-through fill of a row read
-    /// before the erasure is older than the tombstone and refused, so it cannot bring the
-    /// user back. Returns whether there was an entry.
+    /// Purges one user's entry and its history (an erasure), and the user's entries of
+    /// every earlier version of the projection, then leaves `tombstone` if given, so no
+    /// fill read before the erasure can write the entry again. Returns how many entries
+    /// there were.
     pub async fn purge(
         &self,
         tenant: &str,
         user: &str,
         tombstone: Option<&Cached>,
-    ) -> Result<bool, CacheError> {
-        let key = self.key(tenant, user);
-        let held = self
-            .kv
-            .entry(&key)
-            .await
-            .map_err(|e| self.nats("read an entry", e))?;
-        if held.is_some() {
-            self.kv
-                .purge(&key)
+    ) -> Result<i64, CacheError> {
+        let mut held = 0;
+        for version in 1..=self.version {
+            let key = self.key_at(version, tenant, user);
+            let entry = self
+                .kv
+                .entry(&key)
                 .await
-                .map_err(|e| self.nats("purge an entry", e))?;
+                .map_err(|e| self.nats("read an entry", e))?;
+            if entry.is_some() {
+                held += 1;
+                self.kv
+                    .purge(&key)
+                    .await
+                    .map_err(|e| self.nats("purge an entry", e))?;
+            }
         }
         if let Some(t) = tombstone {
             self.kv
-                .put(&key, t.bytes())
+                .put(self.key(tenant, user), t.bytes())
                 .await
                 .map_err(|e| self.nats("leave a tombstone", e))?;
         }
-        Ok(held.is_some())
+        Ok(held)
     }
 
     /// Removes every entry of the bucket (every projection version): before a rebuild.

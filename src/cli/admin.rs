@@ -75,7 +75,21 @@ pub async fn partitions(cli: &Cli, action: &PartitionsAction) -> Result<(), CliE
         }
         PartitionsAction::Attach { manifest } => {
             let a = crate::log::archive::attach(&pool, manifest).await?;
-            println!("{}: {} rows attached again", a.month, a.rows);
+            println!(
+                "{}: {} rows attached again ({} scrubbed of users erased since it was written)",
+                a.month, a.rows, a.scrubbed
+            );
+        }
+        PartitionsAction::Rescrub { dir } => {
+            for r in crate::log::archive::rescrub(&pool, dir).await? {
+                println!(
+                    "{}: {} rows, {} scrubbed now; obeys erasures up to {}",
+                    r.manifest.display(),
+                    r.rows,
+                    r.scrubbed,
+                    r.erased_through
+                );
+            }
         }
         PartitionsAction::Ensure { months_ahead, from } => {
             let now = Month::of(Utc::now());

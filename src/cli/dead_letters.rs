@@ -321,7 +321,11 @@ async fn run_redrive(pool: PgPool, selection: &Selection, dry_run: bool) -> Resu
                     r.message
                 ),
             };
-            println!("{:>8}  {:<15} {said}", l.id, l.reason);
+            let [command, kind, tenant, user] = l.names();
+            println!(
+                "{:>8}  {:<15} command {command} {kind} tenant {tenant} user {user}: {said}",
+                l.id, l.reason
+            );
             match v {
                 Verdict::Accepted => accepted += 1,
                 Verdict::Duplicate => duplicates += 1,

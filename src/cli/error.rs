@@ -49,7 +49,7 @@ pub enum CliError {
     Archive(#[from] crate::log::archive::ArchiveError),
     /// An erasure could not finish.
     #[error(transparent)]
-    Erase(#[from] crate::ops::erase::EraseError),
+    Erase(#[from] crate::erase::EraseError),
     /// `status` found the store degraded.
     #[error("the store is degraded: {}", .0.join("; "))]
     Degraded(Vec<String>),

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{Cli, CliError, admin::connect};
-use crate::ops::erase::{self, EraseConfig};
+use crate::erase::{self, EraseConfig};
 
 /// Runs an erasure and prints its receipt.
 pub async fn run(cli: &Cli, tenant: &str, user: &str, wait_secs: u64) -> Result<(), CliError> {
@@ -33,13 +33,32 @@ pub async fn run(cli: &Cli, tenant: &str, user: &str, wait_secs: u64) -> Result<
         "  log: {} events now under {}",
         receipt.log_events, receipt.pseudonym
     );
+    if receipt.detached_events > 0 {
+        println!(
+            "  detached months: {} events scrubbed",
+            receipt.detached_events
+        );
+    }
     println!("  dead letters scrubbed: {}", receipt.dead_letters);
     println!(
-        "  stream: {} committed commands of the tenant removed",
+        "  stream: {} committed commands removed",
         receipt.stream_messages
     );
+    if !receipt.stream_left.is_empty() {
+        println!(
+            "  stream: NOT removed, not yet ingested, naming the user: sequences {:?}; \
+             run forget again once ingest has passed them",
+            receipt.stream_left
+        );
+    }
     println!("  cache entries purged: {}", receipt.cache_entries);
     println!("  read-model rows left: {}", receipt.read_model_rows);
+    for a in &receipt.archives {
+        println!(
+            "  archive written before the erasure, may hold the tenant's events: {a} \
+             (scrubbed when attached; `partitions rescrub DIR` rewrites it now)"
+        );
+    }
     println!(
         "  requested {}, completed {}",
         receipt.requested_at.to_rfc3339(),

@@ -301,10 +301,18 @@ pub enum PartitionsAction {
         #[arg(long)]
         archive: Option<PathBuf>,
     },
-    /// Attach a month again from its archive's manifest.
+    /// Attach a month again from its archive's manifest (or its data file, whose manifest
+    /// is beside it). Every erasure recorded since the archive was written is applied to its
+    /// rows before they become visible.
     Attach {
         /// The `events_pYYYYMM.manifest.json` an archive wrote.
         manifest: PathBuf,
+    },
+    /// Rewrite the archives in DIR that erasures recorded since they were written reach:
+    /// rows scrubbed, a new data file, SHA-256 and manifest.
+    Rescrub {
+        /// The folder `partitions detach --archive` wrote to.
+        dir: PathBuf,
     },
 }
 

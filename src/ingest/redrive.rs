@@ -26,6 +26,21 @@ pub struct Letter {
     pub message: Inbound,
 }
 
+impl Letter {
+    /// What its command names, as far as its bytes say: command id, type, tenant and user
+    /// (each `-` when absent or not a string).
+    pub fn names(&self) -> [String; 4] {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&self.message.payload).unwrap_or_default();
+        ["id", "type", "tenant", "user"].map(|k| {
+            doc.get(k).and_then(|v| v.as_str()).map_or_else(
+                || "-".to_owned(),
+                |v| crate::model::escape_text(v).into_owned(),
+            )
+        })
+    }
+}
+
 /// Which dead letters to redrive.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {

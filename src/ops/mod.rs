@@ -2,7 +2,6 @@
 
 mod binaries;
 mod embedded;
-pub mod erase;
 mod heartbeat;
 pub mod logins;
 mod maintain;

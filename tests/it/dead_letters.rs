@@ -76,6 +76,28 @@ async fn redrive_accepts_what_the_registry_now_allows_exactly_once_in_arrival_or
         "{}",
         stdout(&dry)
     );
+    // Each line names the dead letter and the command: id, type, tenant and user.
+    let ids: Vec<(i64, uuid::Uuid)> =
+        sqlx::query_as("SELECT id, command_id FROM dead_letters ORDER BY id")
+            .fetch_all(&side.db.pool)
+            .await
+            .unwrap();
+    for (id, command) in ids {
+        let line = stdout(&dry)
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{id} ")))
+            .map(str::to_owned)
+            .unwrap_or_default();
+        for part in [
+            command.to_string().as_str(),
+            "record_activity",
+            "tenant acme",
+            "user u1",
+            "would be accepted",
+        ] {
+            assert!(line.contains(part), "{part} missing from {line:?}");
+        }
+    }
     assert_eq!(
         count(&side.db, "SELECT count(*) FROM events").await,
         2,

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use activity_store::ops::erase::{self, EraseConfig};
+use activity_store::erase::{self, EraseConfig};
 use activity_store::project::{CacheConfig, ProjectConfig, Projector};
 use async_nats::jetstream;
 use base64::Engine;

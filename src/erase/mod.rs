@@ -1,0 +1,298 @@
+//! `forget`: erasure that reaches every copy. It publishes `forget_user` (so the registry,
+//! the read models and the cache forget the user the way every command is applied), waits
+//! until the log holds it and every projection has folded past it, then scrubs what the fold
+//! cannot:
+//! - the user's events in the log, through `erase_user_events` (the log's one sanctioned
+//!   rewrite), in bounded batches that never block appends; and months detached from the
+//!   log but still in the database;
+//! - the stream: ingest is let past what it holds, then every committed message is purged,
+//!   and any message still holding the user is named in the receipt;
+//! - dead letters whose bytes, message, field or subject name the user by meaning
+//!   ([`Personal`]), however the JSON spelled it;
+//! - the cache key, every version of it, with its history.
+//!
+//! The erasure keeps a digest of the tenant and user, so an archive attached later is
+//! scrubbed before it is visible; the receipt names the archives written before it.
+
+mod dead_letters;
+mod stream;
+mod wait;
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::log::{LogError, archive, db};
+use crate::model::Personal;
+
+/// Events scrubbed per transaction.
+const ERASE_BATCH: i32 = 5_000;
+
+/// Where the erasure looks.
+#[derive(Debug, Clone)]
+pub struct EraseConfig {
+    /// Commands go to `<subject_prefix>.<tenant>`.
+    pub subject_prefix: String,
+    /// The ingest stream.
+    pub stream: String,
+    /// Put before every cache bucket's name.
+    pub bucket_prefix: String,
+    /// How long to wait for ingest and the projectors.
+    pub wait: Duration,
+}
+
+/// What an erasure scrubbed, as the database keeps it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Receipt {
+    /// The erasure's id.
+    pub id: i64,
+    /// The tenant.
+    pub tenant: String,
+    /// What the user's id became in the log.
+    pub pseudonym: String,
+    /// The log position of the user_forgotten event.
+    pub forgotten_at: i64,
+    /// When it began.
+    pub requested_at: DateTime<Utc>,
+    /// When it ended.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Events of the user scrubbed in the log.
+    pub log_events: i64,
+    /// Events scrubbed in months detached from the log (still in the database).
+    pub detached_events: i64,
+    /// Dead letters scrubbed.
+    pub dead_letters: i64,
+    /// Committed commands removed from the stream.
+    pub stream_messages: i64,
+    /// Stream sequences that still hold the user: not removed, never counted as done.
+    pub stream_left: Vec<i64>,
+    /// Cache entries purged.
+    pub cache_entries: i64,
+    /// Rows of the user's left in the read models after the fold (0 when it worked).
+    pub read_model_rows: i64,
+    /// Archives written before the erasure that may hold the tenant's events: scrubbed when
+    /// attached, or rewritten now by `partitions rescrub`.
+    pub archives: Vec<String>,
+}
+
+/// What can stop an erasure.
+#[derive(Debug, thiserror::Error)]
+pub enum EraseError {
+    /// The database.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// NATS.
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// The store refused the forget_user command.
+    #[error("forget_user was refused ({reason}): {message}")]
+    Refused {
+        /// The reason code.
+        reason: String,
+        /// Why.
+        message: String,
+    },
+    /// Ingest or the projectors did not get there in time.
+    #[error("{0}; the erasure can be run again once they have")]
+    Timeout(String),
+}
+
+/// Erases `user` of `tenant` everywhere, calling `progress(events scrubbed)` as it goes.
+pub async fn forget(
+    pool: &PgPool,
+    js: &jetstream::Context,
+    config: &EraseConfig,
+    tenant: &str,
+    user: &str,
+    progress: impl Fn(i64),
+) -> Result<Receipt, EraseError> {
+    let forgotten_at = wait::forgotten(pool, js, config, tenant, user).await?;
+    wait::folded_past(pool, config, forgotten_at).await?;
+    let personal = Personal::new(personal_values(pool, tenant, user, forgotten_at).await?);
+    let (id, pseudonym) = record(pool, tenant, user, forgotten_at).await?;
+    let mut scrubbed = 0;
+    loop {
+        let n: i64 = db(
+            sqlx::query_scalar("SELECT erase_user_events($1, $2, $3)")
+                .bind(&pseudonym)
+                .bind(user)
+                .bind(ERASE_BATCH)
+                .fetch_one(pool)
+                .await,
+            "scrub a batch of the user's events",
+        )?;
+        if n == 0 {
+            break;
+        }
+        scrubbed += n;
+        progress(scrubbed);
+    }
+    let detached_events = archive::scrub_detached(pool).await?;
+    // The stream first: ingest is let past what it holds, so a command for the user that
+    // arrived meanwhile is decided (and, if refused, scrubbed below) before the purge.
+    let stream = stream::scrub(pool, js, config, &personal).await?;
+    let dead = dead_letters::scrub(pool, tenant, &personal).await?;
+    let cache_entries = purge_cache(pool, js, config, tenant, user).await?;
+    let left = read_model_rows(pool, tenant, user, forgotten_at).await?;
+    let archives = archive::holding(pool, tenant, forgotten_at, id).await?;
+    let receipt: Receipt = db(
+        sqlx::query_as(
+            "UPDATE erasures SET dead_letters = $2, stream_messages = $3, cache_entries = $4, \
+             read_model_rows = $5, detached_events = $6, stream_left = $7, archives = $8, \
+             completed_at = now() WHERE id = $1 \
+             RETURNING id, tenant, pseudonym, forgotten_at, requested_at, completed_at, log_events, \
+                       detached_events, dead_letters, stream_messages, stream_left, cache_entries, \
+                       read_model_rows, archives",
+        )
+        .bind(id)
+        .bind(dead)
+        .bind(stream.purged)
+        .bind(cache_entries)
+        .bind(left)
+        .bind(detached_events)
+        .bind(&stream.left)
+        .bind(&archives)
+        .fetch_one(pool)
+        .await,
+        "complete an erasure",
+    )?;
+    Ok(receipt)
+}
+
+/// What to look for: the user's id, and every email and name their events gave.
+async fn personal_values(
+    pool: &PgPool,
+    tenant: &str,
+    user: &str,
+    forgotten_at: i64,
+) -> Result<Vec<String>, LogError> {
+    let mut values: Vec<String> = db(
+        sqlx::query_scalar(
+            "SELECT DISTINCT v FROM events e, \
+             LATERAL (VALUES (e.data->>'email'), (e.data->>'name')) AS x(v) \
+             WHERE e.tenant = $1 AND e.user_id = $2 AND e.position <= $3 AND v IS NOT NULL \
+               AND e.event_type IN ('user_registered', 'user_email_changed')",
+        )
+        .bind(tenant)
+        .bind(user)
+        .bind(forgotten_at)
+        .fetch_all(pool)
+        .await,
+        "read what the user's events name",
+    )?;
+    values.push(user.to_owned());
+    Ok(values)
+}
+
+/// Records the erasure (with the digest that lets later copies be scrubbed); returns its
+/// id and pseudonym.
+async fn record(
+    pool: &PgPool,
+    tenant: &str,
+    user: &str,
+    forgotten_at: i64,
+) -> Result<(i64, String), LogError> {
+    let pseudonym = format!("erased-{}", uuid::Uuid::new_v4().simple());
+    let id: i64 = db(
+        sqlx::query_scalar(
+            "INSERT INTO erasures (tenant, pseudonym, forgotten_at, user_digest) \
+             VALUES ($1, $2, $3, erasure_digest($1, $4)) RETURNING id",
+        )
+        .bind(tenant)
+        .bind(&pseudonym)
+        .bind(forgotten_at)
+        .bind(user)
+        .fetch_one(pool)
+        .await,
+        "record an erasure",
+    )?;
+    Ok((id, pseudonym))
+}
+
+/// The user's rows left in the read models installed (0 when the fold did its work).
+async fn read_model_rows(
+    pool: &PgPool,
+    tenant: &str,
+    user: &str,
+    upto: i64,
+) -> Result<i64, LogError> {
+    let mut left = 0;
+    for (table, by_position) in [
+        ("analytics.activity_feed", true),
+        ("analytics.user_summary", true),
+        ("projection_state.daily_activity_users", false),
+    ] {
+        let installed: bool = db(
+            sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(table)
+                .fetch_one(pool)
+                .await,
+            "look for a read model",
+        )?;
+        if !installed {
+            continue;
+        }
+        let bound = if by_position {
+            " AND position <= $3"
+        } else {
+            " AND $3 = $3"
+        };
+        let n: i64 = db(
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM {table} WHERE tenant = $1 AND user_id = $2{bound}"
+            )))
+            .bind(tenant)
+            .bind(user)
+            .bind(upto)
+            .fetch_one(pool)
+            .await,
+            "check the read models",
+        )?;
+        left += n;
+    }
+    Ok(left)
+}
+
+/// Purges the user's key (every version of it, and its history) from every cached
+/// projection's bucket.
+async fn purge_cache(
+    pool: &PgPool,
+    js: &jetstream::Context,
+    config: &EraseConfig,
+    tenant: &str,
+    user: &str,
+) -> Result<i64, EraseError> {
+    let mut purged = 0;
+    for p in crate::project::projections().unwrap_or_default() {
+        let Some(spec) = &p.cache else { continue };
+        let bucket = format!("{}{}", config.bucket_prefix, spec.bucket);
+        let Ok(Some(entries)) = crate::cache::CacheEntries::open_for_reading(js, &p, &bucket).await
+        else {
+            continue;
+        };
+        // The tombstone is as of where the projection is now: past the erasure, which every
+        // projection folded before this runs.
+        let (as_of, epoch): (Option<i64>, Option<i32>) = db(
+            sqlx::query_as(
+                "SELECT analytics.projection_position($1), analytics.projection_epoch($1)",
+            )
+            .bind(&p.name)
+            .fetch_one(pool)
+            .await,
+            "read a projection's position",
+        )?;
+        // No checkpoint (not installed): no position to hold fills back with, no tombstone.
+        let tombstone = as_of.map(|as_of| crate::cache::Cached::Tombstone {
+            as_of,
+            epoch: epoch.map_or(-1, i64::from),
+        });
+        purged += entries
+            .purge(tenant, user, tombstone.as_ref())
+            .await
+            .map_err(|e| EraseError::Nats(e.to_string()))?;
+    }
+    Ok(purged)
+}
