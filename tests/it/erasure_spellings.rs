@@ -193,4 +193,22 @@ async fn attach_names_the_file_to_pass_when_given_something_else() {
         }
         other => panic!("{other:?}"),
     }
+    // A manifest is not trusted: its table reaches SQL and its file is read.
+    for (table, file) in [
+        (
+            "events_p202501; DROP TABLE events",
+            "events_p202501.copy.gz",
+        ),
+        ("events_p+20251", "events_p202501.copy.gz"),
+        ("events_p202501", "../../etc/passwd"),
+    ] {
+        let m = dir.join("events_p202501.manifest.json");
+        let manifest = json!({"month": "2025-01", "table": table, "rows": 0, "positions": null,
+                              "file": file, "sha256": "00", "written_at": "2026-01-01T00:00:00Z"});
+        std::fs::write(&m, manifest.to_string()).unwrap();
+        match archive::attach(&db.pool, &m).await {
+            Err(ArchiveError::Io(message)) => assert!(message.contains("not a"), "{message}"),
+            other => panic!("{table} {file}: {other:?}"),
+        }
+    }
 }

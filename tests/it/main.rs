@@ -10,6 +10,7 @@ mod api_readme;
 mod api_schema;
 mod api_support;
 mod append;
+mod append_grants;
 mod append_path;
 mod archived;
 mod batching;

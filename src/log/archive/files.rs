@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 
-use super::{ArchiveError, Manifest, io};
+use super::{ArchiveError, Manifest, io, month_of_table};
 use crate::log::db;
 use crate::log::partitions::Month;
 
@@ -130,6 +130,27 @@ pub(super) fn read_manifest(path: &Path) -> Result<(PathBuf, Manifest, PathBuf),
                  `partitions detach --archive` wrote"
             ),
         })?;
+    // The manifest is read from disk, not trusted: its table must be a month's canonical
+    // name (it reaches SQL) and its file a plain name beside it.
+    let canonical = month_of_table(&manifest.table).map(|m| m.table_name());
+    if canonical.as_deref() != Some(manifest.table.as_str()) {
+        return Err(io(
+            &manifest_path,
+            format!(
+                "`{}` is not a month's table (events_pYYYYMM)",
+                manifest.table
+            ),
+        ));
+    }
+    if manifest.file.is_empty()
+        || manifest.file.contains(['/', '\\'])
+        || manifest.file.starts_with('.')
+    {
+        return Err(io(
+            &manifest_path,
+            format!("`{}` is not a file name beside the manifest", manifest.file),
+        ));
+    }
     let dir = manifest_path.parent().unwrap_or(Path::new("."));
     let data_path = dir.join(&manifest.file);
     if sha256_of(&data_path)? != manifest.sha256 {
