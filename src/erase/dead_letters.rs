@@ -4,7 +4,10 @@
 //! subject if that names the user; its reason, times and size stay.
 //!
 //! Looked at: the tenant's dead letters, those of no tenant, and refusals for a mismatched
-//! subject whose body is the tenant's.
+//! subject whose body is the tenant's. PostgreSQL selects the candidates, so an erasure
+//! reads only dead letters that could match, not every one: bytes holding a `\u` or `\x`
+//! escape or one of the values' byte forms (ASCII letters in either case), and texts
+//! holding a backslash or one of those forms in any case. Rust then decides by meaning.
 
 use sqlx::PgPool;
 
@@ -30,18 +33,36 @@ pub(super) async fn scrub(
     tenant: &str,
     personal: &Personal,
 ) -> Result<i64, LogError> {
+    let forms = personal.byte_forms();
+    // Each form as `lower(encode(raw, 'escape'))` shows it: ASCII letters lowered, other
+    // bytes as octal escapes.
+    let escaped: Vec<String> = forms.iter().map(|f| escape_lower(f)).collect();
+    let texts: Vec<String> = forms
+        .iter()
+        .filter_map(|f| std::str::from_utf8(f).ok())
+        .filter(|t| !t.contains('\0'))
+        .map(str::to_lowercase)
+        .collect();
     let (mut after, mut done) = (0_i64, 0_i64);
     loop {
         let rows: Vec<Row> = db(
             sqlx::query_as(
-                "SELECT id, tenant, reason, raw, message, field, subject FROM dead_letters \
+                "SELECT id, tenant, reason, raw, message, field, subject FROM dead_letters d \
                  WHERE id > $1 AND (tenant = $2 OR tenant IS NULL OR reason = 'tenant_mismatch') \
                    AND NOT (raw = ''::bytea AND message = 'erased') \
+                   AND (position('\\x5c75'::bytea IN raw) > 0 OR position('\\x5c78'::bytea IN raw) > 0 \
+                        OR EXISTS (SELECT 1 FROM unnest($4::text[]) f \
+                                   WHERE strpos(lower(encode(d.raw, 'escape')), f) > 0) \
+                        OR strpos(concat_ws(' ', message, field, subject), '\\') > 0 \
+                        OR EXISTS (SELECT 1 FROM unnest($5::text[]) t \
+                                   WHERE strpos(lower(concat_ws(' ', message, field, subject)), t) > 0)) \
                  ORDER BY id LIMIT $3",
             )
             .bind(after)
             .bind(tenant)
             .bind(BATCH)
+            .bind(&escaped)
+            .bind(&texts)
             .fetch_all(pool)
             .await,
             "read dead letters",
@@ -87,6 +108,19 @@ pub(super) async fn scrub(
         )?;
         done += scrubbed.rows_affected() as i64;
     }
+}
+
+/// `bytes` as PostgreSQL's `lower(encode(bytes, 'escape'))` prints them.
+fn escape_lower(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for b in bytes {
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            0 | 0x80..=0xff => out.push_str(&format!("\\{b:03o}")),
+            b => out.push(b.to_ascii_lowercase() as char),
+        }
+    }
+    out
 }
 
 /// The `tenant` a refused command's body names, if its bytes are a JSON object with one.

@@ -31,6 +31,8 @@ pub struct Personal {
     values: Vec<String>,
     /// Byte forms searched in bytes that are not UTF-8 JSON: UTF-16 (both orders), Latin-1.
     forms: Vec<Vec<u8>>,
+    /// The values as given.
+    originals: Vec<String>,
 }
 
 impl Personal {
@@ -46,6 +48,7 @@ impl Personal {
             if v.is_empty() {
                 continue;
             }
+            out.originals.push(v.to_owned());
             let n = normalize(v);
             if !out.values.contains(&n) {
                 out.values.push(n);
@@ -63,6 +66,32 @@ impl Personal {
             }
         }
         out.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        out
+    }
+
+    /// Every byte form a record holding the values without a `\\u` or `\\x` escape must
+    /// contain one of, compared with ASCII letters in either case: each value as given, in
+    /// NFC and NFD, in lower and upper case, as UTF-8, JSON-escaped (with and without `\\/`),
+    /// UTF-16 in both orders and Latin-1. A store can select candidates with these cheaply
+    /// (bytes that hold none of them and no such escape cannot match); [`Personal::in_bytes`]
+    /// decides.
+    pub fn byte_forms(&self) -> Vec<Vec<u8>> {
+        let mut out: Vec<Vec<u8>> = self.forms.clone();
+        for v in &self.originals {
+            let spellings = [v.clone(), v.nfc().collect(), v.nfd().collect()];
+            for s in spellings {
+                for s in [s.clone(), s.to_lowercase(), s.to_uppercase()] {
+                    let json = serde_json::to_string(&s).expect("a string serialises");
+                    let json = json[1..json.len() - 1].to_owned();
+                    for form in [s.clone(), json.replace('/', "\\/"), json] {
+                        let bytes = form.into_bytes();
+                        if !out.contains(&bytes) {
+                            out.push(bytes);
+                        }
+                    }
+                }
+            }
+        }
         out
     }
 

@@ -1,4 +1,5 @@
 use proptest::prelude::*;
+use unicode_normalization::UnicodeNormalization;
 
 use super::*;
 
@@ -168,5 +169,34 @@ proptest! {
             _ => format!(r#"{{"user":{lit},"metadata":"#), // cut short: not JSON
         };
         prop_assert!(p.in_bytes(doc.as_bytes()), "{doc}");
+    }
+}
+
+/// ASCII letters folded, as the store's prefilter compares.
+fn fold(b: &[u8]) -> Vec<u8> {
+    b.to_ascii_lowercase()
+}
+
+proptest! {
+    /// A record that holds a value with no `\u` or `\x` escape holds one of its byte forms:
+    /// the forms are a sound prefilter.
+    #[test]
+    fn a_record_without_unicode_escapes_holds_a_byte_form(
+        v in value(),
+        slash in any::<bool>(),
+        case in 0u8..3,
+        nfd in any::<bool>(),
+    ) {
+        let p = Personal::new([v.as_str()]);
+        let mut shown: String = if nfd { v.nfd().collect() } else { v.clone() };
+        shown = match case { 0 => shown, 1 => shown.to_lowercase(), _ => shown.to_uppercase() };
+        let lit = spell(&shown, if slash { 1 } else { 0 });
+        prop_assume!(!lit.contains("\\u") && !lit.contains("\\x"));
+        let doc = fold(format!(r#"{{"user":{lit}}}"#).as_bytes());
+        let forms = p.byte_forms();
+        prop_assert!(
+            forms.iter().any(|f| doc.windows(f.len()).any(|w| w == fold(f).as_slice())),
+            "{doc:?}"
+        );
     }
 }
