@@ -51,6 +51,9 @@ pub struct CacheEntries {
     bucket: String,
     projection: String,
     version: i32,
+    /// The TTL it was opened with by its owner (the projector); readers have none and never
+    /// create the bucket.
+    ttl: Option<Duration>,
 }
 
 impl std::fmt::Debug for CacheEntries {
@@ -185,6 +188,7 @@ impl CacheEntries {
             bucket: bucket.to_owned(),
             projection: projection.name.clone(),
             version: projection.version,
+            ttl: Some(ttl),
         })
     }
 
@@ -207,7 +211,20 @@ impl CacheEntries {
             bucket: bucket.to_owned(),
             projection: projection.name.clone(),
             version: projection.version,
+            ttl: None,
         }))
+    }
+
+    /// Creates the bucket again if it was deleted (its owner only; a reader's entries
+    /// cannot). The handle keeps working: a bucket is found by its name.
+    pub async fn restore(&self) -> Result<(), CacheError> {
+        match self.ttl {
+            Some(ttl) => ensure_bucket(&self.js, &self.bucket, ttl)
+                .await
+                .map(|_| ())
+                .map_err(CacheError::from),
+            None => Err(self.nats("restore the bucket", "only its projector may create it")),
+        }
     }
 
     /// The projection whose rows it keeps.

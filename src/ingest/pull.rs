@@ -87,6 +87,7 @@ impl Ingestor {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), IngestError> {
         self.shutdown = shutdown.clone();
         let mut backoff = Duration::from_millis(250);
+        let mut rewinds = 0_u32;
         let mut next: Option<(u64, Result<Pulled, IngestError>)> = None;
         loop {
             let pulled = match next.take() {
@@ -109,7 +110,24 @@ impl Ingestor {
                 self.settle(pulled).await
             };
             match settled {
-                Ok(_) => backoff = Duration::from_millis(250),
+                // Looked at the stream again without committing: again at once would thrash
+                // a stream that stays broken, so each rewind in a row waits longer.
+                Ok(Step::Rewound { from }) => {
+                    rewinds += 1;
+                    if rewinds > 1 {
+                        let wait = (Duration::from_millis(50) * 2_u32.pow(rewinds.min(7)))
+                            .min(Duration::from_secs(5));
+                        tracing::debug!(from_sequence = from, retry_in = ?wait, "rewound again");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return Ok(()),
+                            _ = tokio::time::sleep(wait) => {}
+                        }
+                    }
+                }
+                Ok(_) => {
+                    backoff = Duration::from_millis(250);
+                    rewinds = 0;
+                }
                 Err(IngestError::Interrupted(e)) => {
                     tracing::warn!(error = %e, "stopping with a batch un-acked; NATS will redeliver it");
                     return Ok(());

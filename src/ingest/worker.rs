@@ -70,6 +70,9 @@ pub struct Ingestor {
     stall: std::sync::Mutex<Stall>,
 }
 
+/// What the ingestor's trouble with its stream is filed under.
+pub const STREAM_TROUBLE: &str = "stream";
+
 impl Ingestor {
     /// Creates the stream if missing, becomes the stream's one active ingestor (a standby
     /// waits here until the active one's database session ends), checks the stream is the
@@ -164,11 +167,28 @@ impl Ingestor {
         pulled: Result<Pulled, IngestError>,
     ) -> Result<Step, IngestError> {
         self.health.beat();
+        let step = self.settle_pulled(pulled).await;
+        // What the stream allows is judged by the outcome: a batch, an idle stream or a
+        // salvaged message mend it; a failure is a trouble until then.
+        match &step {
+            Ok(Step::Rewound { .. }) => {}
+            Ok(_) => self.health.mended(STREAM_TROUBLE),
+            Err(e) => self.health.trouble(STREAM_TROUBLE, e.to_string()),
+        }
+        step
+    }
+
+    async fn settle_pulled(
+        &self,
+        pulled: Result<Pulled, IngestError>,
+    ) -> Result<Step, IngestError> {
         let expected = self.last_seq.load(Ordering::SeqCst) + 1;
         let pulled = match pulled {
             Ok(pulled) => pulled,
             Err(e) => {
                 tracing::warn!(error = %e, "pulling from the stream failed; looking at the stream again");
+                self.health
+                    .trouble(STREAM_TROUBLE, format!("pulling failed: {e}"));
                 self.resync().await?;
                 // The resync may have moved the checkpoint (a recreated stream): ask again.
                 let from = self.last_seq.load(Ordering::SeqCst) + 1;
@@ -185,6 +205,8 @@ impl Ingestor {
                 // The consumer (or its stream) is gone: recreate it rather than wait.
                 Err(e) => {
                     tracing::warn!(error = %e, "the consumer is gone; looking at the stream again");
+                    self.health
+                        .trouble(STREAM_TROUBLE, format!("the consumer is gone: {e}"));
                     self.resync().await?;
                     let from = self.last_seq.load(Ordering::SeqCst) + 1;
                     Ok(Step::Rewound { from })

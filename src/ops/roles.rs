@@ -9,6 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::Heartbeat;
 
+/// How long a trouble may last (a stream being re-created) before the role is not ready.
+pub const TROUBLE_GRACE: Duration = Duration::from_secs(3);
+
 /// Where a role stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoleState {
@@ -64,23 +67,43 @@ impl Role {
         *self.state.lock().expect("role state") = state;
     }
 
-    /// Why it is not alive: running, but its loop has not beaten within `timeout`.
+    /// Why it is not alive: running, but its loop has not beaten within `timeout`, or it
+    /// has been unable to use what it needs (a stream, a bucket) for longer than that.
     pub fn stuck(&self, timeout: Duration) -> Option<String> {
+        if self.state() != RoleState::Running {
+            return None;
+        }
         let age = self.heartbeat.age();
-        (self.state() == RoleState::Running && age > timeout).then(|| {
-            format!(
+        if age > timeout {
+            return Some(format!(
                 "{}: no progress for {:.0} s (limit {:.0} s)",
                 self.name,
                 age.as_secs_f64(),
                 timeout.as_secs_f64()
-            )
-        })
+            ));
+        }
+        match self.heartbeat.worst_trouble() {
+            Some((why, lasted)) if lasted > timeout => Some(format!(
+                "{}: {why}, for {:.0} s (limit {:.0} s)",
+                self.name,
+                lasted.as_secs_f64(),
+                timeout.as_secs_f64()
+            )),
+            _ => None,
+        }
     }
 
-    /// Why it is not ready, if it is not.
+    /// Why it is not ready, if it is not: not running, or unable for a few seconds to use
+    /// what it needs.
     pub fn not_ready(&self) -> Option<String> {
         match self.state() {
-            RoleState::Running => None,
+            RoleState::Running => self
+                .heartbeat
+                .worst_trouble()
+                .filter(|(_, lasted)| *lasted >= TROUBLE_GRACE)
+                .map(|(why, lasted)| {
+                    format!("{}: {why} (for {:.0} s)", self.name, lasted.as_secs_f64())
+                }),
             RoleState::Starting => Some(format!(
                 "{}: starting (or standby, waiting for the active one's lease)",
                 self.name

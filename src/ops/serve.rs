@@ -270,12 +270,20 @@ async fn project(
 ) -> Result<(), ServeError> {
     let projector = Projector::start(pool, config.project_config.clone()).await?;
     let mut projector = projector.with_heartbeat(role.heartbeat.clone());
-    let js = async_nats::jetstream::new(nats);
+    // Cache writes give up after seconds, not the client's default ten: a lost bucket is
+    // found and made again quickly, and a fold never waits long on the cache.
+    let js = async_nats::jetstream::context::ContextBuilder::new()
+        .timeout(CACHE_TIMEOUT)
+        .ack_timeout(CACHE_TIMEOUT)
+        .build(nats);
     projector.attach_caches(&js, &config.cache).await?;
     tracing::info!(projections = projector.projections().len(), "projecting");
     role.running();
     Ok(projector.run(shutdown).await?)
 }
+
+/// How long a cache write may wait for NATS.
+const CACHE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// One attempt at the ingest role: open the log, take the stream's lead (a standby waits
 /// here), ingest until shutdown.

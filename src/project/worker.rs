@@ -292,15 +292,28 @@ impl Projector {
                 _ = shutdown.cancelled() => return Ok(()),
                 round = self.round(p, &mut lease) => round,
             };
+            let trouble = format!("cache {}", p.name);
             match round {
-                Ok(()) => {}
+                Ok(()) => self.heartbeat.mended(&trouble),
                 Err(ProjectError::Log(e)) if e.is_transient() && !e.is_fatal() => {
                     tracing::warn!(error = %e, projection = %p.name, "projection paused; retrying");
                     lease = None;
                 }
                 Err(ProjectError::Cache(e)) => {
                     tracing::warn!(error = %e, projection = %p.name, "cache unavailable; the fold waits");
+                    self.heartbeat.trouble(&trouble, e.to_string());
                     lease = None;
+                    // A deleted bucket is made again (with backoff: the poll), not waited on.
+                    if let Some(entries) = self.caches.get(&p.name) {
+                        match entries.restore().await {
+                            Ok(()) => {
+                                tracing::info!(projection = %p.name, "cache bucket checked and created if missing")
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, projection = %p.name, "cache bucket cannot be created")
+                            }
+                        }
+                    }
                 }
                 Err(other) => return Err(other),
             }

@@ -35,6 +35,7 @@ mod ingest;
 mod ingest_support;
 mod isolation;
 pub mod liveness;
+mod loss;
 mod migrations;
 mod monitoring;
 mod nats_platform;
