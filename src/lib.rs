@@ -8,6 +8,7 @@ pub mod erase;
 pub mod ingest;
 pub mod log;
 pub mod model;
+pub mod nats;
 pub mod ops;
 pub mod project;
 pub mod query;

@@ -138,7 +138,8 @@ impl ApiState {
             self.config.bucket_prefix,
             projection.cache.as_ref()?.bucket
         );
-        let opened = CacheEntries::open_for_reading(js, &projection, &bucket).await;
+        let mac = crate::log::cache_mac(&self.pool).await.ok()?;
+        let opened = CacheEntries::open_for_reading(js, &projection, &bucket, mac).await;
         let entries = opened.ok().flatten()?;
         Some(self.cache.get_or_init(|| async { entries }).await.clone())
     }

@@ -18,10 +18,11 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
-use bytes::Bytes;
 use serde_json::Value;
 
 use super::bucket::{BucketError, ensure_bucket};
+use super::cached::{Cached, key_token, user_key};
+use super::mac::{CacheMac, Opened};
 use crate::project::Projection;
 
 /// What can go wrong with cache entries.
@@ -51,6 +52,8 @@ pub struct CacheEntries {
     bucket: String,
     projection: String,
     version: i32,
+    /// Seals every value written and checks every value read.
+    mac: CacheMac,
     /// The TTL it was opened with by its owner (the projector); readers have none and never
     /// create the bucket.
     ttl: Option<Duration>,
@@ -66,109 +69,6 @@ impl std::fmt::Debug for CacheEntries {
     }
 }
 
-/// A cached value: a row, or a tombstone that only keeps older writes out; each as of a
-/// checkpoint of the projection.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cached {
-    /// The row, as JSON (its `position` included).
-    Row {
-        /// The row.
-        row: Value,
-        /// The checkpoint it was read at.
-        as_of: i64,
-        /// The projection's epoch it was read at.
-        epoch: i64,
-    },
-    /// No row here; nothing read before (`epoch`, `as_of`) may be written.
-    Tombstone {
-        /// The checkpoint of the fold that wrote it.
-        as_of: i64,
-        /// The projection's epoch then.
-        epoch: i64,
-    },
-}
-
-impl Cached {
-    /// Its place in the order of writes: the projection's epoch, then the log position.
-    fn order(&self) -> (i64, i64) {
-        match self {
-            Cached::Row { as_of, epoch, .. } | Cached::Tombstone { as_of, epoch } => {
-                (*epoch, *as_of)
-            }
-        }
-    }
-
-    /// The projection's epoch it belongs to.
-    pub fn epoch(&self) -> i64 {
-        self.order().0
-    }
-
-    /// Whether this may replace `held`: it is newer (a later epoch, or a later checkpoint in
-    /// the same epoch), or it is the row a tombstone of the same checkpoint was waiting for.
-    fn replaces(&self, held: &Cached) -> bool {
-        self.order() > held.order()
-            || (self.order() == held.order()
-                && matches!((self, held), (Cached::Row { .. }, Cached::Tombstone { .. })))
-    }
-
-    fn parse(bytes: &[u8]) -> Option<Cached> {
-        let mut value: Value = serde_json::from_slice(bytes).ok()?;
-        let fields = value.as_object_mut()?;
-        let as_of = fields.remove("as_of")?.as_i64()?;
-        // Entries written before epochs existed are of epoch 0.
-        let epoch = fields.remove("epoch").and_then(|e| e.as_i64()).unwrap_or(0);
-        if value.get("tombstone").is_some() {
-            return Some(Cached::Tombstone { as_of, epoch });
-        }
-        Some(Cached::Row {
-            row: value,
-            as_of,
-            epoch,
-        })
-    }
-
-    fn bytes(&self) -> Bytes {
-        let value = match self {
-            Cached::Row { row, as_of, epoch } => {
-                let mut row = row.clone();
-                if let Some(fields) = row.as_object_mut() {
-                    fields.insert("as_of".into(), (*as_of).into());
-                    fields.insert("epoch".into(), (*epoch).into());
-                }
-                row
-            }
-            Cached::Tombstone { as_of, epoch } => {
-                serde_json::json!({ "tombstone": true, "as_of": as_of, "epoch": epoch })
-            }
-        };
-        serde_json::to_vec(&value)
-            .expect("JSON values serialise")
-            .into()
-    }
-}
-
-/// A key token for any user id: `[A-Za-z0-9_-]` kept, every other byte `=XX`.
-pub fn key_token(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("={b:02X}"));
-        }
-    }
-    out
-}
-
-/// A user's key token: `u` and the first 128 bits of the SHA-256 of the user id, in hex. The
-/// id never appears in a key, so neither a bucket listing nor a deletion marker names anyone.
-pub fn user_key(user: &str) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(user.as_bytes());
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("u{hex}")
-}
-
 impl CacheEntries {
     /// Opens (creating if missing) `projection`'s entries in `bucket`, with `ttl` as its
     /// `max_age`.
@@ -177,6 +77,7 @@ impl CacheEntries {
         projection: &Projection,
         bucket: &str,
         ttl: Duration,
+        mac: CacheMac,
     ) -> Result<CacheEntries, CacheError> {
         if projection.cache.is_none() {
             return Err(CacheError::NotCached(projection.name.clone()));
@@ -188,6 +89,7 @@ impl CacheEntries {
             bucket: bucket.to_owned(),
             projection: projection.name.clone(),
             version: projection.version,
+            mac,
             ttl: Some(ttl),
         })
     }
@@ -198,6 +100,7 @@ impl CacheEntries {
         js: &jetstream::Context,
         projection: &Projection,
         bucket: &str,
+        mac: CacheMac,
     ) -> Result<Option<CacheEntries>, CacheError> {
         if projection.cache.is_none() {
             return Err(CacheError::NotCached(projection.name.clone()));
@@ -211,6 +114,7 @@ impl CacheEntries {
             bucket: bucket.to_owned(),
             projection: projection.name.clone(),
             version: projection.version,
+            mac,
             ttl: None,
         }))
     }
@@ -262,10 +166,18 @@ impl CacheEntries {
             .map_err(|e| self.nats("read an entry", e))?;
         Ok(entry.and_then(|e| match e.operation {
             kv::Operation::Put => Some((
-                Cached::parse(&e.value).unwrap_or(Cached::Tombstone {
-                    as_of: -1,
-                    epoch: -1,
-                }),
+                match self.mac.open(key, &e.value) {
+                    Opened::Sealed(cached) => cached,
+                    // Never served; any write may replace it.
+                    Opened::Forged => {
+                        metrics::counter!("activity_cache_forged_total").increment(1);
+                        tracing::warn!(bucket = %self.bucket, "a cache entry the store did not write was refused");
+                        Cached::Tombstone {
+                            as_of: -1,
+                            epoch: -1,
+                        }
+                    }
+                },
                 e.revision,
             )),
             _ => None,
@@ -313,13 +225,13 @@ impl CacheEntries {
                 Some((held, _)) if !value.replaces(&held) => return Ok(false),
                 Some((_, revision)) => self
                     .kv
-                    .update(&key, value.bytes(), revision)
+                    .update(&key, self.mac.seal(&key, value), revision)
                     .await
                     .map(|_| ())
                     .map_err(|e| e.kind() == kv::UpdateErrorKind::WrongLastRevision),
                 None => self
                     .kv
-                    .create(&key, value.bytes())
+                    .create(&key, self.mac.seal(&key, value))
                     .await
                     .map(|_| ())
                     .map_err(|e| e.kind() == kv::CreateErrorKind::AlreadyExists),
@@ -361,7 +273,10 @@ impl CacheEntries {
         }
         if let Some(t) = tombstone {
             self.kv
-                .put(self.key(tenant, user), t.bytes())
+                .put(
+                    self.key(tenant, user),
+                    self.mac.seal(&self.key(tenant, user), t),
+                )
                 .await
                 .map_err(|e| self.nats("leave a tombstone", e))?;
         }
@@ -381,39 +296,5 @@ impl CacheEntries {
             .map_err(|e| self.nats("purge the bucket", e))?;
         let _ = stream.info().await;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{key_token, user_key};
-
-    #[test]
-    fn user_keys_never_name_the_user_and_differ_per_user() {
-        let k = user_key("ann.o'neil@example.com");
-        assert!(!k.contains("ann") && k.len() == 33, "{k}");
-        assert!(k.bytes().all(|b| b.is_ascii_alphanumeric()), "{k}");
-        assert_ne!(user_key("ann"), user_key("Ann"));
-        assert_eq!(user_key("ann"), user_key("ann"));
-    }
-
-    #[test]
-    fn key_tokens_keep_plain_ids_and_escape_everything_else() {
-        assert_eq!(key_token("ann_1-x"), "ann_1-x");
-        assert_eq!(key_token("a.b@x"), "a=2Eb=40x");
-        assert_eq!(key_token("ü"), "=C3=BC");
-        // `=` is escaped too, so two ids never share a token.
-        assert_ne!(key_token("=2E"), key_token("."));
-    }
-
-    #[test]
-    fn key_tokens_only_use_characters_nats_keys_allow_and_no_dots() {
-        let token = key_token("Ann.O'Neil/ü@x y=*>\u{7f}");
-        assert!(
-            token
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_-=".contains(&b)),
-            "{token}"
-        );
     }
 }

@@ -164,9 +164,10 @@ pub async fn status(cli: &Cli, json: bool) -> Result<(), CliError> {
     let mut unreachable = None;
     let js = match cli.resolve_nats_url() {
         Ok(url) => {
-            let connecting = async_nats::ConnectOptions::new()
+            let (options, bare) = crate::nats::options(&url);
+            let connecting = options
                 .connection_timeout(Duration::from_secs(3))
-                .connect(url.as_str());
+                .connect(bare);
             match connecting.await {
                 Ok(client) => Some(async_nats::jetstream::new(client)),
                 Err(e) => {

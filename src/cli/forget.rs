@@ -9,7 +9,7 @@ use crate::erase::{self, EraseConfig};
 pub async fn run(cli: &Cli, tenant: &str, user: &str, wait_secs: u64) -> Result<(), CliError> {
     let pool = connect(cli).await?;
     let url = cli.resolve_nats_url()?;
-    let client = async_nats::connect(&url)
+    let client = crate::nats::connect(&url)
         .await
         .map_err(|e| CliError::Nats(format!("connect to {url}: {e}")))?;
     let js = async_nats::jetstream::new(client);

@@ -36,7 +36,7 @@ pub async fn publish(
             .map_err(|e| CliError::Input(format!("{}: {e}", input.display())))?;
         Box::new(std::io::BufReader::new(file))
     };
-    let client = async_nats::connect(nats_url)
+    let client = crate::nats::connect(nats_url)
         .await
         .map_err(|e| CliError::Nats(format!("connect to {nats_url}: {e}")))?;
     let js = jetstream::new(client);

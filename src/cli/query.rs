@@ -97,7 +97,7 @@ pub async fn run(cli: &Cli, read: &Read, json: bool) -> Result<(), CliError> {
             );
         }
         Read::User { tenant, user } => {
-            let row = match reader_cache(cli).await {
+            let row = match reader_cache(cli, &pool).await {
                 Some(cache) => {
                     query::user_through_cache(&pool, &cache, tenant, user)
                         .await?
@@ -141,11 +141,12 @@ pub async fn run(cli: &Cli, read: &Read, json: bool) -> Result<(), CliError> {
 
 /// The user_summary cache when NATS is configured and the bucket exists; reads go to the
 /// table otherwise.
-async fn reader_cache(cli: &Cli) -> Option<CacheEntries> {
+async fn reader_cache(cli: &Cli, pool: &sqlx::PgPool) -> Option<CacheEntries> {
     let url = cli.resolve_nats_url().ok()?;
-    let connect = async_nats::ConnectOptions::new()
+    let (options, bare) = crate::nats::options(&url);
+    let connect = options
         .connection_timeout(std::time::Duration::from_secs(2))
-        .connect(&url);
+        .connect(bare);
     let client = match connect.await {
         Ok(c) => c,
         Err(e) => {
@@ -159,7 +160,9 @@ async fn reader_cache(cli: &Cli) -> Option<CacheEntries> {
         .find(|p| p.name == "user_summary")?;
     let js = async_nats::jetstream::new(client);
     let bucket = projection.cache.as_ref()?.bucket.clone();
-    CacheEntries::open_for_reading(&js, &projection, &bucket)
+    // A login that may not read the cache's secret reads the table.
+    let mac = crate::log::cache_mac(pool).await.ok()?;
+    CacheEntries::open_for_reading(&js, &projection, &bucket, mac)
         .await
         .ok()
         .flatten()
@@ -174,7 +177,7 @@ pub async fn rebuild(cli: &Cli, name: &str, verify: bool, force: bool) -> Result
     warn_if_partial(&pool).await?;
     let mut projector = Projector::start(pool, ProjectConfig::default()).await?;
     if let Ok(url) = cli.resolve_nats_url() {
-        let client = async_nats::connect(&url)
+        let client = crate::nats::connect(&url)
             .await
             .map_err(|e| CliError::Nats(format!("connect to {url}: {e}")))?;
         let js = async_nats::jetstream::new(client);

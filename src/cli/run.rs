@@ -132,17 +132,23 @@ pub async fn up(cli: &Cli) -> Result<(), CliError> {
         .api
         .api_addr
         .unwrap_or_else(|| api_port(&cli.data_dir.join("env")));
-    let embedded = Embedded::start(&cli.data_dir).await?;
+    let subjects = crate::ops::ProducerSubjects {
+        commands: cli.subject_prefix.clone(),
+        rejections: cli.api.rejections_prefix.clone(),
+    };
+    let embedded = Embedded::start(&cli.data_dir, &subjects).await?;
     let api_url = format!("http://{api_addr}");
     embedded.publish_api_url(&api_url)?;
     // One write, its failure ignored: a reader that stopped reading (`up | head`) must not
     // stop the store.
     let urls = format!(
-        "DATABASE_URL={}\nINGEST_DATABASE_URL={}\nAPI_DATABASE_URL={}\nAPI_URL={api_url}\nNATS_URL={}\n",
+        "DATABASE_URL={}\nINGEST_DATABASE_URL={}\nAPI_DATABASE_URL={}\nAPI_URL={api_url}\nNATS_URL={}\n\
+         PRODUCER_NATS_URL={}\n",
         embedded.database_url(),
         embedded.ingest_database_url(),
         embedded.api_database_url(),
-        embedded.nats_url()
+        embedded.nats_url(),
+        embedded.producer_nats_url()
     );
     {
         use std::io::Write;

@@ -266,10 +266,12 @@ async fn purge_cache(
     user: &str,
 ) -> Result<i64, EraseError> {
     let mut purged = 0;
+    let mac = crate::log::cache_mac(pool).await?;
     for p in crate::project::projections().unwrap_or_default() {
         let Some(spec) = &p.cache else { continue };
         let bucket = format!("{}{}", config.bucket_prefix, spec.bucket);
-        let Ok(Some(entries)) = crate::cache::CacheEntries::open_for_reading(js, &p, &bucket).await
+        let Ok(Some(entries)) =
+            crate::cache::CacheEntries::open_for_reading(js, &p, &bucket, mac.clone()).await
         else {
             continue;
         };

@@ -91,3 +91,15 @@ pub(crate) async fn xact_lock(
 pub(crate) fn db<T>(r: Result<T, sqlx::Error>, action: &'static str) -> Result<T, LogError> {
     r.map_err(|source| LogError::Database { action, source })
 }
+
+/// The secret cache entries are sealed with, as the database keeps it (the log's owner and
+/// the HTTP API's logins may read it; SQL readers may not).
+pub async fn cache_mac(pool: &sqlx::PgPool) -> Result<crate::cache::CacheMac, LogError> {
+    let secret: Vec<u8> = db(
+        sqlx::query_scalar("SELECT cache_mac_secret()")
+            .fetch_one(pool)
+            .await,
+        "read the cache secret",
+    )?;
+    Ok(crate::cache::CacheMac::new(&secret))
+}

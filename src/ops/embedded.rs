@@ -63,6 +63,10 @@ impl PgServer {
             // that count round trips).
             "shared_preload_libraries=pg_stat_statements".to_owned(),
             "pg_stat_statements.track=all".to_owned(),
+            // A terse log: no DETAIL lines (a unique violation's quotes a row) and no
+            // statement that failed (it can hold data, or a password).
+            "log_error_verbosity=terse".to_owned(),
+            "log_min_error_statement=panic".to_owned(),
         ];
         if config.durable {
             // Room for the log's hot indexes, and fewer checkpoints during bulk appends.
@@ -177,6 +181,52 @@ pub struct NatsConfig {
     pub port: Option<u16>,
     /// Where the server's own log goes.
     pub log_file: PathBuf,
+    /// Who may connect, and to do what; `None` lets anyone do anything (tests' own servers).
+    pub auth: Option<NatsAuth>,
+}
+
+/// The embedded server's users: the store, which may do anything, and producers, who may
+/// only publish commands and read refusals. Nobody connects without a password.
+#[derive(Debug, Clone)]
+pub struct NatsAuth {
+    /// The store's own password (user [`NatsAuth::STORE`]).
+    pub store_password: String,
+    /// Producers' password (user [`NatsAuth::PRODUCER`]).
+    pub producer_password: String,
+    /// Subjects producers may publish to, e.g. `activity.commands.>`.
+    pub commands: String,
+    /// Subjects producers may subscribe to for refusals, e.g. `activity.rejections.>`.
+    pub rejections: String,
+}
+
+impl NatsAuth {
+    /// The store's user.
+    pub const STORE: &'static str = "activity-store";
+    /// The producers' user.
+    pub const PRODUCER: &'static str = "producer";
+
+    /// The server's configuration: loopback, JetStream in `store_dir`, these users.
+    fn config(&self, port: u16, store_dir: &Path) -> String {
+        let q = |s: &str| serde_json::to_string(s).expect("a string serialises");
+        format!(
+            "listen: {listen}\njetstream {{\n  store_dir: {dir}\n}}\n\
+             authorization {{\n  users: [\n\
+             \x20   {{ user: {store}, password: {store_pw} }}\n\
+             \x20   {{ user: {producer}, password: {producer_pw}, permissions: {{\n\
+             \x20       publish: {{ allow: [{commands}] }}\n\
+             \x20       subscribe: {{ allow: [{inbox}, {rejections}] }}\n\
+             \x20   }} }}\n  ]\n}}\n",
+            listen = q(&format!("127.0.0.1:{port}")),
+            dir = q(&store_dir.display().to_string()),
+            store = q(Self::STORE),
+            store_pw = q(&self.store_password),
+            producer = q(Self::PRODUCER),
+            producer_pw = q(&self.producer_password),
+            commands = q(&self.commands),
+            inbox = q("_INBOX.>"),
+            rejections = q(&self.rejections),
+        )
+    }
 }
 
 /// A running private `nats-server -js`.
@@ -184,6 +234,7 @@ pub struct NatsConfig {
 pub struct NatsServer {
     child: Child,
     port: u16,
+    auth: Option<NatsAuth>,
 }
 
 impl NatsServer {
@@ -197,17 +248,30 @@ impl NatsServer {
         std::fs::create_dir_all(&config.store_dir)
             .map_err(|e| EmbeddedError::io(format!("create {}", config.store_dir.display()), e))?;
         let mut cmd = Command::new(bin);
-        cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"]);
-        cmd.arg(&config.store_dir);
+        match &config.auth {
+            Some(auth) => {
+                let file = config.store_dir.with_extension("conf");
+                write_private(&file, &auth.config(port, &config.store_dir))?;
+                cmd.arg("-c").arg(file);
+            }
+            None => {
+                cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"]);
+                cmd.arg(&config.store_dir);
+            }
+        }
         let child = spawn_logged(cmd, None, &config.log_file)?;
-        let mut server = NatsServer { child, port };
+        let mut server = NatsServer {
+            child,
+            port,
+            auth: config.auth.clone(),
+        };
         let url = server.url();
         wait_ready(
             "nats-server",
             &mut server.child,
             &config.log_file,
             || async {
-                let client = async_nats::connect(&url).await?;
+                let client = crate::nats::connect(&url).await?;
                 client.flush().await?;
                 Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
             },
@@ -216,9 +280,30 @@ impl NatsServer {
         Ok(server)
     }
 
-    /// The client URL.
+    /// The store's client URL (with its credentials when the server has users).
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        match &self.auth {
+            Some(a) => format!(
+                "nats://{}:{}@127.0.0.1:{}",
+                NatsAuth::STORE,
+                a.store_password,
+                self.port
+            ),
+            None => format!("nats://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// Producers' client URL: may publish commands and read refusals, nothing else.
+    pub fn producer_url(&self) -> String {
+        match &self.auth {
+            Some(a) => format!(
+                "nats://{}:{}@127.0.0.1:{}",
+                NatsAuth::PRODUCER,
+                a.producer_password,
+                self.port
+            ),
+            None => self.url(),
+        }
     }
 
     /// The server's process id.
@@ -242,12 +327,18 @@ fn spawn_logged(
     user: Option<ServiceUser>,
     log: &Path,
 ) -> Result<Child, EmbeddedError> {
+    // Logs can quote data (a statement, a row in an error): only their owner reads them.
     let open = || {
-        std::fs::OpenOptions::new()
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(log)
-            .map_err(|e| EmbeddedError::io(format!("open log {}", log.display()), e))
+            .map_err(|e| EmbeddedError::io(format!("open log {}", log.display()), e))?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| EmbeddedError::io(format!("restrict log {}", log.display()), e))?;
+        Ok(f)
     };
     let (out, err) = (open()?, open()?);
     if let Some(u) = user {

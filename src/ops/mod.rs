@@ -12,12 +12,12 @@ pub mod status;
 mod up;
 
 pub use binaries::{ServiceUser, free_port};
-pub use embedded::{NatsConfig, NatsServer, PgConfig, PgServer, write_private};
+pub use embedded::{NatsAuth, NatsConfig, NatsServer, PgConfig, PgServer, write_private};
 pub use heartbeat::Heartbeat;
 pub use maintain::MAINTENANCE_LOCK;
 pub use roles::{Role, RoleState, supervise};
 pub use serve::{ServeConfig, ServeError, serve};
-pub use up::{DATABASE, Embedded, UpError, read_env_file};
+pub use up::{DATABASE, Embedded, ProducerSubjects, UpError, read_env_file};
 
 /// What can go wrong starting or stopping the embedded servers.
 #[derive(Debug, thiserror::Error)]

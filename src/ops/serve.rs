@@ -129,7 +129,7 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
         Some(url) if config.ingest => connect(url, "ingest", 4, 5).await?,
         _ => pool.clone(),
     };
-    let nats = async_nats::connect(&config.nats_url)
+    let nats = crate::nats::connect(&config.nats_url)
         .await
         .map_err(|e| IngestError::Nats(format!("connect to {}: {e}", config.nats_url)))?;
     let mut roles = Vec::new();

@@ -6,7 +6,19 @@ use std::path::{Path, PathBuf};
 use sqlx::Connection;
 
 use super::binaries::ServiceUser;
-use super::{EmbeddedError, NatsConfig, NatsServer, PgConfig, PgServer, logins, write_private};
+use super::{
+    EmbeddedError, NatsAuth, NatsConfig, NatsServer, PgConfig, PgServer, logins, write_private,
+};
+
+/// The subject prefixes producers of the embedded store use: they may publish under the
+/// first and read refusals under the second, and nothing else.
+#[derive(Debug, Clone)]
+pub struct ProducerSubjects {
+    /// Commands, e.g. `activity.commands`.
+    pub commands: String,
+    /// Refusals, e.g. `activity.rejections`.
+    pub rejections: String,
+}
 use crate::log::{EventLog, LogError, migrate};
 
 /// The database `up` keeps the store in.
@@ -43,7 +55,7 @@ pub struct Embedded {
 impl Embedded {
     /// Starts (or restarts, reusing its data) the servers under `data_dir`, creates and
     /// migrates the database, and writes `DATABASE_URL` and `NATS_URL` to `data_dir/env`.
-    pub async fn start(data_dir: &Path) -> Result<Embedded, UpError> {
+    pub async fn start(data_dir: &Path, subjects: &ProducerSubjects) -> Result<Embedded, UpError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| UpError::DataDir(format!("cannot create {}: {e}", data_dir.display())))?;
         let data_dir = data_dir
@@ -66,6 +78,12 @@ impl Embedded {
             store_dir: data_dir.join("nats"),
             port: previous_port(&env_file, "NATS_URL"),
             log_file: data_dir.join("nats.log"),
+            auth: Some(NatsAuth {
+                store_password: password_in(&data_dir, "nats-store-password")?,
+                producer_password: password_in(&data_dir, "nats-producer-password")?,
+                commands: format!("{}.>", subjects.commands),
+                rejections: format!("{}.>", subjects.rejections),
+            }),
         })
         .await
         {
@@ -147,11 +165,13 @@ impl Embedded {
     /// The env file's text: every URL, the API's if it is served.
     fn env(&self, api_url: Option<&str>) -> String {
         let mut env = format!(
-            "DATABASE_URL={}\nINGEST_DATABASE_URL={}\nAPI_DATABASE_URL={}\nNATS_URL={}\n",
+            "DATABASE_URL={}\nINGEST_DATABASE_URL={}\nAPI_DATABASE_URL={}\nNATS_URL={}\n\
+             PRODUCER_NATS_URL={}\n",
             self.database_url(),
             self.ingest_database_url(),
             self.api_database_url(),
-            self.nats_url()
+            self.nats_url(),
+            self.producer_nats_url()
         );
         if let Some(url) = api_url {
             env.push_str(&format!("API_URL={url}\n"));
@@ -184,6 +204,11 @@ impl Embedded {
     /// The NATS server.
     pub fn nats_url(&self) -> String {
         self.nats.url()
+    }
+
+    /// Producers' NATS URL: publish commands, read refusals, nothing else.
+    pub fn producer_nats_url(&self) -> String {
+        self.nats.producer_url()
     }
 
     /// The file holding both URLs.

@@ -103,6 +103,7 @@ impl Projector {
         js: &jetstream::Context,
         config: &CacheConfig,
     ) -> Result<(), ProjectError> {
+        let mac = crate::log::cache_mac(&self.pool).await?;
         for p in &self.projections {
             if let Some(spec) = &p.cache {
                 let ttl = config
@@ -111,7 +112,7 @@ impl Projector {
                     .copied()
                     .unwrap_or(Duration::from_secs(spec.ttl_secs));
                 let bucket = format!("{}{}", config.bucket_prefix, spec.bucket);
-                let entries = CacheEntries::open(js, p, &bucket, ttl).await?;
+                let entries = CacheEntries::open(js, p, &bucket, ttl, mac.clone()).await?;
                 if self.reinstalled.contains(&p.name) {
                     // Refolded from scratch: no entry of an earlier fold may survive.
                     entries.clear().await?;

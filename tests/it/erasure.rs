@@ -132,10 +132,12 @@ async fn an_erased_user_is_in_no_store_and_a_rebuild_gives_the_same_views() {
         store.bucket_prefix,
         summary.cache.as_ref().unwrap().bucket
     );
-    let entries = activity_store::cache::CacheEntries::open_for_reading(&js, &summary, &bucket)
-        .await
-        .unwrap()
-        .unwrap();
+    let mac = activity_store::log::cache_mac(&db.pool).await.unwrap();
+    let entries =
+        activity_store::cache::CacheEntries::open_for_reading(&js, &summary, &bucket, mac)
+            .await
+            .unwrap()
+            .unwrap();
     let read = activity_store::query::user_through_cache(&db.pool, &entries, "acme", USER)
         .await
         .unwrap();

@@ -191,6 +191,7 @@ async fn a_cache_bucket_deleted_under_load_is_recreated_and_entries_flow_again()
         summary.cache.as_ref().unwrap().bucket
     );
     js.delete_stream(format!("KV_{bucket}")).await.unwrap();
+    let mac = activity_store::log::cache_mac(&db.pool).await.unwrap();
     let lost = events(&db).await;
     let deleted = Instant::now();
     // Entries of folds after the loss reach the bucket again within seconds.
@@ -200,8 +201,13 @@ async fn a_cache_bucket_deleted_under_load_is_recreated_and_entries_flow_again()
             "no cache entry after the bucket was deleted"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let Ok(Some(entries)) =
-            activity_store::cache::CacheEntries::open_for_reading(&js, &summary, &bucket).await
+        let Ok(Some(entries)) = activity_store::cache::CacheEntries::open_for_reading(
+            &js,
+            &summary,
+            &bucket,
+            mac.clone(),
+        )
+        .await
         else {
             continue;
         };

@@ -26,7 +26,7 @@ async fn assert_applied(p: &Pipeline) {
 async fn the_rust_async_nats_example_publishes_commands_the_store_applies() {
     let p = Pipeline::new().await;
     let prefix = format!("{}.commands", p.prefix);
-    let sequences = rust_example::publish_example(&nats_url(), &prefix)
+    let sequences = rust_example::publish_example(&nats_url(), None, &prefix)
         .await
         .unwrap();
     assert_eq!(sequences, [1, 2, 3]);

@@ -194,6 +194,7 @@ async fn nats_restarted_under_load_loses_and_duplicates_nothing() {
         store_dir: dir.join("nats"),
         port,
         log_file: dir.join("nats.log"),
+        auth: None,
     };
     let nats = NatsServer::start(&nats_config(None)).await.unwrap();
     let port = nats.port();

@@ -12,12 +12,14 @@ use tokio::process::{Child, Command};
 use crate::support::unique_name;
 
 /// Starts `up` and returns it with the DATABASE_URL it printed once it was ready.
-async fn start_up(dir: &Path) -> (Child, String) {
+pub async fn start_up(dir: &Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_activity-store"))
         .arg("up")
         .arg("--data-dir")
         .arg(dir)
         .env_remove("DATABASE_URL")
+        // Two tests may run `up` at once: the metrics port is any free one.
+        .env("ACTIVITY_METRICS_ADDR", "127.0.0.1:0")
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -29,7 +31,7 @@ async fn start_up(dir: &Path) -> (Child, String) {
             if let Some(url) = line.strip_prefix("DATABASE_URL=") {
                 database_url = Some(url.to_owned());
             }
-            if line.starts_with("NATS_URL=") {
+            if line.starts_with("PRODUCER_NATS_URL=") {
                 return;
             }
         }
@@ -39,7 +41,7 @@ async fn start_up(dir: &Path) -> (Child, String) {
     (child, database_url.expect("DATABASE_URL printed first"))
 }
 
-async fn stop(mut child: Child) {
+pub async fn stop(mut child: Child) {
     kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
     let status = tokio::time::timeout(Duration::from_secs(90), child.wait())
         .await
@@ -57,7 +59,8 @@ async fn up_serves_stops_cleanly_and_reuses_its_data() {
     let env = std::fs::read_to_string(dir.join("env")).unwrap();
     assert!(
         env.contains(&format!("DATABASE_URL={url}\n"))
-            && env.contains("NATS_URL=nats://127.0.0.1:")
+            && env.contains("NATS_URL=nats://activity-store:")
+            && env.contains("PRODUCER_NATS_URL=nats://producer:")
     );
     let mut conn = PgConnection::connect(&url).await.unwrap();
     // Least privilege by default: the owner and the ingestor are logins, neither a superuser.

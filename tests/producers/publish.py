@@ -1,6 +1,7 @@
 """Publish activity-store commands from Python with nats-py (pip install nats-py).
 
-Usage: NATS_URL=nats://127.0.0.1:4222 python3 publish.py [SUBJECT_PREFIX]
+Usage: PRODUCER_NATS_URL=nats://producer:PASSWORD@127.0.0.1:4222 python3 publish.py [SUBJECT_PREFIX]
+(`up` writes PRODUCER_NATS_URL into .activity-store/env; NATS_URL is read when it is unset.)
 Prints each command's stream sequence; the store's tests run this file as it is.
 """
 import asyncio
@@ -14,7 +15,8 @@ import nats
 
 async def main() -> None:
     prefix = sys.argv[1] if len(sys.argv) > 1 else "activity.commands"
-    nc = await nats.connect(os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
+    url = os.environ.get("PRODUCER_NATS_URL") or os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
+    nc = await nats.connect(url)
     js = nc.jetstream()
     tenant = "acme"
     commands = [

@@ -4,9 +4,21 @@
 use async_nats::jetstream;
 use serde_json::{Value, json};
 
-/// Publishes a tenant, a user and one activity; returns their stream sequences.
-pub async fn publish_example(nats_url: &str, prefix: &str) -> Result<Vec<u64>, async_nats::Error> {
-    let js = jetstream::new(async_nats::connect(nats_url).await?);
+/// Publishes a tenant, a user and one activity; returns their stream sequences. `login` is
+/// the producer's user and password where the server asks for one (`up`'s NATS does: user
+/// `producer`, the password in PRODUCER_NATS_URL).
+pub async fn publish_example(
+    nats_url: &str,
+    login: Option<(&str, &str)>,
+    prefix: &str,
+) -> Result<Vec<u64>, async_nats::Error> {
+    let options = match login {
+        Some((user, password)) => {
+            async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        }
+        None => async_nats::ConnectOptions::new(),
+    };
+    let js = jetstream::new(options.connect(nats_url).await?);
     let tenant = "acme";
     let commands: Vec<Value> = vec![
         json!({"type": "create_tenant", "tenant": tenant, "name": "Acme"}),

@@ -74,6 +74,7 @@ fn start_servers() -> Servers {
                     store_dir: dir.join("nats"),
                     port: None,
                     log_file: dir.join("nats.log"),
+                    auth: None,
                 })
                 .await
                 .expect("start the test nats-server"),

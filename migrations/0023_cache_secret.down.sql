@@ -1,0 +1,2 @@
+DROP FUNCTION cache_mac_secret();
+DROP TABLE cache_secret;

@@ -1,0 +1,138 @@
+//! Least privilege on the embedded NATS: nobody connects anonymously; producers may publish
+//! commands and read refusals and nothing else (no stream reads, purges or deletions, no
+//! cache writes); the store's own user does its work; the logs are its owner's alone.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use serde_json::json;
+
+use crate::support::unique_name;
+use crate::up::{start_up, stop};
+
+fn env_value(env: &str, key: &str) -> String {
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} in the env file"))
+        .to_owned()
+}
+
+/// Whether a JetStream API request as this client is answered at all.
+async fn answered(client: &async_nats::Client, subject: String) -> bool {
+    matches!(
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            client.request(subject, json!({"seq": 1}).to_string().into())
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
+#[tokio::test]
+async fn the_embedded_nats_lets_producers_publish_and_nothing_more() {
+    let dir = std::env::temp_dir().join(unique_name("up-nats"));
+    let (child, _url) = start_up(&dir).await;
+    let env = std::fs::read_to_string(dir.join("env")).unwrap();
+    let store_url = env_value(&env, "NATS_URL");
+    let producer_url = env_value(&env, "PRODUCER_NATS_URL");
+    let port = store_url.rsplit_once(':').unwrap().1.to_owned();
+
+    let anonymous = async_nats::connect(format!("nats://127.0.0.1:{port}")).await;
+    assert!(anonymous.is_err(), "an anonymous client connected");
+    let wrong =
+        activity_store::nats::connect(&format!("nats://producer:guess@127.0.0.1:{port}")).await;
+    assert!(wrong.is_err(), "a wrong password connected");
+
+    let producer = activity_store::nats::connect(&producer_url).await.unwrap();
+    let pjs = jetstream::new(producer.clone());
+    let command = json!({"type": "create_tenant", "id": uuid::Uuid::new_v4(), "tenant": "acme",
+                         "name": "Acme"});
+    // The stream exists once the ingestor has started.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ack = pjs
+            .publish("activity.commands.acme", command.to_string().into())
+            .await
+            .unwrap()
+            .await;
+        match ack {
+            Ok(_) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("not stored yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("a producer's command is not stored: {e}"),
+        }
+    }
+    let mut refusals = producer
+        .subscribe("activity.rejections.acme")
+        .await
+        .unwrap();
+    pjs.publish("activity.commands.acme", b"not json".as_slice().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let refusal = tokio::time::timeout(
+        Duration::from_secs(30),
+        futures_util::StreamExt::next(&mut refusals),
+    )
+    .await
+    .expect("the refusal reaches the producer")
+    .unwrap();
+    assert!(String::from_utf8_lossy(&refusal.payload).contains("malformed"));
+
+    // Everything else a producer might try is refused by the server.
+    for subject in [
+        "$JS.API.STREAM.MSG.GET.ACTIVITY",
+        "$JS.API.STREAM.PURGE.ACTIVITY",
+        "$JS.API.STREAM.DELETE.ACTIVITY",
+        "$JS.API.STREAM.LIST",
+        "$JS.API.STREAM.INFO.KV_activity_user_summary",
+    ] {
+        assert!(!answered(&producer, subject.to_owned()).await, "{subject}");
+    }
+    producer
+        .publish(
+            "$KV.activity_user_summary.user_summary.v1.acme.forged",
+            "{}".into(),
+        )
+        .await
+        .unwrap();
+    producer.flush().await.unwrap();
+
+    // The store's own user does its work: the stream still holds both commands, and no
+    // forged cache entry was written.
+    let store = activity_store::nats::connect(&store_url).await.unwrap();
+    assert!(answered(&store, "$JS.API.STREAM.MSG.GET.ACTIVITY".to_owned()).await);
+    let sjs = jetstream::new(store);
+    let held = sjs
+        .get_stream("ACTIVITY")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages;
+    assert!(held >= 2, "the stream holds {held}");
+    if let Ok(kv) = sjs.get_key_value("activity_user_summary").await {
+        assert!(
+            kv.get("user_summary.v1.acme.forged")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    for log in ["postgres.log", "nats.log"] {
+        let mode = std::fs::metadata(dir.join(log))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{log} is readable by others: {mode:o}");
+    }
+    stop(child).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
