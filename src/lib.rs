@@ -5,6 +5,7 @@ pub mod api;
 pub mod cache;
 pub mod cli;
 pub mod erase;
+pub mod http;
 pub mod ingest;
 pub mod log;
 pub mod model;

@@ -121,6 +121,7 @@ pub async fn status(
     let deadline = Instant::now() + wait;
     let mut status = read_in(&state, session, &tenant, id).await?;
     if status.status == "unknown" && !wait.is_zero() {
+        let _share = state.polls.take(&tenant).await?;
         let Ok(_permit) = state.pollers.try_acquire() else {
             return Err(ApiError::Unavailable(
                 "too many requests are waiting for commands; retry shortly".into(),

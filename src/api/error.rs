@@ -49,6 +49,9 @@ pub enum ApiError {
     /// The store cannot answer now (database unreachable or every connection busy).
     #[error("{0}")]
     Unavailable(String),
+    /// The tenant holds its whole share of something all tenants share.
+    #[error("{0}")]
+    TooMany(String),
     /// The request line is longer than the store reads.
     #[error("the request target is longer than {0} bytes")]
     UriTooLong(usize),
@@ -78,6 +81,7 @@ impl ApiError {
             ApiError::NotReached { .. } => "position_not_reached",
             ApiError::Timeout(_) => "query_timeout",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::TooMany(_) => "too_many_requests",
             ApiError::UriTooLong(_) => "uri_too_long",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Internal => "internal",
@@ -92,6 +96,7 @@ impl ApiError {
             ApiError::NotReached { .. } | ApiError::Timeout(_) | ApiError::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -184,7 +189,10 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Bearer realm=\"activity-store\""),
                 );
             }
-            ApiError::NotReached { .. } | ApiError::Unavailable(_) | ApiError::Timeout(_) => {
+            ApiError::NotReached { .. }
+            | ApiError::Unavailable(_)
+            | ApiError::Timeout(_)
+            | ApiError::TooMany(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

@@ -8,6 +8,7 @@ mod params;
 mod reads;
 mod reply;
 mod session;
+mod shares;
 pub mod sql;
 pub mod tokens;
 mod wait;
@@ -65,6 +66,9 @@ impl Default for ApiConfig {
     }
 }
 
+/// The API's own database connections (its pool's size).
+pub const POOL_SIZE: usize = 16;
+
 /// What every request shares.
 #[derive(Clone)]
 pub struct ApiState(Arc<Inner>);
@@ -75,6 +79,13 @@ pub struct Inner {
     config: ApiConfig,
     positions: Arc<wait::Positions>,
     pollers: Semaphore,
+    /// Each tenant's share of the database sessions (half the API's pool), of requests
+    /// waiting for a position and of command long-polls (a quarter of each cap).
+    sessions: Arc<shares::Shares>,
+    waits: Arc<shares::Shares>,
+    polls: Arc<shares::Shares>,
+    /// Which tenant tokens opened lately: what a session is counted under.
+    verified: shares::Verified,
     js: Option<async_nats::jetstream::Context>,
     cache: OnceCell<CacheEntries>,
     cache_tried: Mutex<Option<std::time::Instant>>,
@@ -105,6 +116,24 @@ impl ApiState {
             config,
             positions,
             pollers: Semaphore::new(commands::MAX_POLLERS),
+            // A tenant's requests wait their turn for one of its sessions as long as for a
+            // connection of the pool; waiters and long-polls are refused at once.
+            sessions: shares::Shares::new(
+                "database sessions",
+                POOL_SIZE / 2,
+                Duration::from_secs(2),
+            ),
+            waits: shares::Shares::new(
+                "requests waiting for a position",
+                wait::MAX_WAITERS / 4,
+                Duration::ZERO,
+            ),
+            polls: shares::Shares::new(
+                "command long-polls",
+                commands::MAX_POLLERS / 4,
+                Duration::ZERO,
+            ),
+            verified: shares::Verified::default(),
             js,
             cache: OnceCell::new(),
             cache_tried: Mutex::new(None),
@@ -249,9 +278,14 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     let app = router(state);
     let server = async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
+        crate::http::serve(
+            listener,
+            app,
+            crate::http::Limits::default(),
+            "api",
+            shutdown,
+        )
+        .await
     };
     Ok((bound, server))
 }

@@ -63,6 +63,7 @@ pub async fn reach(
         return Ok(session);
     };
     drop(session);
+    let _share = state.waits.take(tenant).await?;
     let started = Instant::now();
     let not_reached = |position| ApiError::NotReached {
         projection: projection.to_owned(),

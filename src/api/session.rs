@@ -48,6 +48,8 @@ pub struct Session {
     pub position: i64,
     /// The projection's epoch (bumped by each rebuild's swap), in this snapshot.
     pub epoch: i64,
+    /// The tenant's share of the database sessions this one holds.
+    _share: super::shares::Share,
 }
 
 impl Session {
@@ -60,6 +62,8 @@ impl Session {
         projection: &str,
     ) -> Result<Session, ApiError> {
         let db = |e| state.db_error(e);
+        let digest = super::tokens::digest(token);
+        let share = state.sessions.take(&state.verified.key(&digest)).await?;
         let mut tx = state
             .pool
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -83,7 +87,7 @@ impl Session {
                  || set_config('activity.token', $1, true) \
                  || set_config('statement_timeout', $4, true)",
             )
-            .bind(super::tokens::digest(token))
+            .bind(&digest)
             .bind(scoped)
             .bind(projection)
             .bind(timeout)
@@ -93,11 +97,15 @@ impl Session {
         match holder {
             None => Err(invalid()),
             Some(h) if h != tenant => Err(not_found_tenant(tenant)),
-            Some(_) => Ok(Session {
-                tx,
-                position: position.unwrap_or(0),
-                epoch: epoch.map_or(-1, i64::from),
-            }),
+            Some(_) => {
+                state.verified.remember(&digest, tenant);
+                Ok(Session {
+                    tx,
+                    position: position.unwrap_or(0),
+                    epoch: epoch.map_or(-1, i64::from),
+                    _share: share,
+                })
+            }
         }
     }
 }

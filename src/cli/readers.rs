@@ -168,6 +168,16 @@ async fn grant(
             .await,
         "look up a login",
     )?;
+    let superuser = matches!(role, Some((true, _)));
+    if !superuser
+        && (crate::ops::logins::SERVICE_ROLES.contains(&login)
+            || crate::ops::logins::serves_the_store(pool, login).await?)
+    {
+        return Err(CliError::Input(format!(
+            "login: `{login}` is one of the store's own logins or groups; a reader must be a \
+             login of its own (readers grant LOGIN --tenant T --create)"
+        )));
+    }
     match (role, password) {
         (Some(_), Some(_)) => {
             return Err(CliError::Input(format!(
@@ -191,10 +201,12 @@ async fn grant(
             )));
         }
         (None, Some(secret)) => {
+            // The verifier, never the password: nothing logged can hold it.
+            let verifier = crate::ops::logins::scram_verifier(&secret);
             quoted(
                 pool,
                 "SELECT format('CREATE ROLE %I LOGIN PASSWORD %L IN ROLE activity_reader', $1::text, $2::text)",
-                &[login, &secret],
+                &[login, &verifier],
             )
             .await?;
         }

@@ -4,6 +4,7 @@ use chrono::{DateTime, Datelike, TimeZone, Utc};
 use sqlx::PgConnection;
 
 use super::{LogError, db};
+use crate::model::TimeWindow;
 
 /// Serialises partition DDL between processes (advisory lock key, "ACTVPART").
 const PARTITION_LOCK: i64 = 0x4143_5456_5041_5254;
@@ -151,6 +152,23 @@ pub struct PartitionInfo {
 }
 
 /// The partitions of the log, oldest first.
+/// Records the accepted `occurred_at` window, which bounds the months a login other than
+/// the log's owner may create (`create_event_partition`). Needs the log's owner.
+pub async fn set_window(pool: &sqlx::PgPool, window: &TimeWindow) -> Result<(), LogError> {
+    db(
+        sqlx::query(
+            "UPDATE ingest_window SET past = make_interval(secs => $1), \
+                                      future = make_interval(secs => $2)",
+        )
+        .bind(window.past.num_seconds() as f64)
+        .bind(window.future.num_seconds() as f64)
+        .execute(pool)
+        .await,
+        "record the accepted occurred_at window",
+    )?;
+    Ok(())
+}
+
 pub async fn list(conn: &mut PgConnection) -> Result<Vec<PartitionInfo>, LogError> {
     let rows: Vec<(String, String, i64, i64)> = db(
         sqlx::query_as(

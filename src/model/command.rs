@@ -138,7 +138,7 @@ pub fn decode(
             CommandBody::CreateTenant { name }
         }
         "register_user" => CommandBody::RegisterUser {
-            user: f.user()?,
+            user: f.new_user()?,
             email: f.email()?,
             name: f.optional_name()?,
         },
@@ -197,6 +197,12 @@ impl Fields {
     fn user(&mut self) -> Result<String, Rejection> {
         let user = self.required_str("user")?;
         fields::user_id(&user)?;
+        Ok(user)
+    }
+
+    fn new_user(&mut self) -> Result<String, Rejection> {
+        let user = self.required_str("user")?;
+        fields::new_user_id(&user)?;
         Ok(user)
     }
 

@@ -76,6 +76,34 @@ pub fn user_id(s: &str) -> Result<(), Rejection> {
     no_control_chars("user", s)
 }
 
+/// A user id a `register_user` introduces: a user id, and one spelling of itself, so ids that
+/// look alike are one id or refused: in Unicode NFKC (precomposed `é`, `ann` not `ａｎｎ`)
+/// with no format characters (zero-width, bidi controls, soft hyphens, byte-order marks).
+/// Ids registered before this rule keep working in every other command.
+pub fn new_user_id(s: &str) -> Result<(), Rejection> {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    user_id(s)?;
+    if let Some(c) = s
+        .chars()
+        .find(|c| c.general_category() == GeneralCategory::Format)
+    {
+        return Err(Rejection::invalid(
+            "user",
+            format!(
+                "must not contain format characters (U+{:04X}: zero-width, bidi or other invisible controls)",
+                c as u32
+            ),
+        ));
+    }
+    if !unicode_normalization::is_nfkc(s) {
+        return Err(Rejection::invalid(
+            "user",
+            "must be in Unicode NFKC form: precomposed letters, no fullwidth or compatibility characters",
+        ));
+    }
+    Ok(())
+}
+
 /// A display name: 1-200 characters, no control characters.
 pub fn display_name(field: &'static str, s: &str) -> Result<(), Rejection> {
     let chars = s.chars().count();

@@ -139,3 +139,28 @@ fn metadata_rules() {
     assert!(metadata(json!({"deep": [{"s": "a\u{0}"}]})).is_err());
     assert!(metadata(json!({"k\u{0}": 1})).is_err());
 }
+
+#[test]
+fn a_new_user_id_is_one_spelling_of_itself() {
+    for ok in ["ann", "josé", "用户-7", "ann.o'neil@x", "Ann"] {
+        assert!(new_user_id(ok).is_ok(), "{ok}");
+    }
+    for (bad, why) in [
+        ("jose\u{301}", "NFKC"),           // decomposed é
+        ("ａｎｎ", "NFKC"),                // fullwidth letters
+        ("ﬁle", "NFKC"),                   // a ligature
+        ("an\u{200b}n", "format"),         // zero-width space
+        ("ann\u{202e}", "format"),         // right-to-left override
+        ("\u{2066}ann\u{2069}", "format"), // bidi isolates
+        ("ann\u{feff}", "format"),         // byte-order mark
+        ("an\u{ad}n", "format"),           // soft hyphen
+    ] {
+        let r = new_user_id(bad).unwrap_err();
+        assert_eq!(
+            (r.reason, r.field),
+            (Reason::InvalidField, Some("user")),
+            "{bad:?}"
+        );
+        assert!(r.message.contains(why), "{bad:?}: {}", r.message);
+    }
+}

@@ -39,11 +39,9 @@ pub async fn ensure(
         (INGEST, ingest_password),
         (API, api_password),
     ] {
-        // Passwords are generated hex strings; the role names are constants.
-        let sql = format!(
-            "ALTER ROLE {login} PASSWORD '{}'",
-            password.replace('\'', "")
-        );
+        // Only a SCRAM verifier is sent: no statement or log ever holds the password. The
+        // role names are constants; a verifier is base64, `$`, `:` and digits.
+        let sql = format!("ALTER ROLE {login} PASSWORD '{}'", scram_verifier(password));
         db(
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .execute(&mut *admin)
@@ -69,6 +67,66 @@ pub async fn ensure(
         )?;
     }
     Ok(())
+}
+
+/// The store's own logins and groups: never a reader's.
+pub const SERVICE_ROLES: [&str; 6] = [
+    OWNER,
+    INGEST,
+    API,
+    "activity_writer",
+    "activity_reader",
+    "activity_http_reader",
+];
+
+/// A SCRAM-SHA-256 verifier of `password`, as PostgreSQL stores one (RFC 5802, 4,096
+/// iterations, a random 16-byte salt). `ALTER ROLE … PASSWORD '<verifier>'` sets the
+/// password without the clear text ever reaching the server, its logs or a client's.
+pub fn scram_verifier(password: &str) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, KeyInit, Mac};
+    use sha2::{Digest, Sha256};
+    const ITERATIONS: u32 = 4096;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    // PostgreSQL prepares the password with SASLprep where it can, and uses it as it is
+    // where it cannot.
+    let prepared =
+        stringprep::saslprep(password).map_or_else(|_| password.to_owned(), |p| p.into_owned());
+    let salt: [u8; 16] = rand::random();
+    let mut salted = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(prepared.as_bytes(), &salt, ITERATIONS, &mut salted);
+    let hmac = |message: &[u8]| {
+        let mut mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(&salted).expect("HMAC takes any key");
+        mac.update(message);
+        mac.finalize().into_bytes()
+    };
+    let stored_key = Sha256::digest(hmac(b"Client Key"));
+    let server_key = hmac(b"Server Key");
+    format!(
+        "SCRAM-SHA-256${ITERATIONS}:{}${}:{}",
+        b64.encode(salt),
+        b64.encode(stored_key),
+        b64.encode(server_key)
+    )
+}
+
+/// Whether `login` is one of the store's service logins by what it may do: it writes the
+/// log (a member of `activity_writer`), owns it, or bypasses row-level security.
+pub async fn serves_the_store(pool: &sqlx::PgPool, login: &str) -> Result<bool, LogError> {
+    db(
+        sqlx::query_scalar(
+            "SELECT coalesce(bool_or(r.rolbypassrls \
+                    OR pg_has_role(r.oid, 'activity_writer', 'MEMBER') \
+                    OR pg_has_role(r.oid, (SELECT relowner FROM pg_class \
+                                           WHERE oid = 'events'::regclass), 'MEMBER')), false) \
+             FROM pg_roles r WHERE r.rolname = $1",
+        )
+        .bind(login)
+        .fetch_one(pool)
+        .await,
+        "look up a login's roles",
+    )
 }
 
 async fn create_if_missing(

@@ -94,9 +94,12 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let server = async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
+        // The metrics port is for scrapers and probes: few connections, short patience.
+        let limits = crate::http::Limits {
+            max_connections: 64,
+            header_read: Duration::from_secs(5),
+        };
+        crate::http::serve(listener, app, limits, "metrics", shutdown).await
     };
     Ok((bound, server))
 }

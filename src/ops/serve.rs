@@ -132,6 +132,12 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
     let nats = crate::nats::connect(&config.nats_url)
         .await
         .map_err(|e| IngestError::Nats(format!("connect to {}: {e}", config.nats_url)))?;
+    if config.ingest
+        && let Err(e) =
+            crate::log::partitions::set_window(&pool, &config.ingest_config.window).await
+    {
+        tracing::warn!(error = %e, "could not record the accepted window; the writer keeps the one recorded before");
+    }
     let mut roles = Vec::new();
     let tracker = TaskTracker::new();
     if config.project {
@@ -228,7 +234,7 @@ async fn serve_api(
         .api_database_url
         .as_ref()
         .unwrap_or(&config.database_url);
-    let pool = connect(url, "api", 16, 2).await?;
+    let pool = connect(url, "api", crate::api::POOL_SIZE as u32, 2).await?;
     // This attempt's tasks (the position watcher) end with it.
     let attempt = shutdown.child_token();
     let _ended = attempt.clone().drop_guard();

@@ -119,3 +119,29 @@ async fn no_statement_a_writer_may_run_marks_a_command_applied_without_its_event
         }
     }
 }
+
+#[tokio::test]
+async fn a_writer_creates_only_months_the_accepted_window_reaches() {
+    let db = TestDb::migrated().await;
+    let (user, _pool) = login_in(&db, "activity_writer").await;
+    let mut conn = PgConnection::connect_with(&db.options_as(&user, "pw"))
+        .await
+        .unwrap();
+    let create = |at: &'static str| {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT create_event_partition('{at}')"
+        )))
+    };
+    for far in ["9999-01-01", "1970-01-01"] {
+        let r = create(far).execute(&mut conn).await;
+        assert_eq!(crate::fixtures::sqlstate(r), "42501", "{far}");
+    }
+    let this_month = chrono::Utc::now().format("%Y-%m-01").to_string();
+    sqlx::query("SELECT create_event_partition($1::timestamptz)")
+        .bind(&this_month)
+        .execute(&mut conn)
+        .await
+        .expect("this month is the writer's to create");
+    // The log's owner may create any month.
+    create("9999-01-01").execute(&db.pool).await.unwrap();
+}

@@ -59,6 +59,11 @@ impl Store {
         store
     }
 
+    /// Where its metrics and health answer, `http://127.0.0.1:PORT`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     pub async fn get(&self, path: &str) -> (u16, String) {
         // A tiny HTTP/1.1 client: the test needs a status line and a body, nothing more.
         let addr = self.base.trim_start_matches("http://");

@@ -4,6 +4,7 @@
 mod support;
 
 mod api;
+mod api_fair;
 mod api_liveness;
 mod api_pages;
 mod api_readme;
@@ -32,6 +33,7 @@ mod faults_cluster;
 mod fixtures;
 mod fuzz;
 mod hostile;
+mod http_limits;
 mod ingest;
 mod ingest_support;
 mod isolation;
@@ -46,7 +48,8 @@ mod project_support;
 mod projections;
 mod publish;
 mod raw_nats;
-mod readers;
+pub mod readers;
+mod readers_hardening;
 mod rebuild;
 mod rebuild_verify;
 mod recovery;

@@ -10,7 +10,7 @@ use crate::ingest_support::{activity, create_tenant, register};
 use crate::project_support::ReadSide;
 use crate::support::{TestDb, unique_name};
 
-fn readers(db: &TestDb, args: &[&str], stdin: &str) -> Output {
+pub fn readers(db: &TestDb, args: &[&str], stdin: &str) -> Output {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_activity-store"))
         .arg("readers")
         .args(args)
@@ -31,7 +31,12 @@ fn readers(db: &TestDb, args: &[&str], stdin: &str) -> Output {
 }
 
 /// Feed rows `login` reads for `tenant`, or the connection error.
-async fn feed_rows(db: &TestDb, login: &str, password: &str, tenant: &str) -> Result<i64, String> {
+pub async fn feed_rows(
+    db: &TestDb,
+    login: &str,
+    password: &str,
+    tenant: &str,
+) -> Result<i64, String> {
     let mut conn = PgConnection::connect_with(&db.options_as(login, password))
         .await
         .map_err(|e| e.to_string())?;
@@ -46,7 +51,7 @@ async fn feed_rows(db: &TestDb, login: &str, password: &str, tenant: &str) -> Re
         .map_err(|e| e.to_string())
 }
 
-async fn two_tenants() -> ReadSide {
+pub async fn two_tenants() -> ReadSide {
     let side = ReadSide::new().await;
     side.apply(&[
         create_tenant("acme"),
