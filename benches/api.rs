@@ -213,7 +213,58 @@ async fn main() {
         );
     }
     println!("summaries served from the cache: {from_cache} of 500");
+    fairness(&db.pool, &http, &base, &token, clients, seconds).await;
     stop(child).await;
+}
+
+/// One tenant (t0) floods the tenant feed with `clients` clients while another (t1) reads
+/// summaries with two: t1's p99 beside its quiet p99 (goal: within 2×), and how many of
+/// t0's requests were told 429.
+async fn fairness(
+    pool: &PgPool,
+    http: &reqwest::Client,
+    base: &str,
+    flood_token: &str,
+    clients: usize,
+    seconds: f64,
+) {
+    let quiet_token = activity_store::api::tokens::create(pool, "t1", "bench", None)
+        .await
+        .unwrap()
+        .0;
+    let read = |token: String, path: fn(usize) -> String| {
+        let (http, base) = (http.clone(), base.to_owned());
+        move |i: usize| {
+            let (http, url, token) = (http.clone(), format!("{base}{}", path(i)), token.clone());
+            async move {
+                match http.get(url).bearer_auth(token).send().await {
+                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        }
+    };
+    let summary: fn(usize) -> String = |i| format!("/v1/tenants/t1/users/{}/summary", user(i));
+    let feed: fn(usize) -> String = |_| "/v1/tenants/t0/activities?limit=50".to_owned();
+    let quiet = drive(2, seconds, read(quiet_token.clone(), summary)).await;
+    let flood = tokio::spawn(drive(
+        clients,
+        seconds + 2.0,
+        read(flood_token.to_owned(), feed),
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let flooded = drive(2, seconds, read(quiet_token, summary)).await;
+    let flood = flood.await.unwrap();
+    let ratio = flooded.quantile(0.99) / quiet.quantile(0.99);
+    println!(
+        "\nfairness: t1's summary p99 {:.2} ms quiet, {:.2} ms while t0 floods with {clients} clients \
+         ({ratio:.2}×; goal ≤ 2×: {}); t0 {:.0} req/s, {} of its requests refused (429) or failed",
+        quiet.quantile(0.99),
+        flooded.quantile(0.99),
+        if ratio <= 2.0 { "met" } else { "MISSED" },
+        flood.rate(),
+        flood.errors
+    );
 }
 
 /// The endpoint's read straight in SQL, as a reader bound to t0.

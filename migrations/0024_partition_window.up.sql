@@ -23,11 +23,12 @@ DECLARE
     w ingest_window;
 BEGIN
     -- Only the log's owner may create any month; other callers (the writer) only months
-    -- the accepted occurred_at window can reach, with slack for a backlog received long ago.
+    -- the accepted occurred_at window can reach, with a year's slack each way: a backlog
+    -- received long ago, and the months created ahead of need (`--months-ahead`).
     IF NOT pg_has_role(session_user, (SELECT relowner FROM pg_class WHERE oid = 'events'::regclass), 'USAGE') THEN
         SELECT * INTO w FROM ingest_window;
         IF first_day < date_trunc('month', now() - w.past - interval '1 year')
-           OR first_day > date_trunc('month', now() + w.future + interval '1 month') THEN
+           OR first_day > date_trunc('month', now() + w.future + interval '1 year') THEN
             RAISE EXCEPTION 'month % is outside the accepted occurred_at window (% back, % ahead); only the log''s owner may create it',
                 to_char(first_day, 'YYYY-MM'), w.past, w.future
                 USING ERRCODE = 'insufficient_privilege';

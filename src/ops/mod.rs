@@ -6,15 +6,17 @@ mod heartbeat;
 pub mod logins;
 mod maintain;
 pub mod metrics;
+mod nats_server;
 mod roles;
 mod serve;
 pub mod status;
 mod up;
 
 pub use binaries::{ServiceUser, free_port};
-pub use embedded::{NatsAuth, NatsConfig, NatsServer, PgConfig, PgServer, write_private};
+pub use embedded::{PgConfig, PgServer, write_private};
 pub use heartbeat::Heartbeat;
 pub use maintain::MAINTENANCE_LOCK;
+pub use nats_server::{NatsAuth, NatsConfig, NatsServer};
 pub use roles::{Role, RoleState, supervise};
 pub use serve::{ServeConfig, ServeError, serve};
 pub use up::{DATABASE, Embedded, ProducerSubjects, UpError, read_env_file};
