@@ -89,6 +89,15 @@ pub async fn serve(
         });
     }
     connections.close();
-    connections.wait().await;
+    // Requests in hand get a grace period; a client that will not finish is not waited for.
+    if tokio::time::timeout(Duration::from_secs(10), connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            port,
+            "connections still open 10 s after shutdown; leaving them"
+        );
+    }
     Ok(())
 }

@@ -1,9 +1,27 @@
-//! Connecting to NATS. A URL may carry credentials (`nats://user:password@host:port`, as
-//! `up` writes them); async-nats does not send those by itself, so they are taken out of the
-//! URL and sent as the user and password.
+//! Connecting to NATS as the store. A URL may carry credentials
+//! (`nats://user:password@host:port`, as `up` writes them); async-nats does not send those
+//! by itself, so they are taken out of the URL and sent as the user and password.
+//!
+//! The store's replies (pull deliveries of every tenant's commands, `STREAM.MSG.GET`
+//! answers, cache reads) come to inboxes under [`STORE_INBOX`], not the default `_INBOX`
+//! that producers' clients use and may subscribe to: a producer allowed `_INBOX.>` for its
+//! own publish acks sees none of them.
+
+/// The prefix of the store's reply subjects.
+pub const STORE_INBOX: &str = "_STORE_INBOX";
 
 /// Connect options for `url` (its credentials set, if it has any) and the URL without them.
 pub fn options(url: &str) -> (async_nats::ConnectOptions, String) {
+    let (options, bare) = credentials(url);
+    (options.custom_inbox_prefix(STORE_INBOX), bare)
+}
+
+/// `url` without its password, to show in messages.
+pub fn redacted(url: &str) -> String {
+    credentials(url).1
+}
+
+fn credentials(url: &str) -> (async_nats::ConnectOptions, String) {
     if let Some((scheme, rest)) = url.split_once("://") {
         let host_end = rest.find('/').unwrap_or(rest.len());
         if let Some((userinfo, host)) = rest[..host_end].rsplit_once('@') {

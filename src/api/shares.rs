@@ -3,7 +3,7 @@
 //! request over its tenant's share gets 429 with `Retry-After`; other tenants keep theirs.
 //!
 //! Database sessions are taken before the token is checked, so they are shared by what the
-//! token is known to open: a token the database verified in the last minute counts against
+//! token is known to open: a token the database verified in the last hour counts against
 //! its tenant; any other (unknown, or not seen yet) against one small pool of its own, so a
 //! flood of made-up tokens cannot take any tenant's share. This memory only counts; every
 //! request's token is still checked by the database.
@@ -16,8 +16,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
 
-/// How long a verified token counts against its tenant without being verified again.
-const REMEMBERED: Duration = Duration::from_secs(60);
+/// How long a verified token counts against its tenant without being verified again: long,
+/// so a tenant whose token was seen lately never queues with made-up tokens.
+const REMEMBERED: Duration = Duration::from_secs(3_600);
 /// Most tokens remembered; past that, the oldest are forgotten.
 const MAX_REMEMBERED: usize = 10_000;
 

@@ -171,7 +171,10 @@ pub async fn status(cli: &Cli, json: bool) -> Result<(), CliError> {
             match connecting.await {
                 Ok(client) => Some(async_nats::jetstream::new(client)),
                 Err(e) => {
-                    unreachable = Some(format!("NATS at {url} is unreachable: {e}"));
+                    unreachable = Some(format!(
+                        "NATS at {} is unreachable: {e}",
+                        crate::nats::redacted(&url)
+                    ));
                     None
                 }
             }

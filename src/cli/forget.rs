@@ -11,7 +11,7 @@ pub async fn run(cli: &Cli, tenant: &str, user: &str, wait_secs: u64) -> Result<
     let url = cli.resolve_nats_url()?;
     let client = crate::nats::connect(&url)
         .await
-        .map_err(|e| CliError::Nats(format!("connect to {url}: {e}")))?;
+        .map_err(|e| CliError::Nats(format!("connect to {}: {e}", crate::nats::redacted(&url))))?;
     let js = async_nats::jetstream::new(client);
     let config = EraseConfig {
         subject_prefix: cli.subject_prefix.clone(),

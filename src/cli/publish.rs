@@ -36,9 +36,12 @@ pub async fn publish(
             .map_err(|e| CliError::Input(format!("{}: {e}", input.display())))?;
         Box::new(std::io::BufReader::new(file))
     };
-    let client = crate::nats::connect(nats_url)
-        .await
-        .map_err(|e| CliError::Nats(format!("connect to {nats_url}: {e}")))?;
+    let client = crate::nats::connect(nats_url).await.map_err(|e| {
+        CliError::Nats(format!(
+            "connect to {}: {e}",
+            crate::nats::redacted(nats_url)
+        ))
+    })?;
     let js = jetstream::new(client);
     let bar = if std::io::stderr().is_terminal() {
         ProgressBar::new_spinner()

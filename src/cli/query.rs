@@ -177,9 +177,9 @@ pub async fn rebuild(cli: &Cli, name: &str, verify: bool, force: bool) -> Result
     warn_if_partial(&pool).await?;
     let mut projector = Projector::start(pool, ProjectConfig::default()).await?;
     if let Ok(url) = cli.resolve_nats_url() {
-        let client = crate::nats::connect(&url)
-            .await
-            .map_err(|e| CliError::Nats(format!("connect to {url}: {e}")))?;
+        let client = crate::nats::connect(&url).await.map_err(|e| {
+            CliError::Nats(format!("connect to {}: {e}", crate::nats::redacted(&url)))
+        })?;
         let js = async_nats::jetstream::new(client);
         projector.attach_caches(&js, &cli.cache_config()).await?;
     }

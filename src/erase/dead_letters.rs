@@ -6,8 +6,9 @@
 //! Looked at: the tenant's dead letters, those of no tenant, and refusals for a mismatched
 //! subject whose body is the tenant's. PostgreSQL selects the candidates, so an erasure
 //! reads only dead letters that could match, not every one: bytes holding a `\u` or `\x`
-//! escape or one of the values' byte forms (ASCII letters in either case), and texts
-//! holding a backslash or one of those forms in any case. Rust then decides by meaning.
+//! escape or one of the values' literal runs ([`Personal::prefilter`], ASCII letters in
+//! either case), and texts holding a backslash or one of those runs. Rust then decides by
+//! meaning.
 
 use sqlx::PgPool;
 
@@ -33,15 +34,19 @@ pub(super) async fn scrub(
     tenant: &str,
     personal: &Personal,
 ) -> Result<i64, LogError> {
-    let forms = personal.byte_forms();
-    // Each form as `lower(encode(raw, 'escape'))` shows it: ASCII letters lowered, other
-    // bytes as octal escapes.
-    let escaped: Vec<String> = forms.iter().map(|f| escape_lower(f)).collect();
-    let texts: Vec<String> = forms
+    let runs = personal.prefilter();
+    // With no run to select by, every dead letter is read.
+    let every = runs.is_none();
+    let runs = runs.unwrap_or_default();
+    // Each run as `lower(encode(raw, 'escape'))` shows it: ASCII letters lowered (the runs
+    // are), other bytes as octal escapes.
+    let escaped: Vec<String> = runs.iter().map(|f| escape_lower(f)).collect();
+    // `lower()` lowers ASCII letters only under the C collation: the runs are ASCII.
+    let texts: Vec<String> = runs
         .iter()
         .filter_map(|f| std::str::from_utf8(f).ok())
         .filter(|t| !t.contains('\0'))
-        .map(str::to_lowercase)
+        .map(str::to_owned)
         .collect();
     let (mut after, mut done) = (0_i64, 0_i64);
     loop {
@@ -50,12 +55,12 @@ pub(super) async fn scrub(
                 "SELECT id, tenant, reason, raw, message, field, subject FROM dead_letters d \
                  WHERE id > $1 AND (tenant = $2 OR tenant IS NULL OR reason = 'tenant_mismatch') \
                    AND NOT (raw = ''::bytea AND message = 'erased') \
-                   AND (position('\\x5c75'::bytea IN raw) > 0 OR position('\\x5c78'::bytea IN raw) > 0 \
+                   AND ($6 OR position('\\x5c75'::bytea IN raw) > 0 OR position('\\x5c78'::bytea IN raw) > 0 \
                         OR EXISTS (SELECT 1 FROM unnest($4::text[]) f \
                                    WHERE strpos(lower(encode(d.raw, 'escape')), f) > 0) \
                         OR strpos(concat_ws(' ', message, field, subject), '\\') > 0 \
                         OR EXISTS (SELECT 1 FROM unnest($5::text[]) t \
-                                   WHERE strpos(lower(concat_ws(' ', message, field, subject)), t) > 0)) \
+                                   WHERE strpos(lower(concat_ws(' ', message, field, subject) COLLATE \"C\"), t) > 0)) \
                  ORDER BY id LIMIT $3",
             )
             .bind(after)
@@ -63,6 +68,7 @@ pub(super) async fn scrub(
             .bind(BATCH)
             .bind(&escaped)
             .bind(&texts)
+            .bind(every)
             .fetch_all(pool)
             .await,
             "read dead letters",

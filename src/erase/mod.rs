@@ -113,6 +113,13 @@ pub async fn forget(
     wait::folded_past(pool, config, forgotten_at).await?;
     let personal = Personal::new(personal_values(pool, tenant, user, forgotten_at).await?);
     let (id, pseudonym) = record(pool, tenant, user, forgotten_at).await?;
+    // The copies outside the log first, while the log still holds the values to look for:
+    // a run that stops anywhere can be run again and finishes. The stream first: ingest is
+    // let past what it holds, so a command for the user that arrived meanwhile is decided
+    // (and, if refused, scrubbed below) before the purge.
+    let stream = stream::scrub(pool, js, config, &personal).await?;
+    let dead = dead_letters::scrub(pool, tenant, &personal).await?;
+    let cache_entries = purge_cache(pool, js, config, tenant, user).await?;
     let mut scrubbed = 0;
     loop {
         let n: i64 = db(
@@ -131,11 +138,6 @@ pub async fn forget(
         progress(scrubbed);
     }
     let detached_events = archive::scrub_detached(pool).await?;
-    // The stream first: ingest is let past what it holds, so a command for the user that
-    // arrived meanwhile is decided (and, if refused, scrubbed below) before the purge.
-    let stream = stream::scrub(pool, js, config, &personal).await?;
-    let dead = dead_letters::scrub(pool, tenant, &personal).await?;
-    let cache_entries = purge_cache(pool, js, config, tenant, user).await?;
     let left = read_model_rows(pool, tenant, user, forgotten_at).await?;
     let archives = archive::holding(pool, tenant, forgotten_at, id).await?;
     let receipt: Receipt = db(
@@ -187,14 +189,29 @@ async fn personal_values(
     Ok(values)
 }
 
-/// Records the erasure (with the digest that lets later copies be scrubbed); returns its
-/// id and pseudonym.
+/// Records the erasure (with the digest that lets later copies be scrubbed), or takes up
+/// one of this user's that did not finish; returns its id and pseudonym.
 async fn record(
     pool: &PgPool,
     tenant: &str,
     user: &str,
     forgotten_at: i64,
 ) -> Result<(i64, String), LogError> {
+    let unfinished: Option<(i64, String)> = db(
+        sqlx::query_as(
+            "SELECT id, pseudonym FROM erasures WHERE tenant = $1 \
+               AND user_digest = erasure_digest($1, $2) AND completed_at IS NULL \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .bind(user)
+        .fetch_optional(pool)
+        .await,
+        "look for an unfinished erasure",
+    )?;
+    if let Some(taken_up) = unfinished {
+        return Ok(taken_up);
+    }
     let pseudonym = format!("erased-{}", uuid::Uuid::new_v4().simple());
     let id: i64 = db(
         sqlx::query_scalar(

@@ -5,6 +5,7 @@
 
 use async_nats::jetstream;
 use base64::Engine;
+use chrono::SubsecRound;
 use sqlx::PgPool;
 
 use super::{EraseConfig, EraseError, wait};
@@ -33,23 +34,31 @@ pub(super) async fn scrub(
         .get_stream(&config.stream)
         .await
         .map_err(|e| nats(&format!("open stream {}", config.stream), e))?;
-    let held = stream
+    let info = stream
         .info()
         .await
         .map_err(|e| nats("read the stream", e))?
-        .state
-        .last_sequence;
+        .clone();
+    let held = info.state.last_sequence;
     let checkpoint = wait::ingested_past(pool, config, held).await?;
+    // The checkpoint counts in this stream only if it was written for it: a stream made
+    // again since (and not yet looked at by ingest) holds nothing committed, so nothing of
+    // it is purged; what in it names the user is only named.
+    let created = info.created.trunc_subsecs(6);
+    let ours = wait::checkpoint_stream(pool, &config.stream).await? == Some(created);
     let mut out = StreamScrub::default();
-    if checkpoint > 0 {
+    let from = if ours && checkpoint > 0 {
         out.purged = stream
             .purge()
             .sequence(checkpoint + 1)
             .await
             .map_err(|e| nats(&format!("purge stream {}", config.stream), e))?
             .purged as i64;
-    }
-    for seq in checkpoint + 1..=held {
+        checkpoint + 1
+    } else {
+        info.state.first_sequence
+    };
+    for seq in from..=held {
         if let Some((subject, headers, data)) = message(js, &config.stream, seq).await? {
             if personal.in_text(&subject) || personal.in_bytes(&headers) || personal.in_bytes(&data)
             {
@@ -75,12 +84,21 @@ async fn message(
         .await
         .map_err(|e| nats(&format!("read stream sequence {seq}"), e))?;
     let Some(m) = reply.get("message") else {
-        return Ok(None);
+        // 10037: no message at that sequence (deleted, or purged meanwhile).
+        if reply.pointer("/error/err_code").and_then(|c| c.as_u64()) == Some(10037) {
+            return Ok(None);
+        }
+        return Err(nats(&format!("read stream sequence {seq}"), reply));
     };
     let bytes = |field: &str| {
         m.get(field)
             .and_then(|d| d.as_str())
-            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+            // Bytes the server sent that are not base64 are looked at as they are.
+            .map(|d| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(d)
+                    .unwrap_or_else(|_| d.as_bytes().to_vec())
+            })
             .unwrap_or_default()
     };
     let subject = m.get("subject").and_then(|s| s.as_str()).unwrap_or("");

@@ -21,9 +21,12 @@ pub(super) async fn forgotten(
     let command_id = publish(js, config, tenant, user).await?;
     match applied(pool, config, tenant, command_id).await {
         Err(EraseError::Refused { reason, message }) if reason == "unknown_user" => {
-            unfinished(pool, tenant, user)
-                .await?
-                .ok_or(EraseError::Refused { reason, message })
+            match erased_before(pool, tenant, user).await? {
+                Some(at) => Ok(at),
+                None => unfinished(pool, tenant, user)
+                    .await?
+                    .ok_or(EraseError::Refused { reason, message }),
+            }
         }
         other => other,
     }
@@ -88,6 +91,22 @@ async fn applied(
     }
 }
 
+/// Where the latest erasure of this user (finished or not) forgot them: a `forget` run
+/// again finishes an erasure that stopped part way, or scrubs again what came since.
+async fn erased_before(pool: &PgPool, tenant: &str, user: &str) -> Result<Option<i64>, LogError> {
+    db(
+        sqlx::query_scalar(
+            "SELECT forgotten_at FROM erasures \
+             WHERE tenant = $1 AND user_digest = erasure_digest($1, $2) ORDER BY id DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .bind(user)
+        .fetch_optional(pool)
+        .await,
+        "look for an earlier erasure",
+    )
+}
+
 /// The latest user_forgotten event of a user whose events were never scrubbed.
 async fn unfinished(pool: &PgPool, tenant: &str, user: &str) -> Result<Option<i64>, LogError> {
     db(
@@ -143,6 +162,21 @@ pub(super) async fn ingested(pool: &PgPool, stream: &str) -> Result<u64, LogErro
         "read the ingest checkpoint",
     )?;
     Ok(seq.unwrap_or(0).max(0) as u64)
+}
+
+/// The identity (creation time) of the stream the ingest checkpoint was written for.
+pub(super) async fn checkpoint_stream(
+    pool: &PgPool,
+    stream: &str,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, LogError> {
+    let created: Option<Option<chrono::DateTime<chrono::Utc>>> = db(
+        sqlx::query_scalar("SELECT stream_created FROM ingest_checkpoints WHERE stream = $1")
+            .bind(stream)
+            .fetch_optional(pool)
+            .await,
+        "read the ingest checkpoint's stream",
+    )?;
+    Ok(created.flatten())
 }
 
 /// Waits (at most the configured time) until ingest has committed up to `seq`; returns the

@@ -12,8 +12,8 @@
 //! - both sides are compared in Unicode NFC and lower case, so `JOSE\u{301}` is `josé`.
 //!
 //! A value of four characters or more is found inside a longer string; a shorter one only as
-//! a whole JSON string (a user `al` is not in `record_activity`), or inside text that is not
-//! JSON. Matching errs towards finding: another record of the same tenant that happens to
+//! a whole JSON string (a user `al` is not in `record_activity`), or as a word of its own in
+//! text that is not JSON. Matching errs towards finding: another record of the same tenant that happens to
 //! quote a value is erased too, a record that holds one is never missed.
 
 use serde_json::Value;
@@ -31,8 +31,6 @@ pub struct Personal {
     values: Vec<String>,
     /// Byte forms searched in bytes that are not UTF-8 JSON: UTF-16 (both orders), Latin-1.
     forms: Vec<Vec<u8>>,
-    /// The values as given.
-    originals: Vec<String>,
 }
 
 impl Personal {
@@ -48,7 +46,6 @@ impl Personal {
             if v.is_empty() {
                 continue;
             }
-            out.originals.push(v.to_owned());
             let n = normalize(v);
             if !out.values.contains(&n) {
                 out.values.push(n);
@@ -69,30 +66,31 @@ impl Personal {
         out
     }
 
-    /// Every byte form a record holding the values without a `\\u` or `\\x` escape must
-    /// contain one of, compared with ASCII letters in either case: each value as given, in
-    /// NFC and NFD, in lower and upper case, as UTF-8, JSON-escaped (with and without `\\/`),
-    /// UTF-16 in both orders and Latin-1. A store can select candidates with these cheaply
-    /// (bytes that hold none of them and no such escape cannot match); [`Personal::in_bytes`]
-    /// decides.
-    pub fn byte_forms(&self) -> Vec<Vec<u8>> {
-        let mut out: Vec<Vec<u8>> = self.forms.clone();
-        for v in &self.originals {
-            let spellings = [v.clone(), v.nfc().collect(), v.nfd().collect()];
-            for s in spellings {
-                for s in [s.clone(), s.to_lowercase(), s.to_uppercase()] {
-                    let json = serde_json::to_string(&s).expect("a string serialises");
-                    let json = json[1..json.len() - 1].to_owned();
-                    for form in [s.clone(), json.replace('/', "\\/"), json] {
-                        let bytes = form.into_bytes();
-                        if !out.contains(&bytes) {
-                            out.push(bytes);
-                        }
-                    }
+    /// What a store can select candidates by, cheaply and soundly: a record can match only
+    /// if its bytes hold a `\\u` or `\\x` escape, or, with ASCII letters folded, one of
+    /// these runs (each value's longest run of ASCII characters that no normalisation or
+    /// JSON escape can produce from anything else, in UTF-8 and in UTF-16 of both orders).
+    /// `None` when some value has no such run of three characters: then every record is a
+    /// candidate. [`Personal::in_bytes`] and [`Personal::in_text`] decide.
+    pub fn prefilter(&self) -> Option<Vec<Vec<u8>>> {
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        for v in &self.values {
+            let run = v
+                .split(|c: char| !literal(c))
+                .max_by_key(|r| r.len())
+                .filter(|r| r.len() >= 3)?;
+            let utf16 = |le: bool| -> Vec<u8> {
+                run.encode_utf16()
+                    .flat_map(|u| if le { u.to_le_bytes() } else { u.to_be_bytes() })
+                    .collect()
+            };
+            for form in [run.as_bytes().to_vec(), utf16(true), utf16(false)] {
+                if !out.contains(&form) {
+                    out.push(form);
                 }
             }
         }
-        out
+        Some(out)
     }
 
     /// Whether there is nothing to look for.
@@ -125,7 +123,7 @@ impl Personal {
         let mut t = text.to_owned();
         for _ in 0..=NESTING {
             let n = normalize(&t);
-            if self.values.iter().any(|v| n.contains(v.as_str())) {
+            if self.values.iter().any(|v| found_in(&n, v)) {
                 return true;
             }
             if !t.contains('\\') {
@@ -166,6 +164,27 @@ impl Personal {
             Err(_) => self.in_string(&unescape(s), depth + 1),
         }
     }
+}
+
+/// Whether `value` is in `text`: anywhere if it is long, else only as a word of its own
+/// (no letter or digit on either side), so a user `al` is not in `invalid`.
+fn found_in(text: &str, value: &str) -> bool {
+    if value.chars().count() >= SHORT {
+        return text.contains(value);
+    }
+    text.match_indices(value).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + value.len()..].chars().next();
+        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+    })
+}
+
+/// An ASCII character that stands for itself in any record that matches: not one JSON or
+/// the store escapes (`"`, `\\`, `/`, controls), not one a normalisation makes out of
+/// another character (`k` from the Kelvin sign, `i` from `İ`, `;` from U+037E, `` ` `` from
+/// U+1FEF). Values are lower case here.
+fn literal(c: char) -> bool {
+    c.is_ascii_graphic() && !matches!(c, '"' | '\\' | '/' | 'k' | 'i' | ';' | '`') || c == ' '
 }
 
 /// NFC and lower case, one character at a time (no context: the same for a value alone and

@@ -129,9 +129,12 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
         Some(url) if config.ingest => connect(url, "ingest", 4, 5).await?,
         _ => pool.clone(),
     };
-    let nats = crate::nats::connect(&config.nats_url)
-        .await
-        .map_err(|e| IngestError::Nats(format!("connect to {}: {e}", config.nats_url)))?;
+    let nats = crate::nats::connect(&config.nats_url).await.map_err(|e| {
+        IngestError::Nats(format!(
+            "connect to {}: {e}",
+            crate::nats::redacted(&config.nats_url)
+        ))
+    })?;
     if config.ingest
         && let Err(e) =
             crate::log::partitions::set_window(&pool, &config.ingest_config.window).await

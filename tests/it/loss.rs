@@ -73,6 +73,7 @@ async fn a_stream_deleted_under_load_is_recreated_once_and_commands_land_again()
     let db = TestDb::migrated().await;
     let (prefix, config) = ingest_config();
     let store = Store::start_on(&db, config.clone(), false).await;
+    store.wait_for("/readyz", 200, "ready").await;
     let js = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
     for c in [
         json!({"type": "create_tenant", "id": uuid::Uuid::new_v4(), "tenant": "acme", "name": "A"}),
@@ -124,6 +125,7 @@ async fn started(project: bool) -> (TestDb, String, activity_store::ingest::Inge
     let db = TestDb::migrated().await;
     let (prefix, config) = ingest_config();
     let store = Store::start_on(&db, config.clone(), project).await;
+    store.wait_for("/readyz", 200, "ready").await;
     for c in [
         json!({"type": "create_tenant", "id": uuid::Uuid::new_v4(), "tenant": "acme", "name": "A"}),
         json!({"type": "register_user", "id": uuid::Uuid::new_v4(), "tenant": "acme", "user": "ann",

@@ -45,7 +45,16 @@ async fn the_embedded_nats_lets_producers_publish_and_nothing_more() {
         activity_store::nats::connect(&format!("nats://producer:guess@127.0.0.1:{port}")).await;
     assert!(wrong.is_err(), "a wrong password connected");
 
-    let producer = activity_store::nats::connect(&producer_url).await.unwrap();
+    // A producer connects as any client would: its password, the default inbox prefix.
+    let password = producer_url
+        .split_once("producer:")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .map(|(password, _)| password.to_owned())
+        .unwrap();
+    let producer = async_nats::ConnectOptions::with_user_and_password("producer".into(), password)
+        .connect(format!("nats://127.0.0.1:{port}"))
+        .await
+        .unwrap();
     let pjs = jetstream::new(producer.clone());
     let command = json!({"type": "create_tenant", "id": uuid::Uuid::new_v4(), "tenant": "acme",
                          "name": "Acme"});
@@ -104,9 +113,18 @@ async fn the_embedded_nats_lets_producers_publish_and_nothing_more() {
     producer.flush().await.unwrap();
 
     // The store's own user does its work: the stream still holds both commands, and no
-    // forged cache entry was written.
+    // forged cache entry was written. Its replies (here a stream read, and every pull
+    // delivery) never come to the inboxes a producer may subscribe to.
+    let mut overheard = producer.subscribe("_INBOX.>").await.unwrap();
+    producer.flush().await.unwrap();
     let store = activity_store::nats::connect(&store_url).await.unwrap();
     assert!(answered(&store, "$JS.API.STREAM.MSG.GET.ACTIVITY".to_owned()).await);
+    let heard = tokio::time::timeout(
+        Duration::from_secs(1),
+        futures_util::StreamExt::next(&mut overheard),
+    )
+    .await;
+    assert!(heard.is_err(), "a producer overheard the store: {heard:?}");
     let sjs = jetstream::new(store);
     let held = sjs
         .get_stream("ACTIVITY")
