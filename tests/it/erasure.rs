@@ -12,6 +12,7 @@ use async_nats::jetstream;
 use base64::Engine;
 use serde_json::{Value, json};
 
+use crate::erasure_support::pg_dump;
 use crate::liveness::{Store, ingest_config, publish, wait_for_events};
 use crate::support::{TestDb, nats_url};
 
@@ -46,19 +47,6 @@ pub async fn stream_dump(js: &jetstream::Context, stream: &str) -> String {
         out.push('\n');
     }
     out
-}
-
-fn pg_dump(db: &TestDb) -> String {
-    let out = std::process::Command::new("pg_dump")
-        .args(["--data-only", "--dbname", &db.url()])
-        .output()
-        .expect("pg_dump (postgresql-client) is installed");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 async fn views(db: &TestDb) -> Vec<String> {
@@ -122,16 +110,7 @@ async fn an_erased_user_is_in_no_store_and_a_rebuild_gives_the_same_views() {
     wait_for_events(&db, 24).await;
     folded(&db).await;
     // A cached read fills the user's entry.
-    let summary = activity_store::project::projections()
-        .unwrap()
-        .into_iter()
-        .find(|p| p.name == "user_summary")
-        .unwrap();
-    let bucket = format!(
-        "{}{}",
-        store.bucket_prefix,
-        summary.cache.as_ref().unwrap().bucket
-    );
+    let (summary, bucket) = crate::erasure_support::summary_bucket(&store.bucket_prefix);
     let mac = activity_store::log::cache_mac(&db.pool).await.unwrap();
     let entries =
         activity_store::cache::CacheEntries::open_for_reading(&js, &summary, &bucket, mac)

@@ -249,6 +249,17 @@ pub fn found<'a>(haystack: &str, values: impl IntoIterator<Item = &'a String>) -
         .find(|s| haystack.contains(s.as_str()))
 }
 
+/// The user_summary projection and its cache bucket under `prefix`.
+pub fn summary_bucket(prefix: &str) -> (activity_store::project::Projection, String) {
+    let summary = activity_store::project::projections()
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name == "user_summary")
+        .unwrap();
+    let bucket = format!("{prefix}{}", summary.cache.as_ref().unwrap().bucket);
+    (summary, bucket)
+}
+
 pub fn pg_dump(db: &TestDb) -> String {
     let out = std::process::Command::new("pg_dump")
         .args(["--data-only", "--dbname", &db.url()])

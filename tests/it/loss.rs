@@ -182,16 +182,7 @@ async fn a_cache_bucket_deleted_under_load_is_recreated_and_entries_flow_again()
     let loader = load(prefix.clone(), stop.clone(), acked.clone());
     lands_after(&db, 0, Duration::from_secs(10)).await;
     let js = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
-    let summary = activity_store::project::projections()
-        .unwrap()
-        .into_iter()
-        .find(|p| p.name == "user_summary")
-        .unwrap();
-    let bucket = format!(
-        "{}{}",
-        store.bucket_prefix,
-        summary.cache.as_ref().unwrap().bucket
-    );
+    let (summary, bucket) = crate::erasure_support::summary_bucket(&store.bucket_prefix);
     js.delete_stream(format!("KV_{bucket}")).await.unwrap();
     let mac = activity_store::log::cache_mac(&db.pool).await.unwrap();
     let lost = events(&db).await;
