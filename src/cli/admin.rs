@@ -11,18 +11,40 @@ use crate::log::{LogError, migrate as migrations};
 use crate::ops::status::{StatusConfig, StatusError, gather};
 
 pub(super) async fn connect(cli: &Cli) -> Result<PgPool, CliError> {
+    use std::str::FromStr;
     let url = cli.resolve_database_url()?;
-    sqlx::postgres::PgPoolOptions::new()
+    let options = sqlx::postgres::PgConnectOptions::from_str(&url).map_err(|source| {
+        CliError::Log(LogError::Database {
+            action: "read the database URL",
+            source,
+        })
+    })?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .acquire_timeout(std::time::Duration::from_secs(5))
-        .connect(&url)
-        .await
-        .map_err(|source| {
-            CliError::Log(LogError::Database {
-                action: "connect to the database",
-                source,
+        .connect_with(options.clone())
+        .await;
+    match pool {
+        Ok(pool) => Ok(pool),
+        Err(e) => {
+            // The pool says only that it timed out: one plain attempt says why.
+            let reason =
+                match <sqlx::PgConnection as sqlx::Connection>::connect_with(&options).await {
+                    Err(direct) => direct.to_string(),
+                    Ok(_) => e.to_string(),
+                };
+            Err(CliError::Unreachable {
+                target: format!(
+                    "{}:{} (database {}, user {})",
+                    options.get_host(),
+                    options.get_port(),
+                    options.get_database().unwrap_or("(default)"),
+                    options.get_username()
+                ),
+                reason,
             })
-        })
+        }
+    }
 }
 
 /// `migrate up | down [N] | status`.

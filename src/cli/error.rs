@@ -17,6 +17,18 @@ pub enum CliError {
         "no database: set DATABASE_URL (or --database-url), or start one with `activity-store up`"
     )]
     NoDatabase,
+    /// The database could not be reached where the URL says.
+    #[error(
+        "cannot reach PostgreSQL at {target}: {reason}. Is the store running? Start it with \
+         `scripts/up.sh` (or `activity-store up`), or set DATABASE_URL (or --database-url) to \
+         your database"
+    )]
+    Unreachable {
+        /// Host, port, database and user (never the password).
+        target: String,
+        /// What the driver said.
+        reason: String,
+    },
     /// Running the roles failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
