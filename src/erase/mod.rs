@@ -189,6 +189,40 @@ async fn personal_values(
     Ok(values)
 }
 
+/// The latest erasure of a user, found by its digest.
+pub(super) struct Earlier {
+    id: i64,
+    pseudonym: String,
+    /// Where it forgot the user.
+    pub(super) forgotten_at: i64,
+    completed: bool,
+}
+
+/// The latest erasure of `user` of `tenant`, finished or not.
+pub(super) async fn latest(
+    pool: &PgPool,
+    tenant: &str,
+    user: &str,
+) -> Result<Option<Earlier>, LogError> {
+    let row: Option<(i64, String, i64, bool)> = db(
+        sqlx::query_as(
+            "SELECT id, pseudonym, forgotten_at, completed_at IS NOT NULL FROM erasures \
+             WHERE tenant = $1 AND user_digest = erasure_digest($1, $2) ORDER BY id DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .bind(user)
+        .fetch_optional(pool)
+        .await,
+        "look for an earlier erasure",
+    )?;
+    Ok(row.map(|(id, pseudonym, forgotten_at, completed)| Earlier {
+        id,
+        pseudonym,
+        forgotten_at,
+        completed,
+    }))
+}
+
 /// Records the erasure (with the digest that lets later copies be scrubbed), or takes up
 /// one of this user's that did not finish; returns its id and pseudonym.
 async fn record(
@@ -197,20 +231,10 @@ async fn record(
     user: &str,
     forgotten_at: i64,
 ) -> Result<(i64, String), LogError> {
-    let unfinished: Option<(i64, String)> = db(
-        sqlx::query_as(
-            "SELECT id, pseudonym FROM erasures WHERE tenant = $1 \
-               AND user_digest = erasure_digest($1, $2) AND completed_at IS NULL \
-             ORDER BY id DESC LIMIT 1",
-        )
-        .bind(tenant)
-        .bind(user)
-        .fetch_optional(pool)
-        .await,
-        "look for an unfinished erasure",
-    )?;
-    if let Some(taken_up) = unfinished {
-        return Ok(taken_up);
+    if let Some(e) = latest(pool, tenant, user).await?
+        && !e.completed
+    {
+        return Ok((e.id, e.pseudonym));
     }
     let pseudonym = format!("erased-{}", uuid::Uuid::new_v4().simple());
     let id: i64 = db(

@@ -21,8 +21,10 @@ pub(super) async fn forgotten(
     let command_id = publish(js, config, tenant, user).await?;
     match applied(pool, config, tenant, command_id).await {
         Err(EraseError::Refused { reason, message }) if reason == "unknown_user" => {
-            match erased_before(pool, tenant, user).await? {
-                Some(at) => Ok(at),
+            // Erased before (an erasure that stopped part way, or one a second run scrubs
+            // again after): take up where that one forgot the user.
+            match super::latest(pool, tenant, user).await? {
+                Some(e) => Ok(e.forgotten_at),
                 None => unfinished(pool, tenant, user)
                     .await?
                     .ok_or(EraseError::Refused { reason, message }),
@@ -89,22 +91,6 @@ async fn applied(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Where the latest erasure of this user (finished or not) forgot them: a `forget` run
-/// again finishes an erasure that stopped part way, or scrubs again what came since.
-async fn erased_before(pool: &PgPool, tenant: &str, user: &str) -> Result<Option<i64>, LogError> {
-    db(
-        sqlx::query_scalar(
-            "SELECT forgotten_at FROM erasures \
-             WHERE tenant = $1 AND user_digest = erasure_digest($1, $2) ORDER BY id DESC LIMIT 1",
-        )
-        .bind(tenant)
-        .bind(user)
-        .fetch_optional(pool)
-        .await,
-        "look for an earlier erasure",
-    )
 }
 
 /// The latest user_forgotten event of a user whose events were never scrubbed.

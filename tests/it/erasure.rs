@@ -12,7 +12,7 @@ use async_nats::jetstream;
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::erasure_support::pg_dump;
+use crate::erasure_support::{folded, pg_dump};
 use crate::liveness::{Store, ingest_config, publish, wait_for_events};
 use crate::support::{TestDb, nats_url};
 
@@ -65,22 +65,6 @@ async fn views(db: &TestDb) -> Vec<String> {
         rows.append(&mut r);
     }
     rows
-}
-
-async fn folded(db: &TestDb) {
-    for _ in 0..300 {
-        let behind: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM projection_checkpoints WHERE position < (SELECT max(position) FROM events)",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        if behind == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the projectors did not catch up");
 }
 
 #[tokio::test]

@@ -65,20 +65,7 @@ impl Erasable {
     /// Waits until the log holds `n` events and every projection has folded all of them.
     pub async fn settled(&self, n: i64) {
         crate::liveness::wait_for_events(&self.db, n).await;
-        for _ in 0..600 {
-            let behind: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM projection_checkpoints \
-                 WHERE position < (SELECT max(position) FROM events)",
-            )
-            .fetch_one(&self.db.pool)
-            .await
-            .unwrap();
-            if behind == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the projectors did not catch up");
+        folded(&self.db).await;
     }
 
     /// Waits until `sql` counts at least `n`.
@@ -247,6 +234,24 @@ pub fn found<'a>(haystack: &str, values: impl IntoIterator<Item = &'a String>) -
         .into_iter()
         .flat_map(|v| spellings(v))
         .find(|s| haystack.contains(s.as_str()))
+}
+
+/// Waits until every projection has folded the whole log.
+pub async fn folded(db: &TestDb) {
+    for _ in 0..600 {
+        let behind: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM projection_checkpoints \
+             WHERE position < (SELECT max(position) FROM events)",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if behind == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the projectors did not catch up");
 }
 
 /// The user_summary projection and its cache bucket under `prefix`.

@@ -11,11 +11,16 @@ use crate::project_support::ReadSide;
 use crate::support::{TestDb, unique_name};
 
 pub fn readers(db: &TestDb, args: &[&str], stdin: &str) -> Output {
+    readers_logged(db, args, stdin, "warn")
+}
+
+/// `readers ARGS` with `stdin`, logging at `log` (RUST_LOG).
+pub fn readers_logged(db: &TestDb, args: &[&str], stdin: &str, log: &str) -> Output {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_activity-store"))
         .arg("readers")
         .args(args)
         .env("DATABASE_URL", db.url())
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", log)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

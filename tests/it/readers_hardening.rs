@@ -1,10 +1,8 @@
 //! `readers grant` sends PostgreSQL a SCRAM verifier, never the password (so no statement
 //! log, client's or server's, holds it), and refuses the store's own logins and groups.
 
-use std::process::{Command, Stdio};
-
 use crate::fixtures::login_in;
-use crate::readers::{feed_rows, readers, two_tenants};
+use crate::readers::{feed_rows, readers, readers_logged, two_tenants};
 use crate::support::unique_name;
 
 #[tokio::test]
@@ -13,23 +11,12 @@ async fn a_new_readers_password_reaches_no_log_only_its_verifier_the_server() {
     let login = unique_name("dora");
     let password = "pässwörd-9f27 \"q\" \\ ü";
     // Every statement sqlx runs, logged.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_activity-store"))
-        .args(["readers", "grant", &login, "--tenant", "acme", "--create"])
-        .env("DATABASE_URL", side.db.url())
-        .env("RUST_LOG", "trace")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = readers_logged(
+        &side.db,
+        &["grant", &login, "--tenant", "acme", "--create"],
+        &format!("{password}\n"),
+        "trace",
+    );
     assert!(
         out.status.success(),
         "{}",
