@@ -4,6 +4,7 @@
 pub mod api;
 pub mod cache;
 pub mod cli;
+pub mod db;
 pub mod erase;
 pub mod http;
 pub mod ingest;

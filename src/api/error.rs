@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::log::LogError;
+use crate::db::DbError;
 
 /// What went wrong with one request.
 #[derive(Debug, thiserror::Error)]
@@ -136,10 +136,10 @@ impl ApiError {
     }
 }
 
-impl From<LogError> for ApiError {
-    fn from(e: LogError) -> ApiError {
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> ApiError {
         match e {
-            LogError::Database { source, .. } => ApiError::database(source, Duration::ZERO),
+            DbError::Database { source, .. } => ApiError::database(source, Duration::ZERO),
             other => {
                 tracing::error!(error = %other, "an API read failed");
                 ApiError::Internal

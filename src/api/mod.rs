@@ -167,7 +167,7 @@ impl ApiState {
             self.config.bucket_prefix,
             projection.cache.as_ref()?.bucket
         );
-        let mac = crate::log::cache_mac(&self.pool).await.ok()?;
+        let mac = crate::cache::CacheMac::load(&self.pool).await.ok()?;
         let opened = CacheEntries::open_for_reading(js, &projection, &bucket, mac).await;
         let entries = opened.ok().flatten()?;
         Some(self.cache.get_or_init(|| async { entries }).await.clone())

@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::log::{LogError, db};
+use crate::db::{DbError, db};
 
 /// What every token starts with, so a leaked one is recognisable (secret scanners).
 pub const PREFIX: &str = "ast_";
@@ -65,7 +65,7 @@ pub async fn create(
     tenant: &str,
     name: &str,
     expires_days: Option<u32>,
-) -> Result<(String, TokenInfo), LogError> {
+) -> Result<(String, TokenInfo), DbError> {
     let token = generate();
     let info = db(
         sqlx::query_as(
@@ -85,7 +85,7 @@ pub async fn create(
 }
 
 /// Every token, newest first; only one tenant's if given.
-pub async fn list(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<TokenInfo>, LogError> {
+pub async fn list(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<TokenInfo>, DbError> {
     db(
         sqlx::query_as(
             "SELECT id, tenant, name, created_at, expires_at, revoked_at FROM api_tokens \
@@ -100,7 +100,7 @@ pub async fn list(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<TokenInfo>,
 
 /// Revokes token `id` at once (every request after this commit is refused); returns
 /// whether a token that was not yet revoked was found.
-pub async fn revoke(pool: &PgPool, id: Uuid) -> Result<bool, LogError> {
+pub async fn revoke(pool: &PgPool, id: Uuid) -> Result<bool, DbError> {
     let done = db(
         sqlx::query(
             "UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",

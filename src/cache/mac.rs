@@ -19,6 +19,20 @@ const PREFIX: &[u8] = b"hmac-sha256:";
 #[derive(Clone)]
 pub struct CacheMac(Arc<Vec<u8>>);
 
+impl CacheMac {
+    /// The secret as the database keeps it (the log's owner and the HTTP API's logins may
+    /// read it; SQL readers may not).
+    pub async fn load(pool: &sqlx::PgPool) -> Result<CacheMac, crate::db::DbError> {
+        let secret: Vec<u8> = crate::db::db(
+            sqlx::query_scalar("SELECT cache_mac_secret()")
+                .fetch_one(pool)
+                .await,
+            "read the cache secret",
+        )?;
+        Ok(CacheMac::new(&secret))
+    }
+}
+
 impl std::fmt::Debug for CacheMac {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("CacheMac(..)")

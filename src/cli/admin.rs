@@ -6,44 +6,21 @@ use chrono::{NaiveDate, Utc};
 use sqlx::PgPool;
 
 use super::{Cli, CliError, MigrateAction, PartitionsAction};
+use crate::db::DbError;
+use crate::log::migrate as migrations;
 use crate::log::partitions::{self, Month};
-use crate::log::{LogError, migrate as migrations};
 use crate::ops::status::{StatusConfig, StatusError, gather};
 
+/// A small pool for one command, its sessions named `activity-store cli`.
 pub(super) async fn connect(cli: &Cli) -> Result<PgPool, CliError> {
-    use std::str::FromStr;
     let url = cli.resolve_database_url()?;
-    let options = sqlx::postgres::PgConnectOptions::from_str(&url).map_err(|source| {
-        CliError::Log(LogError::Database {
-            action: "read the database URL",
-            source,
-        })
-    })?;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(std::time::Duration::from_secs(5))
-        .connect_with(options.clone())
-        .await;
-    match pool {
+    match crate::db::pool(&url, "cli", 2, Duration::from_secs(5)).await {
         Ok(pool) => Ok(pool),
-        Err(e) => {
-            // The pool says only that it timed out: one plain attempt says why.
-            let reason =
-                match <sqlx::PgConnection as sqlx::Connection>::connect_with(&options).await {
-                    Err(direct) => direct.to_string(),
-                    Ok(_) => e.to_string(),
-                };
-            Err(CliError::Unreachable {
-                target: format!(
-                    "{}:{} (database {}, user {})",
-                    options.get_host(),
-                    options.get_port(),
-                    options.get_database().unwrap_or("(default)"),
-                    options.get_username()
-                ),
-                reason,
-            })
-        }
+        Err(DbError::Unreachable { target, reason }) => Err(CliError::Unreachable {
+            target: target.to_string(),
+            reason,
+        }),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -73,7 +50,7 @@ pub async fn migrate(cli: &Cli, action: &MigrateAction) -> Result<(), CliError> 
 /// `partitions list | ensure`.
 pub async fn partitions(cli: &Cli, action: &PartitionsAction) -> Result<(), CliError> {
     let pool = connect(cli).await?;
-    let mut conn = pool.acquire().await.map_err(|source| LogError::Database {
+    let mut conn = pool.acquire().await.map_err(|source| DbError::Database {
         action: "connect to the database",
         source,
     })?;

@@ -5,8 +5,9 @@ use clap::Subcommand;
 use sqlx::PgPool;
 
 use super::{Cli, CliError, admin::connect};
+use crate::db::db;
 use crate::ingest::redrive::{self, Selection, Verdict};
-use crate::log::{EventLog, db};
+use crate::log::EventLog;
 use crate::model::escape_text;
 
 /// Dead letters in one redrive transaction.

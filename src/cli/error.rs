@@ -1,6 +1,6 @@
 //! What a subcommand can fail with.
 
-use crate::log::LogError;
+use crate::db::DbError;
 use crate::ops::{ServeError, UpError};
 
 /// What a subcommand can fail with; `main` turns it into a message and an exit code.
@@ -11,7 +11,7 @@ pub enum CliError {
     Up(#[from] UpError),
     /// The log or its database.
     #[error(transparent)]
-    Log(#[from] LogError),
+    Log(#[from] DbError),
     /// No database to talk to.
     #[error(
         "no database: set DATABASE_URL (or --database-url), or start one with `activity-store up`"

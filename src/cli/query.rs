@@ -161,7 +161,7 @@ async fn reader_cache(cli: &Cli, pool: &sqlx::PgPool) -> Option<CacheEntries> {
     let js = async_nats::jetstream::new(client);
     let bucket = projection.cache.as_ref()?.bucket.clone();
     // A login that may not read the cache's secret reads the table.
-    let mac = crate::log::cache_mac(pool).await.ok()?;
+    let mac = crate::cache::CacheMac::load(pool).await.ok()?;
     CacheEntries::open_for_reading(&js, &projection, &bucket, mac)
         .await
         .ok()
@@ -219,7 +219,7 @@ pub async fn rebuild(cli: &Cli, name: &str, verify: bool, force: bool) -> Result
 
 /// Warns when months of the log are detached: a rebuild folds only what is still attached.
 async fn warn_if_partial(pool: &sqlx::PgPool) -> Result<(), CliError> {
-    let (first, away): (Option<i64>, Vec<String>) = crate::log::db(
+    let (first, away): (Option<i64>, Vec<String>) = crate::db::db(
         sqlx::query_as(
             "SELECT (SELECT min(position) FROM events), \
                     ARRAY(SELECT month FROM archived_months WHERE attached_at IS NULL ORDER BY 1)",

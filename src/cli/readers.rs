@@ -9,7 +9,7 @@ use clap::Subcommand;
 use sqlx::PgPool;
 
 use super::{Cli, CliError, admin::connect};
-use crate::log::db;
+use crate::db::db;
 
 /// `readers` actions.
 #[derive(Debug, Subcommand)]

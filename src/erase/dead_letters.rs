@@ -12,7 +12,7 @@
 
 use sqlx::PgPool;
 
-use crate::log::{LogError, db};
+use crate::db::{DbError, db};
 use crate::model::Personal;
 
 /// Dead letters read per statement (each holds at most 64 KiB of bytes).
@@ -33,7 +33,7 @@ pub(super) async fn scrub(
     pool: &PgPool,
     tenant: &str,
     personal: &Personal,
-) -> Result<i64, LogError> {
+) -> Result<i64, DbError> {
     let runs = personal.prefilter();
     // With no run to select by, every dead letter is read.
     let every = runs.is_none();

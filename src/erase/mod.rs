@@ -25,7 +25,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::log::{LogError, archive, db};
+use crate::db::{DbError, db};
+use crate::log::archive;
 use crate::model::Personal;
 
 /// Events scrubbed per transaction.
@@ -83,7 +84,7 @@ pub struct Receipt {
 pub enum EraseError {
     /// The database.
     #[error(transparent)]
-    Log(#[from] LogError),
+    Log(#[from] DbError),
     /// NATS.
     #[error("NATS: {0}")]
     Nats(String),
@@ -170,7 +171,7 @@ async fn personal_values(
     tenant: &str,
     user: &str,
     forgotten_at: i64,
-) -> Result<Vec<String>, LogError> {
+) -> Result<Vec<String>, DbError> {
     let mut values: Vec<String> = db(
         sqlx::query_scalar(
             "SELECT DISTINCT v FROM events e, \
@@ -203,7 +204,7 @@ pub(super) async fn latest(
     pool: &PgPool,
     tenant: &str,
     user: &str,
-) -> Result<Option<Earlier>, LogError> {
+) -> Result<Option<Earlier>, DbError> {
     let row: Option<(i64, String, i64, bool)> = db(
         sqlx::query_as(
             "SELECT id, pseudonym, forgotten_at, completed_at IS NOT NULL FROM erasures \
@@ -230,7 +231,7 @@ async fn record(
     tenant: &str,
     user: &str,
     forgotten_at: i64,
-) -> Result<(i64, String), LogError> {
+) -> Result<(i64, String), DbError> {
     if let Some(e) = latest(pool, tenant, user).await?
         && !e.completed
     {
@@ -259,7 +260,7 @@ async fn read_model_rows(
     tenant: &str,
     user: &str,
     upto: i64,
-) -> Result<i64, LogError> {
+) -> Result<i64, DbError> {
     let mut left = 0;
     for (table, by_position) in [
         ("analytics.activity_feed", true),
@@ -307,7 +308,7 @@ async fn purge_cache(
     user: &str,
 ) -> Result<i64, EraseError> {
     let mut purged = 0;
-    let mac = crate::log::cache_mac(pool).await?;
+    let mac = crate::cache::CacheMac::load(pool).await?;
     for p in crate::project::projections().unwrap_or_default() {
         let Some(spec) = &p.cache else { continue };
         let bucket = format!("{}{}", config.bucket_prefix, spec.bucket);

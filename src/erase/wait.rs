@@ -7,7 +7,7 @@ use async_nats::jetstream;
 use sqlx::PgPool;
 
 use super::{EraseConfig, EraseError};
-use crate::log::{LogError, db};
+use crate::db::{DbError, db};
 
 /// Publishes forget_user and waits for its event; returns its position. A user forgotten
 /// already by an erasure that did not finish (the projectors were late) is finished now.
@@ -94,7 +94,7 @@ async fn applied(
 }
 
 /// The latest user_forgotten event of a user whose events were never scrubbed.
-async fn unfinished(pool: &PgPool, tenant: &str, user: &str) -> Result<Option<i64>, LogError> {
+async fn unfinished(pool: &PgPool, tenant: &str, user: &str) -> Result<Option<i64>, DbError> {
     db(
         sqlx::query_scalar(
             "SELECT max(position) FROM events \
@@ -139,7 +139,7 @@ pub(super) async fn folded_past(
 }
 
 /// The ingest checkpoint of the stream: the last sequence whose outcome is committed.
-pub(super) async fn ingested(pool: &PgPool, stream: &str) -> Result<u64, LogError> {
+pub(super) async fn ingested(pool: &PgPool, stream: &str) -> Result<u64, DbError> {
     let seq: Option<i64> = db(
         sqlx::query_scalar("SELECT last_seq FROM ingest_checkpoints WHERE stream = $1")
             .bind(stream)
@@ -154,7 +154,7 @@ pub(super) async fn ingested(pool: &PgPool, stream: &str) -> Result<u64, LogErro
 pub(super) async fn checkpoint_stream(
     pool: &PgPool,
     stream: &str,
-) -> Result<Option<chrono::DateTime<chrono::Utc>>, LogError> {
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, DbError> {
     let created: Option<Option<chrono::DateTime<chrono::Utc>>> = db(
         sqlx::query_scalar("SELECT stream_created FROM ingest_checkpoints WHERE stream = $1")
             .bind(stream)
@@ -171,7 +171,7 @@ pub(super) async fn ingested_past(
     pool: &PgPool,
     config: &EraseConfig,
     seq: u64,
-) -> Result<u64, LogError> {
+) -> Result<u64, DbError> {
     let started = Instant::now();
     loop {
         let at = ingested(pool, &config.stream).await?;

@@ -8,8 +8,9 @@ use sqlx::PgTransaction;
 
 use super::registry::{self, BatchView};
 use super::write;
+use crate::db::DbError;
+use crate::log::EventLog;
 use crate::log::partitions::Month;
-use crate::log::{EventLog, LogError};
 use crate::model::{
     Command, CommandBody, Lineage, NewEvent, Reason, Rejection, TimeWindow, decode, escape_text,
 };
@@ -109,7 +110,7 @@ pub async fn commit_batch(
     leader_epoch: i64,
     batch: &[Inbound],
     window: &TimeWindow,
-) -> Result<BatchOutcome, LogError> {
+) -> Result<BatchOutcome, DbError> {
     commit_decoded(log, stream, leader_epoch, batch, None, window).await
 }
 
@@ -133,11 +134,11 @@ pub async fn commit_decoded(
     batch: &[Inbound],
     mut decoded: Option<Vec<Decoded>>,
     window: &TimeWindow,
-) -> Result<BatchOutcome, LogError> {
+) -> Result<BatchOutcome, DbError> {
     let mut archived: HashSet<Month> = HashSet::new();
     loop {
         let decoded = decoded.take().unwrap_or_else(|| decode_all(batch, window));
-        let mut tx = crate::log::db(log.pool().begin().await, "begin a batch")?;
+        let mut tx = crate::db::db(log.pool().begin().await, "begin a batch")?;
         let written = write_batch(
             &mut tx,
             stream,
@@ -149,7 +150,7 @@ pub async fn commit_decoded(
         );
         match written.await {
             Ok(Written::Done(outcome)) => {
-                crate::log::db(tx.commit().await, "commit a batch")?;
+                crate::db::db(tx.commit().await, "commit a batch")?;
                 return Ok(outcome);
             }
             Ok(Written::NeedMonths(months)) => {
@@ -157,13 +158,13 @@ pub async fn commit_decoded(
                 let detached = log.ensure_months(&months).await?;
                 if detached.is_empty() && log.unknown_months(&months).len() == months.len() {
                     // Nothing moved: never loop for ever.
-                    return Err(LogError::NoPartition(format!("months {months:?}")));
+                    return Err(DbError::NoPartition(format!("months {months:?}")));
                 }
                 archived.extend(detached);
             }
-            Err(LogError::NoPartition(e)) => {
+            Err(DbError::NoPartition(e)) => {
                 log.forget_known_months();
-                return Err(LogError::NoPartition(e));
+                return Err(DbError::NoPartition(e));
             }
             Err(e) => return Err(e),
         }
@@ -205,7 +206,7 @@ async fn write_batch(
     decoded: Vec<Decoded>,
     log: &EventLog,
     archived: &HashSet<Month>,
-) -> Result<Written, LogError> {
+) -> Result<Written, DbError> {
     // One round trip: the append lock, then the checkpoint, the ledger and the registry,
     // which no other append can change until this transaction ends.
     let commands = decoded.iter().filter_map(|d| d.as_ref().ok());

@@ -20,9 +20,9 @@ pub use batch::{
 pub use decide::{RegistryView, UserChange, UserRow};
 pub use registry::DEAD_LETTER_RAW_PREFIX;
 pub use source::{StreamChange, StreamState, reconcile};
-pub use worker::{INGEST_LEADER_LOCK, Ingestor, Step};
+pub use worker::{Ingestor, Step};
 
-use crate::log::LogError;
+use crate::db::DbError;
 use crate::model::TimeWindow;
 
 /// Where commands come from and how they are batched.
@@ -95,7 +95,7 @@ pub enum IngestError {
     Nats(String),
     /// The log could not be written.
     #[error(transparent)]
-    Log(#[from] LogError),
+    Log(#[from] DbError),
     /// Another ingestor became the stream's leader; this one committed nothing after that.
     #[error("another ingestor has taken over stream {stream}; this one stops")]
     Superseded {

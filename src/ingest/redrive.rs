@@ -11,8 +11,9 @@ use sqlx::{PgConnection, PgPool};
 use super::batch::{Inbound, archived_month, decode_all, month_of};
 use super::registry::{self, BatchView};
 use super::write::write_batch;
+use crate::db::{DbError, db};
+use crate::log::EventLog;
 use crate::log::partitions::Month;
-use crate::log::{EventLog, LogError, db};
 use crate::model::{NewEvent, Rejection, TimeWindow};
 
 /// A dead letter to redrive: its id and its message as it first arrived.
@@ -65,7 +66,7 @@ pub enum Verdict {
 
 /// The unresolved dead letters selected, whose bytes are kept whole (a `too_large` prefix
 /// cannot be decided again), in the order their messages first arrived.
-pub async fn unresolved(pool: &PgPool, s: &Selection) -> Result<Vec<Letter>, LogError> {
+pub async fn unresolved(pool: &PgPool, s: &Selection) -> Result<Vec<Letter>, DbError> {
     type Row = (
         i64,
         String,
@@ -118,7 +119,7 @@ pub async fn redrive(
     letters: &[Letter],
     window: &TimeWindow,
     dry_run: bool,
-) -> Result<Vec<Verdict>, LogError> {
+) -> Result<Vec<Verdict>, DbError> {
     let messages: Vec<Inbound> = letters.iter().map(|l| l.message.clone()).collect();
     let mut archived: HashSet<Month> = HashSet::new();
     loop {
@@ -133,7 +134,7 @@ pub async fn redrive(
             drop(tx);
             archived.extend(log.ensure_months(&missing).await?);
             if log.unknown_months(&months).len() == missing.len() && archived.is_empty() {
-                return Err(LogError::NoPartition(format!("months {missing:?}")));
+                return Err(DbError::NoPartition(format!("months {missing:?}")));
             }
             continue;
         }
@@ -154,7 +155,7 @@ async fn decide(
     messages: &[Inbound],
     window: &TimeWindow,
     archived: &HashSet<Month>,
-) -> Result<Decided, LogError> {
+) -> Result<Decided, DbError> {
     let decoded = decode_all(messages, window);
     let commands = decoded.iter().filter_map(|d| d.as_ref().ok());
     let BatchView {
@@ -205,7 +206,7 @@ async fn record(
     tx: &mut PgConnection,
     letters: &[Letter],
     verdicts: &[Verdict],
-) -> Result<(), LogError> {
+) -> Result<(), DbError> {
     let (mut ids, mut resolutions) = (Vec::new(), Vec::new());
     let (mut refused, mut reasons, mut fields, mut texts) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());

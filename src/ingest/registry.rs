@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::batch::Inbound;
 use super::decide::RegistryView;
-use crate::log::{LogError, db};
+use crate::db::{DbError, db};
 use crate::model::{Command, Rejection, escape_text, without_nul};
 
 /// Where a stream's ingest stands, and which leader may move it.
@@ -36,7 +36,7 @@ impl From<CheckpointRow> for Checkpoint {
 }
 
 /// The checkpoint of `stream` (sequence 0 before the first batch).
-pub async fn checkpoint(conn: &mut PgConnection, stream: &str) -> Result<Checkpoint, LogError> {
+pub async fn checkpoint(conn: &mut PgConnection, stream: &str) -> Result<Checkpoint, DbError> {
     let row: Option<CheckpointRow> = db(
         sqlx::query_as(
             "SELECT last_seq, leader_epoch, stream_created FROM ingest_checkpoints WHERE stream = $1",
@@ -54,7 +54,7 @@ pub async fn checkpoint(conn: &mut PgConnection, stream: &str) -> Result<Checkpo
 pub async fn claim_leadership(
     conn: &mut PgConnection,
     stream: &str,
-) -> Result<Checkpoint, LogError> {
+) -> Result<Checkpoint, DbError> {
     let row: CheckpointRow = db(
         sqlx::query_as(
             "INSERT INTO ingest_checkpoints (stream, last_seq, leader_epoch) VALUES ($1, 0, 1) \
@@ -78,7 +78,7 @@ pub async fn rebase_checkpoint(
     last_seq: u64,
     stream_created: DateTime<Utc>,
     reset: bool,
-) -> Result<(), LogError> {
+) -> Result<(), DbError> {
     let updated = db(
         sqlx::query(
             "UPDATE ingest_checkpoints SET last_seq = $3, stream_created = $4, \
@@ -94,7 +94,7 @@ pub async fn rebase_checkpoint(
         "rebase the ingest checkpoint",
     )?;
     if updated.rows_affected() == 0 {
-        return Err(LogError::Superseded {
+        return Err(DbError::Superseded {
             stream: stream.to_owned(),
         });
     }
@@ -130,7 +130,7 @@ pub async fn read_view<'a>(
     stream: Option<&str>,
     leader_epoch: i64,
     commands: impl Iterator<Item = &'a Command>,
-) -> Result<BatchView, LogError> {
+) -> Result<BatchView, DbError> {
     let (mut tenants, mut ids) = (Vec::new(), Vec::new());
     let (mut user_tenants, mut users) = (Vec::new(), Vec::new());
     for c in commands {
@@ -148,7 +148,7 @@ pub async fn read_view<'a>(
              FROM ingest_view($1, $2, $3::text[], $4::uuid[], $5::text[], $6::text[])",
         )
         .bind(stream)
-        .bind(crate::log::APPEND_LOCK_TIMEOUT)
+        .bind(crate::db::locks::APPEND_LOCK_TIMEOUT)
         .bind(&tenants)
         .bind(&ids)
         .bind(&user_tenants)
@@ -159,7 +159,7 @@ pub async fn read_view<'a>(
     )?;
     let (seq, epoch, applied_tenants, applied_ids, known, user_tenants, users) = row;
     if epoch.unwrap_or(0) != leader_epoch {
-        return Err(LogError::Superseded {
+        return Err(DbError::Superseded {
             stream: stream.unwrap_or_default().to_owned(),
         });
     }

@@ -10,7 +10,7 @@ use super::batch::{BatchOutcome, Decoded, Inbound, commit_decoded};
 use super::registry::{self, DeadLetter};
 use super::worker::Ingestor;
 use super::write::write_batch;
-use crate::log::{LogError, db};
+use crate::db::{DbError, db};
 use crate::model::{Reason, Rejection};
 
 impl Ingestor {
@@ -62,7 +62,7 @@ impl Ingestor {
         messages: &[jetstream::Message],
         part: &[Inbound],
         mut decoded: Option<Vec<Decoded>>,
-    ) -> Result<Result<BatchOutcome, LogError>, IngestError> {
+    ) -> Result<Result<BatchOutcome, DbError>, IngestError> {
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.commit(part, decoded.take()).await {
@@ -70,10 +70,10 @@ impl Ingestor {
                 // Misconfigured: stop rather than retry in silence or dead-letter the batch.
                 Err(e) if e.is_fatal() => return Err(IngestError::Log(e)),
                 // A month detached between our check and the COPY: check again.
-                Err(LogError::NoPartition(e)) => {
+                Err(DbError::NoPartition(e)) => {
                     tracing::warn!(error = %e, "a month's partition went away; checking the months again");
                     self.log.forget_known_months();
-                    self.pause(LogError::NoPartition(e), &mut backoff).await?;
+                    self.pause(DbError::NoPartition(e), &mut backoff).await?;
                 }
                 Err(e) if e.is_transient() => {
                     // Keep the whole batch from redelivery while we wait.
@@ -82,7 +82,7 @@ impl Ingestor {
                     }
                     self.pause(e, &mut backoff).await?;
                 }
-                Err(e @ LogError::Superseded { .. }) => return Err(superseded(e)),
+                Err(e @ DbError::Superseded { .. }) => return Err(superseded(e)),
                 Err(refused) => return Ok(Err(refused)),
             }
         }
@@ -92,7 +92,7 @@ impl Ingestor {
         &self,
         inbound: &[Inbound],
         decoded: Option<Vec<Decoded>>,
-    ) -> Result<BatchOutcome, LogError> {
+    ) -> Result<BatchOutcome, DbError> {
         commit_decoded(
             &self.log,
             &self.config.stream,
@@ -108,13 +108,13 @@ impl Ingestor {
     /// ends the retries with the error to return.
     pub(super) async fn pause(
         &self,
-        error: LogError,
+        error: DbError,
         backoff: &mut Duration,
     ) -> Result<(), IngestError> {
-        if let LogError::Superseded { .. } = error {
+        if let DbError::Superseded { .. } = error {
             return Err(superseded(error));
         }
-        let retried = error.is_transient() || matches!(error, LogError::NoPartition(_));
+        let retried = error.is_transient() || matches!(error, DbError::NoPartition(_));
         if error.is_fatal() || !retried {
             return Err(IngestError::Log(error));
         }
@@ -130,7 +130,7 @@ impl Ingestor {
 
     /// Dead-letters a message PostgreSQL refused although the model accepted it, and moves
     /// the checkpoint past it; retried like a commit.
-    async fn refuse(&self, m: &Inbound, error: LogError) -> Result<BatchOutcome, IngestError> {
+    async fn refuse(&self, m: &Inbound, error: DbError) -> Result<BatchOutcome, IngestError> {
         let letter = DeadLetter::of(
             m,
             None,
@@ -155,7 +155,7 @@ impl Ingestor {
         }
     }
 
-    async fn write_refusal(&self, letter: &DeadLetter, seq: u64) -> Result<(), LogError> {
+    async fn write_refusal(&self, letter: &DeadLetter, seq: u64) -> Result<(), DbError> {
         let stream = &self.config.stream;
         let mut tx = db(self.log.pool().begin().await, "begin a dead letter")?;
         let view =
@@ -177,9 +177,9 @@ impl Ingestor {
     }
 }
 
-pub(super) fn superseded(error: LogError) -> IngestError {
+pub(super) fn superseded(error: DbError) -> IngestError {
     match error {
-        LogError::Superseded { stream } => IngestError::Superseded { stream },
+        DbError::Superseded { stream } => IngestError::Superseded { stream },
         other => IngestError::Log(other),
     }
 }

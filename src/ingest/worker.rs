@@ -12,11 +12,9 @@ use super::pull::Pulled;
 use super::registry;
 use super::source::{self, Source, inbound, rebase};
 use super::{IngestConfig, IngestError};
-use crate::log::{EventLog, db};
+use crate::db::{db, locks};
+use crate::log::EventLog;
 use crate::ops::Heartbeat;
-
-/// The first key of the per-stream leadership lock ("ACTI"); the second is the stream's hash.
-pub const INGEST_LEADER_LOCK: i32 = 0x4143_5449;
 
 /// What one step did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,14 +84,13 @@ impl Ingestor {
         // Created (if missing) before the lock, so producers can publish while a standby waits.
         source::open_stream(js, &config).await?;
         let mut leader = db(log.pool().acquire().await, "connect for the ingest lock")?.detach();
-        db(
-            sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
-                .bind(INGEST_LEADER_LOCK)
-                .bind(&config.stream)
-                .execute(&mut leader)
-                .await,
+        locks::session_named(
+            &mut leader,
+            locks::INGEST_LEADER,
+            &config.stream,
             "take the ingest lock",
-        )?;
+        )
+        .await?;
         let claimed = registry::claim_leadership(&mut leader, &config.stream).await?;
         // Series exist from the start, at zero, as Prometheus expects.
         for name in [

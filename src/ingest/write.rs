@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use super::decide::{RegistryView, UserChange};
 use super::registry::{DEAD_LETTER_RAW_PREFIX, DeadLetter};
-use crate::log::{APPEND_CHANNEL, LogError, copy_rows, db};
+use crate::db::{DbError, db};
+use crate::log::{APPEND_CHANNEL, copy_rows};
 use crate::model::NewEvent;
 
 /// One round trip for everything a batch writes before its COPY. Data-modifying CTEs all run
@@ -73,7 +74,7 @@ impl Granted {
         conn: &mut PgConnection,
         events: &[NewEvent],
         started: std::time::Instant,
-    ) -> Result<usize, LogError> {
+    ) -> Result<usize, DbError> {
         let fresh: HashSet<(&str, Uuid)> =
             self.fresh.iter().map(|(t, id)| (t.as_str(), *id)).collect();
         let to_write: Vec<&NewEvent> = events
@@ -104,7 +105,7 @@ pub async fn write_batch(
     registry: &RegistryView,
     dead: &[DeadLetter],
     events: &[NewEvent],
-) -> Result<Granted, LogError> {
+) -> Result<Granted, DbError> {
     let changes = Changes::of(registry);
     let col = |f: fn(&DeadLetter) -> String| dead.iter().map(f).collect::<Vec<_>>();
     let (tenants, ids): (Vec<&str>, Vec<Uuid>) = events
@@ -148,7 +149,7 @@ pub async fn write_batch(
     )?;
     let (checkpointed, fresh_tenants, fresh_ids, last, _) = row;
     if checkpointed == 0 {
-        return Err(LogError::Superseded {
+        return Err(DbError::Superseded {
             stream: stream.unwrap_or_default().to_owned(),
         });
     }

@@ -9,12 +9,9 @@ use uuid::Uuid;
 
 use super::copy::{CopyRows, EVENT_COLUMNS, encode_event};
 use super::partitions::{self, Month};
-use super::{LogError, db};
+use crate::db::{DbError, db};
 use crate::model::NewEvent;
 
-/// Serialises appends (advisory lock key, "ACTVAPND"): positions are handed out and
-/// committed in one order, so a reader that sees position N has seen every position below it.
-pub const APPEND_LOCK: i64 = 0x4143_5456_4150_4e44;
 /// The channel `append` notifies with the last position of each committed batch.
 pub const APPEND_CHANNEL: &str = "activity_events";
 /// Rows encoded per COPY message: the server works on one while the next is encoded.
@@ -41,7 +38,7 @@ pub struct EventLog {
 
 impl EventLog {
     /// Opens the log on a migrated database and creates this month's partition and a few ahead.
-    pub async fn open(pool: PgPool) -> Result<EventLog, LogError> {
+    pub async fn open(pool: PgPool) -> Result<EventLog, DbError> {
         let log = EventLog {
             pool,
             known_months: Mutex::new(HashSet::new()),
@@ -74,7 +71,7 @@ impl EventLog {
 
     /// Creates the partitions for these months, unless known to exist; returns the months
     /// whose table exists but is detached from the log (archived), which it leaves alone.
-    pub async fn ensure_months(&self, months: &[Month]) -> Result<Vec<Month>, LogError> {
+    pub async fn ensure_months(&self, months: &[Month]) -> Result<Vec<Month>, DbError> {
         let missing = self.unknown_months(months);
         if missing.is_empty() {
             return Ok(Vec::new());
@@ -101,7 +98,7 @@ impl EventLog {
 
     /// Makes sure every month these events fall in has its partition. Call before opening the
     /// transaction an `append_in` runs in: partition DDL must not wait behind it.
-    pub async fn prepare(&self, events: &[NewEvent]) -> Result<(), LogError> {
+    pub async fn prepare(&self, events: &[NewEvent]) -> Result<(), DbError> {
         let mut months: Vec<Month> = events.iter().map(|e| Month::of(e.occurred_at)).collect();
         months.sort_unstable();
         months.dedup();
@@ -109,11 +106,11 @@ impl EventLog {
     }
 
     /// Appends a batch in one transaction of its own.
-    pub async fn append_batch(&self, events: &[NewEvent]) -> Result<AppendOutcome, LogError> {
+    pub async fn append_batch(&self, events: &[NewEvent]) -> Result<AppendOutcome, DbError> {
         self.prepare(events).await?;
         let mut tx = db(self.pool.begin().await, "begin append")?;
         let outcome = append_in(&mut tx, events).await;
-        if let Err(LogError::NoPartition(_)) = outcome {
+        if let Err(DbError::NoPartition(_)) = outcome {
             // Someone detached a month we thought we had: check again next time.
             self.forget_known_months();
         }
@@ -128,14 +125,14 @@ impl EventLog {
 pub async fn append_in(
     tx: &mut PgTransaction<'_>,
     events: &[NewEvent],
-) -> Result<AppendOutcome, LogError> {
+) -> Result<AppendOutcome, DbError> {
     let conn: &mut PgConnection = tx;
     let started = Instant::now();
     let mut outcome = AppendOutcome::default();
     if events.is_empty() {
         return Ok(outcome);
     }
-    lock_appends(conn).await?;
+    crate::db::locks::xact_appends(conn).await?;
     // Command ids are scoped to their tenant: the same id from two tenants is two commands.
     let mut seen = HashSet::with_capacity(events.len());
     let mut candidates: Vec<(&str, Uuid)> = Vec::with_capacity(events.len());
@@ -202,7 +199,7 @@ pub async fn copy_rows(
     conn: &mut PgConnection,
     events: &[&NewEvent],
     first: i64,
-) -> Result<(), LogError> {
+) -> Result<(), DbError> {
     let Some(last_index) = events.len().checked_sub(1) else {
         return Ok(());
     };
@@ -232,35 +229,16 @@ pub async fn copy_rows(
     Ok(())
 }
 
-/// Takes the append lock until the caller's transaction ends: whoever holds it may read the
-/// ledger and registry knowing no other append can change them.
-pub async fn lock_appends(conn: &mut PgConnection) -> Result<(), LogError> {
-    // A wait behind a stuck append ends (SQLSTATE 55P03, retried like any outage) rather than
-    // hang: a shutdown or a liveness probe is never stuck behind it for ever.
-    db(
-        sqlx::query("SELECT set_config('lock_timeout', $2, true), pg_advisory_xact_lock($1)")
-            .bind(APPEND_LOCK)
-            .bind(APPEND_LOCK_TIMEOUT)
-            .execute(conn)
-            .await,
-        "take the append lock",
-    )
-    .map(|_| ())
-}
-
-/// How long an append waits for the append lock (and any lock after it) before it gives up.
-pub const APPEND_LOCK_TIMEOUT: &str = "10s";
-
-fn classify(e: sqlx::Error) -> LogError {
+fn classify(e: sqlx::Error) -> DbError {
     // 23514 is check_violation; PostgreSQL raises it without a constraint name only when no
     // partition accepts the row. Decided by SQLSTATE, never by (translatable) message text.
     let no_partition = e
         .as_database_error()
         .is_some_and(|d| d.code().as_deref() == Some("23514") && d.constraint().is_none());
     if no_partition {
-        LogError::NoPartition(e.to_string())
+        DbError::NoPartition(e.to_string())
     } else {
-        LogError::Database {
+        DbError::Database {
             action: "COPY into the log",
             source: e,
         }

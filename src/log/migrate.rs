@@ -3,18 +3,18 @@
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
-use super::{LogError, db};
+use crate::db::{DbError, db};
 
 /// Every migration, up and down, compiled in.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Applies every pending migration.
-pub async fn up(pool: &PgPool) -> Result<(), LogError> {
-    MIGRATOR.run(pool).await.map_err(LogError::Migrate)
+pub async fn up(pool: &PgPool) -> Result<(), DbError> {
+    MIGRATOR.run(pool).await.map_err(DbError::Migrate)
 }
 
 /// Reverts the last `steps` applied migrations; returns the versions reverted, newest first.
-pub async fn down(pool: &PgPool, steps: usize) -> Result<Vec<i64>, LogError> {
+pub async fn down(pool: &PgPool, steps: usize) -> Result<Vec<i64>, DbError> {
     let mut applied: Vec<i64> = status(pool)
         .await?
         .into_iter()
@@ -27,7 +27,7 @@ pub async fn down(pool: &PgPool, steps: usize) -> Result<Vec<i64>, LogError> {
     MIGRATOR
         .undo(pool, target)
         .await
-        .map_err(LogError::Migrate)?;
+        .map_err(DbError::Migrate)?;
     Ok(applied[keep..].iter().rev().copied().collect())
 }
 
@@ -43,7 +43,7 @@ pub struct MigrationStatus {
 }
 
 /// Every known migration, oldest first, with whether it is applied.
-pub async fn status(pool: &PgPool) -> Result<Vec<MigrationStatus>, LogError> {
+pub async fn status(pool: &PgPool) -> Result<Vec<MigrationStatus>, DbError> {
     let has_table: bool = db(
         sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
             .fetch_one(pool)

@@ -3,11 +3,8 @@
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use sqlx::PgConnection;
 
-use super::{LogError, db};
+use crate::db::{DbError, db};
 use crate::model::TimeWindow;
-
-/// Serialises partition DDL between processes (advisory lock key, "ACTVPART").
-const PARTITION_LOCK: i64 = 0x4143_5456_5041_5254;
 
 /// A calendar month in UTC: the range of one partition.
 /// Shown as `YYYY-MM`.
@@ -79,12 +76,17 @@ pub struct Ensured {
 
 /// Creates the partitions of `months` that do not exist yet, and reports the months whose
 /// table exists detached.
-pub async fn ensure(conn: &mut PgConnection, months: &[Month]) -> Result<Ensured, LogError> {
+pub async fn ensure(conn: &mut PgConnection, months: &[Month]) -> Result<Ensured, DbError> {
     let mut tx = db(
         sqlx::Connection::begin(conn).await,
         "begin partition creation",
     )?;
-    super::xact_lock(&mut tx, PARTITION_LOCK, "lock partition creation").await?;
+    crate::db::locks::xact(
+        &mut tx,
+        crate::db::locks::PARTITIONS,
+        "lock partition creation",
+    )
+    .await?;
     let existing: Vec<String> = db(
         sqlx::query_scalar(
             "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
@@ -154,7 +156,7 @@ pub struct PartitionInfo {
 /// The partitions of the log, oldest first.
 /// Records the accepted `occurred_at` window, which bounds the months a login other than
 /// the log's owner may create (`create_event_partition`). Needs the log's owner.
-pub async fn set_window(pool: &sqlx::PgPool, window: &TimeWindow) -> Result<(), LogError> {
+pub async fn set_window(pool: &sqlx::PgPool, window: &TimeWindow) -> Result<(), DbError> {
     db(
         sqlx::query(
             "UPDATE ingest_window SET past = make_interval(secs => $1), \
@@ -169,7 +171,7 @@ pub async fn set_window(pool: &sqlx::PgPool, window: &TimeWindow) -> Result<(), 
     Ok(())
 }
 
-pub async fn list(conn: &mut PgConnection) -> Result<Vec<PartitionInfo>, LogError> {
+pub async fn list(conn: &mut PgConnection) -> Result<Vec<PartitionInfo>, DbError> {
     let rows: Vec<(String, String, i64, i64)> = db(
         sqlx::query_as(
             "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid), c.reltuples::bigint, \

@@ -3,7 +3,7 @@
 
 use sqlx::PgConnection;
 
-use crate::log::{LogError, db};
+use crate::db::{DbError, db};
 
 /// The login that owns the store's database and schema: it migrates and projects, and may
 /// read every tenant (the query CLI runs as it).
@@ -24,7 +24,7 @@ pub async fn ensure(
     owner_password: &str,
     ingest_password: &str,
     api_password: &str,
-) -> Result<(), LogError> {
+) -> Result<(), DbError> {
     for group in ["activity_writer", "activity_reader", "activity_http_reader"] {
         create_if_missing(admin, group, &format!("CREATE ROLE {group} NOLOGIN")).await?;
     }
@@ -113,7 +113,7 @@ pub fn scram_verifier(password: &str) -> String {
 
 /// Whether `login` is one of the store's service logins by what it may do: it writes the
 /// log (a member of `activity_writer`), owns it, or bypasses row-level security.
-pub async fn serves_the_store(pool: &sqlx::PgPool, login: &str) -> Result<bool, LogError> {
+pub async fn serves_the_store(pool: &sqlx::PgPool, login: &str) -> Result<bool, DbError> {
     db(
         sqlx::query_scalar(
             "SELECT coalesce(bool_or(r.rolbypassrls \
@@ -129,11 +129,7 @@ pub async fn serves_the_store(pool: &sqlx::PgPool, login: &str) -> Result<bool, 
     )
 }
 
-async fn create_if_missing(
-    admin: &mut PgConnection,
-    role: &str,
-    sql: &str,
-) -> Result<(), LogError> {
+async fn create_if_missing(admin: &mut PgConnection, role: &str, sql: &str) -> Result<(), DbError> {
     let exists: bool = db(
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
             .bind(role)

@@ -8,10 +8,8 @@ use chrono::Utc;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::db::locks;
 use crate::log::partitions::{self, Month};
-
-/// The maintenance lease's advisory lock key ("ACTVMANT").
-pub const MAINTENANCE_LOCK: i64 = 0x4143_5456_4d41_4e54;
 
 /// Until `shutdown`: takes the lease when it is free, and while holding it creates this
 /// month and `ahead` more every `every`. Failures are logged and tried again.
@@ -42,9 +40,7 @@ async fn round(
 ) -> Result<(), String> {
     if lease.is_none() {
         let mut conn = pool.acquire().await.map_err(|e| e.to_string())?.detach();
-        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(MAINTENANCE_LOCK)
-            .fetch_one(&mut conn)
+        let taken = locks::try_session(&mut conn, locks::MAINTENANCE, "take the maintenance lease")
             .await
             .map_err(|e| e.to_string())?;
         if !taken {

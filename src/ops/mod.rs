@@ -15,7 +15,6 @@ mod up;
 pub use binaries::{ServiceUser, free_port};
 pub use embedded::{PgConfig, PgServer, write_private};
 pub use heartbeat::Heartbeat;
-pub use maintain::MAINTENANCE_LOCK;
 pub use nats_server::{NatsAuth, NatsConfig, NatsServer};
 pub use roles::{Role, RoleState, supervise};
 pub use serve::{ServeConfig, ServeError, serve};

@@ -4,10 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use std::str::FromStr;
-
 use sqlx::PgPool;
-use sqlx::postgres::PgConnectOptions;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,8 +12,9 @@ use tokio_util::task::TaskTracker;
 use super::metrics::{Health, serve as serve_metrics};
 use super::roles::{Role, supervise};
 use super::status::{self, StatusConfig};
+use crate::db::DbError;
 use crate::ingest::{IngestConfig, IngestError, Ingestor};
-use crate::log::{EventLog, LogError, db};
+use crate::log::EventLog;
 use crate::project::{CacheConfig, ProjectConfig, ProjectError, Projector};
 
 /// Where the roles connect and what they run.
@@ -76,24 +74,12 @@ impl ServeConfig {
     }
 }
 
-/// Connection options naming the session after the store's role, host and process, so
-/// `status` (and `pg_stat_activity`) can tell who holds a lock.
-fn session(url: &str, role: &str) -> Result<PgConnectOptions, LogError> {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let name = format!(
-        "activity-store {role} {}:{}",
-        host.trim(),
-        std::process::id()
-    );
-    Ok(db(PgConnectOptions::from_str(url), "read the database URL")?.application_name(&name))
-}
-
 /// What can stop the roles from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The log or its database.
     #[error(transparent)]
-    Log(#[from] LogError),
+    Log(#[from] DbError),
     /// NATS or the ingestor.
     #[error(transparent)]
     Ingest(#[from] IngestError),
@@ -207,14 +193,7 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
 /// A pool for `role`: sessions named after it, at most `max` connections, waiting at most
 /// `acquire_secs` for one.
 async fn connect(url: &str, role: &str, max: u32, acquire_secs: u64) -> Result<PgPool, ServeError> {
-    Ok(db(
-        sqlx::postgres::PgPoolOptions::new()
-            .max_connections(max)
-            .acquire_timeout(std::time::Duration::from_secs(acquire_secs))
-            .connect_with(session(url, role)?)
-            .await,
-        "connect to the database",
-    )?)
+    Ok(crate::db::pool(url, role, max, std::time::Duration::from_secs(acquire_secs)).await?)
 }
 
 /// One attempt at the API role: its own pool (as `api_database_url`'s login, an unbound

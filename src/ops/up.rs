@@ -19,7 +19,8 @@ pub struct ProducerSubjects {
     /// Refusals, e.g. `activity.rejections`.
     pub rejections: String,
 }
-use crate::log::{EventLog, LogError, migrate};
+use crate::db::DbError;
+use crate::log::{EventLog, migrate};
 
 /// The database `up` keeps the store in.
 pub const DATABASE: &str = "activity";
@@ -32,7 +33,7 @@ pub enum UpError {
     Server(#[from] EmbeddedError),
     /// The database could not be prepared.
     #[error(transparent)]
-    Log(#[from] LogError),
+    Log(#[from] DbError),
     /// The data folder cannot be used.
     #[error("{0}")]
     DataDir(String),
@@ -113,7 +114,7 @@ impl Embedded {
     }
 
     async fn prepare(&mut self) -> Result<(), UpError> {
-        let db = |source| LogError::Database {
+        let db = |source| DbError::Database {
             action: "create the store's database",
             source,
         };

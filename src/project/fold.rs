@@ -14,10 +14,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 
 use super::{ProjectError, Projection};
 use crate::cache::{CacheEntries, CacheError, Cached};
-use crate::log::{APPEND_LOCK, LogError, db};
-
-/// The first key of a projection's install lock ("PROJ"); the second is its name's hash.
-const INSTALL_LOCK: i32 = 0x5052_4f4a;
+use crate::db::db;
+use crate::db::locks;
 
 /// Positions folded per transaction while a new version is built at start.
 const REBUILD_WINDOW: i64 = 50_000;
@@ -46,14 +44,13 @@ pub(super) async fn lock_projection(
     tx: &mut Transaction<'_, Postgres>,
     p: &Projection,
 ) -> Result<(), ProjectError> {
-    db(
-        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-            .bind(INSTALL_LOCK)
-            .bind(&p.name)
-            .execute(&mut **tx)
-            .await,
+    locks::xact_named(
+        tx,
+        locks::INSTALL,
+        &p.name,
         "take a projection's install lock",
-    )?;
+    )
+    .await?;
     Ok(())
 }
 
@@ -397,25 +394,4 @@ async fn put_all(
         written?;
     }
     Ok(())
-}
-
-/// How long the append transaction now holding the append lock has been open, in seconds
-/// (0 when none is): how long every projector's safe position has been held back. Needs a
-/// role that may see other sessions' `xact_start` (pg_read_all_stats) to see others' appends.
-pub async fn appends_held_back_for(pool: &PgPool) -> Result<f64, LogError> {
-    let key = APPEND_LOCK as u64;
-    db(
-        sqlx::query_scalar(
-            "SELECT coalesce(extract(epoch FROM now() - min(a.xact_start)), 0)::float8 \
-             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
-               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-               AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid",
-        )
-        .bind((key >> 32) as i64)
-        .bind((key & 0xffff_ffff) as i64)
-        .fetch_one(pool)
-        .await,
-        "measure how long appends are held back",
-    )
 }

@@ -7,18 +7,18 @@ pub mod shadow;
 pub mod verify;
 mod worker;
 
-pub use fold::{FoldOutcome, appends_held_back_for, fold_next, install, reinstall};
+pub use fold::{FoldOutcome, fold_next, install, reinstall};
 pub use registry::{CacheSpec, Projection, ProjectionSource, projections};
-pub use worker::{CacheConfig, LEASE_LOCK, ProjectConfig, Projector};
+pub use worker::{CacheConfig, ProjectConfig, Projector};
 
-use crate::log::LogError;
+use crate::db::DbError;
 
 /// What can stop a projection.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {
     /// The log or a read table could not be read or written.
     #[error(transparent)]
-    Log(#[from] LogError),
+    Log(#[from] DbError),
     /// A projection's folder is not valid.
     #[error("projection {name}: {problem}")]
     Invalid {

@@ -8,10 +8,7 @@ use super::fold::{
     LIVE_ANALYTICS, LIVE_STATE, drop_tables, install_fold, lock_projection, set_checkpoint,
 };
 use super::{ProjectError, Projection};
-use crate::log::db;
-
-/// The first key of a projection's rebuild lock ("REBU"); the second is its name's hash.
-pub const REBUILD_LOCK: i32 = 0x5245_4255;
+use crate::db::{db, locks};
 
 /// A projection's shadow copy and how far it has folded the log. It holds the projection's
 /// rebuild lock until it is swapped in or dropped, so two rebuilds never share a shadow.
@@ -99,14 +96,8 @@ pub async fn prepare(
     progress: impl Fn(i64, i64),
 ) -> Result<Shadow, ProjectError> {
     let mut guard = db(pool.acquire().await, "connect for a rebuild lock")?.detach();
-    let free: bool = db(
-        sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
-            .bind(REBUILD_LOCK)
-            .bind(&p.name)
-            .fetch_one(&mut guard)
-            .await,
-        "take a rebuild lock",
-    )?;
+    let free = locks::try_session_named(&mut guard, locks::REBUILD, &p.name, "take a rebuild lock")
+        .await?;
     if !free {
         return Err(ProjectError::RebuildBusy(p.name.clone()));
     }
@@ -181,8 +172,8 @@ const SWAP_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2)
 /// How many times the swap tries before it gives up (and the rebuild is retried later).
 const SWAP_ATTEMPTS: u32 = 30;
 
-fn lock_not_available(e: &crate::log::LogError) -> bool {
-    matches!(e, crate::log::LogError::Database { source, .. }
+fn lock_not_available(e: &crate::db::DbError) -> bool {
+    matches!(e, crate::db::DbError::Database { source, .. }
         if source.as_database_error().and_then(|d| d.code()).as_deref() == Some("55P03"))
 }
 

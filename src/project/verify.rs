@@ -7,7 +7,7 @@ use sqlx::{Postgres, Transaction};
 use super::Projection;
 use super::fold::LIVE_STATE;
 use super::shadow::Shadow;
-use crate::log::db;
+use crate::db::db;
 use crate::project::ProjectError;
 
 /// How the rows of one table differ.

@@ -10,18 +10,14 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use super::fold::{
-    Installed, appends_held_back_for, fold_next, install, rebuild_to_current, refill,
-};
+use super::fold::{Installed, fold_next, install, rebuild_to_current, refill};
 use super::shadow;
 use super::verify::Verified;
 use super::{ProjectError, Projection, projections};
 use crate::cache::CacheEntries;
-use crate::log::{APPEND_CHANNEL, LogError, db};
+use crate::db::{DbError, db, locks};
+use crate::log::APPEND_CHANNEL;
 use crate::ops::Heartbeat;
-
-/// The first key of a projection's lease ("LEAS"); the second is its name's hash.
-pub const LEASE_LOCK: i32 = 0x4c45_4153;
 
 /// How projectors fold.
 #[derive(Debug, Clone)]
@@ -103,7 +99,7 @@ impl Projector {
         js: &jetstream::Context,
         config: &CacheConfig,
     ) -> Result<(), ProjectError> {
-        let mac = crate::log::cache_mac(&self.pool).await?;
+        let mac = crate::cache::CacheMac::load(&self.pool).await?;
         for p in &self.projections {
             if let Some(spec) = &p.cache {
                 let ttl = config
@@ -349,19 +345,12 @@ impl Projector {
             "check a lease",
         )?;
         self.catch_up_one(p).await?;
-        let stall = appends_held_back_for(&self.pool).await?;
+        let stall = crate::db::locks::appends_held_back_for(&self.pool).await?;
         metrics::gauge!("activity_projection_watermark_stall_seconds").set(stall);
         Ok(())
     }
 }
 
-async fn take_lease(conn: &mut PgConnection, name: &str) -> Result<bool, LogError> {
-    db(
-        sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
-            .bind(LEASE_LOCK)
-            .bind(name)
-            .fetch_one(conn)
-            .await,
-        "take a projection's lease",
-    )
+async fn take_lease(conn: &mut PgConnection, name: &str) -> Result<bool, DbError> {
+    locks::try_session_named(conn, locks::LEASE, name, "take a projection's lease").await
 }

@@ -6,7 +6,7 @@ use sqlx::PgPool;
 
 use super::reads::{UserRow, user_at};
 use crate::cache::{CacheEntries, Cached};
-use crate::log::{LogError, db};
+use crate::db::{DbError, db};
 
 /// A read and where it was answered from.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,7 +18,7 @@ pub struct CachedRead {
 }
 
 /// Whether this pool's login may read `tenant`, by the rule row-level security applies.
-pub async fn may_read(pool: &PgPool, tenant: &str) -> Result<bool, LogError> {
+pub async fn may_read(pool: &PgPool, tenant: &str) -> Result<bool, DbError> {
     db(
         sqlx::query_scalar("SELECT analytics.may_read($1)")
             .bind(tenant)
@@ -30,7 +30,7 @@ pub async fn may_read(pool: &PgPool, tenant: &str) -> Result<bool, LogError> {
 
 /// Whether this pool's login may read `tenant`, and the current epoch of `projection`: an
 /// entry of another epoch was read from tables a rebuild has since replaced.
-async fn check(pool: &PgPool, tenant: &str, projection: &str) -> Result<(bool, i64), LogError> {
+async fn check(pool: &PgPool, tenant: &str, projection: &str) -> Result<(bool, i64), DbError> {
     let (allowed, epoch): (bool, Option<i32>) = db(
         sqlx::query_as("SELECT analytics.may_read($1), analytics.projection_epoch($2)")
             .bind(tenant)
@@ -50,7 +50,7 @@ pub async fn user_through_cache(
     cache: &CacheEntries,
     tenant: &str,
     user_id: &str,
-) -> Result<CachedRead, LogError> {
+) -> Result<CachedRead, DbError> {
     let labels = [("cache", cache.projection().to_owned())];
     // Both questions at once: the check costs no more time than the cache read.
     let (checked, entry) = tokio::join!(

@@ -4,7 +4,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::log::{LogError, db};
+use crate::db::{DbError, db};
 
 /// One activity of a user's feed.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -53,7 +53,7 @@ pub const FEED_BY_METADATA_SQL: &str = "SELECT tenant, user_id, event_id, activi
      ORDER BY occurred_at DESC, event_id DESC LIMIT $3";
 
 /// A transaction as `activity_reader`, scoped to `tenant` by row-level security.
-async fn scoped<'a>(pool: &'a PgPool, tenant: &str) -> Result<Transaction<'a, Postgres>, LogError> {
+async fn scoped<'a>(pool: &'a PgPool, tenant: &str) -> Result<Transaction<'a, Postgres>, DbError> {
     let mut tx = db(pool.begin().await, "begin a read")?;
     db(
         sqlx::query("SET LOCAL ROLE activity_reader")
@@ -78,7 +78,7 @@ pub async fn feed(
     user: &str,
     limit: i64,
     metadata: Option<&serde_json::Value>,
-) -> Result<Vec<FeedRow>, LogError> {
+) -> Result<Vec<FeedRow>, DbError> {
     let mut tx = scoped(pool, tenant).await?;
     let query = match metadata {
         None => sqlx::query_as(FEED_SQL),
@@ -97,7 +97,7 @@ pub async fn daily(
     tenant: &str,
     from: Option<NaiveDate>,
     to: Option<NaiveDate>,
-) -> Result<Vec<DailyRow>, LogError> {
+) -> Result<Vec<DailyRow>, DbError> {
     let mut tx = scoped(pool, tenant).await?;
     db(
         sqlx::query_as(
@@ -115,7 +115,7 @@ pub async fn daily(
 }
 
 /// One user's summary from the table, if the store knows the user.
-pub async fn user(pool: &PgPool, tenant: &str, user: &str) -> Result<Option<UserRow>, LogError> {
+pub async fn user(pool: &PgPool, tenant: &str, user: &str) -> Result<Option<UserRow>, DbError> {
     Ok(user_at(pool, tenant, user).await?.map(|(row, _, _)| row))
 }
 
@@ -126,7 +126,7 @@ pub async fn user_at(
     pool: &PgPool,
     tenant: &str,
     user: &str,
-) -> Result<Option<(UserRow, i64, i64)>, LogError> {
+) -> Result<Option<(UserRow, i64, i64)>, DbError> {
     #[derive(sqlx::FromRow)]
     struct Read {
         #[sqlx(flatten)]

@@ -136,7 +136,9 @@ async fn keys_carry_the_projection_version_so_a_bump_misses() {
         .find(|p| p.name == "user_summary")
         .unwrap();
     bumped.version += 1;
-    let mac = activity_store::log::cache_mac(&c.r.db.pool).await.unwrap();
+    let mac = activity_store::cache::CacheMac::load(&c.r.db.pool)
+        .await
+        .unwrap();
     let v2 = CacheEntries::open(&c.js, &bumped, &c.bucket, Duration::from_secs(60), mac)
         .await
         .unwrap();

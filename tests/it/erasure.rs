@@ -95,7 +95,9 @@ async fn an_erased_user_is_in_no_store_and_a_rebuild_gives_the_same_views() {
     folded(&db).await;
     // A cached read fills the user's entry.
     let (summary, bucket) = crate::erasure_support::summary_bucket(&store.bucket_prefix);
-    let mac = activity_store::log::cache_mac(&db.pool).await.unwrap();
+    let mac = activity_store::cache::CacheMac::load(&db.pool)
+        .await
+        .unwrap();
     let entries =
         activity_store::cache::CacheEntries::open_for_reading(&js, &summary, &bucket, mac)
             .await

@@ -1,15 +1,16 @@
 //! Which failures are worth retrying: decided by SQLSTATE class, never by message text. Only
 //! failures caused by the data itself are final; anything the system did is retried.
 
-use activity_store::log::{EventLog, LogError, append_in};
+use activity_store::db::DbError;
+use activity_store::log::{EventLog, append_in};
 use chrono::{TimeZone, Utc};
 use sqlx::{Connection, PgConnection};
 
 use crate::fixtures::{activity, insert_raw};
 use crate::support::TestDb;
 
-fn database(source: sqlx::Error) -> LogError {
-    LogError::Database {
+fn database(source: sqlx::Error) -> DbError {
+    DbError::Database {
         action: "test",
         source,
     }
@@ -98,7 +99,7 @@ async fn a_month_without_partition_is_named_as_such() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(e, LogError::NoPartition(_)), "{e}");
+    assert!(matches!(e, DbError::NoPartition(_)), "{e}");
     assert!(
         !e.is_transient(),
         "retrying the same batch would not help; splitting it does"

@@ -129,7 +129,7 @@ async fn a_slow_database_that_times_statements_out_loses_and_duplicates_nothing(
             while !stop.is_cancelled() {
                 let mut tx = pool.begin().await.unwrap();
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(activity_store::log::APPEND_LOCK)
+                    .bind(activity_store::db::locks::APPEND)
                     .execute(&mut *tx)
                     .await
                     .unwrap();

@@ -230,7 +230,7 @@ async fn a_role_that_stops_making_progress_fails_livez() {
     // An append transaction held open: the ingestor's next commit waits behind it.
     let mut holder = db.pool.begin().await.unwrap();
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(activity_store::log::APPEND_LOCK)
+        .bind(activity_store::db::locks::APPEND)
         .execute(&mut *holder)
         .await
         .unwrap();

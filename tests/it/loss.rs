@@ -184,7 +184,9 @@ async fn a_cache_bucket_deleted_under_load_is_recreated_and_entries_flow_again()
     let js = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
     let (summary, bucket) = crate::erasure_support::summary_bucket(&store.bucket_prefix);
     js.delete_stream(format!("KV_{bucket}")).await.unwrap();
-    let mac = activity_store::log::cache_mac(&db.pool).await.unwrap();
+    let mac = activity_store::cache::CacheMac::load(&db.pool)
+        .await
+        .unwrap();
     let lost = events(&db).await;
     let deleted = Instant::now();
     // Entries of folds after the loss reach the bucket again within seconds.

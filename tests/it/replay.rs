@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use activity_store::db::locks::appends_held_back_for;
 use activity_store::log::{EventLog, append_in};
 use activity_store::model::{EventType, Lineage, NewEvent};
-use activity_store::project::{ProjectConfig, Projector, appends_held_back_for, reinstall};
+use activity_store::project::{ProjectConfig, Projector, reinstall};
 use chrono::{TimeZone, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -273,7 +273,7 @@ async fn the_status_command_exits_1_with_the_reason_when_degraded() {
         .await
         .unwrap();
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(activity_store::log::APPEND_LOCK)
+        .bind(activity_store::db::locks::APPEND)
         .execute(&mut *stuck)
         .await
         .unwrap();
@@ -343,7 +343,7 @@ async fn one_store_holds_the_maintenance_lease_and_keeps_months_created_ahead() 
                      AND objsubid = 1 AND classid::bigint = ($2 >> 32) AND objid::bigint = ($2 & 4294967295))",
         )
         .bind(&fifth)
-        .bind(activity_store::ops::MAINTENANCE_LOCK)
+        .bind(activity_store::db::locks::MAINTENANCE)
         .fetch_one(&db.pool)
         .await
         .unwrap();

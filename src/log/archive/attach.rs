@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use super::files::{copy_in_gz, read_manifest};
 use super::rescrub::{STAGE, stage};
 use super::{ArchiveError, Attached, io, month_of_table};
-use crate::log::db;
+use crate::db::db;
 
 /// Attaches a month again from its archive (its manifest's path, or its data file's):
 /// checks the SHA-256, restores the rows into a private staging table, applies every

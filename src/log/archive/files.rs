@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 
 use super::{ArchiveError, Manifest, io, month_of_table};
-use crate::log::db;
+use crate::db::db;
 use crate::log::partitions::Month;
 
 /// Writes the detached `table` to `dir`, checks what was written, then drops the table.

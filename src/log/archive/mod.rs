@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use super::partitions::Month;
-use super::{LogError, db};
+use crate::db::{DbError, db};
 
 pub use attach::attach;
 pub use rescrub::{Rescrubbed, holding, rescrub, scrub_detached};
@@ -32,7 +32,7 @@ pub use rescrub::{Rescrubbed, holding, rescrub, scrub_detached};
 pub enum ArchiveError {
     /// The database.
     #[error(transparent)]
-    Log(#[from] LogError),
+    Log(#[from] DbError),
     /// A projection still needs the month.
     #[error(
         "{month} cannot be detached: projection {projection} has folded up to position \

@@ -8,13 +8,13 @@ use sqlx::{PgConnection, PgPool};
 
 use super::files::{copy_in_gz, copy_out_gz, read_manifest, write_manifest};
 use super::{ArchiveError, io};
-use crate::log::{LogError, db};
+use crate::db::{DbError, db};
 
 /// The private table an archive's rows are staged in.
 pub(super) const STAGE: &str = "pg_temp.archive_stage";
 
 /// Creates the staging table, shaped like the log, dropped at the transaction's end.
-pub(super) async fn stage(conn: &mut PgConnection) -> Result<(), LogError> {
+pub(super) async fn stage(conn: &mut PgConnection) -> Result<(), DbError> {
     db(
         sqlx::query("CREATE TEMP TABLE archive_stage (LIKE events) ON COMMIT DROP")
             .execute(conn)
@@ -25,7 +25,7 @@ pub(super) async fn stage(conn: &mut PgConnection) -> Result<(), LogError> {
 }
 
 /// Applies every erasure to `table` (out of the log); returns the last erasure's id.
-pub(super) async fn scrub_table(pool: &PgPool, table: &str) -> Result<i64, LogError> {
+pub(super) async fn scrub_table(pool: &PgPool, table: &str) -> Result<i64, DbError> {
     db(
         sqlx::query_scalar(
             "SELECT coalesce((SELECT max(id) FROM erasures), 0) FROM scrub_erased_rows($1::regclass)",
@@ -39,7 +39,7 @@ pub(super) async fn scrub_table(pool: &PgPool, table: &str) -> Result<i64, LogEr
 
 /// Applies every erasure to the months detached from the log but still in the database;
 /// returns the rows scrubbed.
-pub async fn scrub_detached(pool: &PgPool) -> Result<i64, LogError> {
+pub async fn scrub_detached(pool: &PgPool) -> Result<i64, DbError> {
     let tables: Vec<String> = db(
         sqlx::query_scalar(
             "SELECT c.relname::text FROM archived_months a \
@@ -85,7 +85,7 @@ pub async fn holding(
     tenant: &str,
     position: i64,
     erasure: i64,
-) -> Result<Vec<String>, LogError> {
+) -> Result<Vec<String>, DbError> {
     db(
         sqlx::query_scalar(
             "SELECT archive FROM archived_months \

@@ -4,84 +4,26 @@
 use sqlx::PgConnection;
 
 use super::{
-    DeadLetterCount, Holder, IngestStatus, PartitionStatus, ProjectionStatus, Status, StatusConfig,
+    DeadLetterCount, IngestStatus, PartitionStatus, ProjectionStatus, Status, StatusConfig,
 };
-use crate::ingest::INGEST_LEADER_LOCK;
-use crate::log::{APPEND_LOCK, LogError, db};
-use crate::project::LEASE_LOCK;
-use crate::project::shadow::REBUILD_LOCK;
+use crate::db::locks::{self, named_holder};
+use crate::db::{DbError, db};
 
 /// Partitions up to this size are counted; larger ones are estimated.
 const EXACT_COUNT_BYTES: i64 = 64 << 20;
-
-/// The session holding an advisory lock of this database, if any. A lock on two int4 keys
-/// shows in `pg_locks` as (classid, objid, objsubid 2); on one bigint, as its high and low
-/// halves with objsubid 1. Both halves are compared as unsigned 32-bit values.
-const HOLDER: &str = "\
-SELECT a.pid, coalesce(a.application_name, ''), host(a.client_addr),
-       extract(epoch FROM now() - coalesce(a.xact_start, a.backend_start))::float8
-FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE l.locktype = 'advisory' AND l.granted
-  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND l.classid::bigint = ($1::bigint & 4294967295) AND l.objid::bigint = ($2::bigint & 4294967295)
-  AND l.objsubid = $3
-LIMIT 1";
-
-type HolderRow = (i32, String, Option<String>, Option<f64>);
-
-async fn holder(
-    conn: &mut PgConnection,
-    high: i64,
-    low: i64,
-    keys: i16,
-) -> Result<Option<Holder>, LogError> {
-    let row: Option<HolderRow> = db(
-        sqlx::query_as(HOLDER)
-            .bind(high)
-            .bind(low)
-            .bind(keys)
-            .fetch_optional(conn)
-            .await,
-        "read who holds a lock",
-    )?;
-    Ok(
-        row.map(|(pid, application_name, client_addr, seconds)| Holder {
-            pid,
-            application_name,
-            client_addr,
-            seconds,
-        }),
-    )
-}
-
-/// The holder of a lock taken as `pg_advisory_lock(key, hashtext(name))`.
-async fn named_holder(
-    conn: &mut PgConnection,
-    key: i32,
-    name: &str,
-) -> Result<Option<Holder>, LogError> {
-    let hash: i32 = db(
-        sqlx::query_scalar("SELECT hashtext($1)")
-            .bind(name)
-            .fetch_one(&mut *conn)
-            .await,
-        "hash a lock's name",
-    )?;
-    holder(conn, i64::from(key), i64::from(hash), 2).await
-}
 
 /// Everything `status` reads from the database.
 pub(super) async fn read(
     conn: &mut PgConnection,
     config: &StatusConfig,
-) -> Result<Status, LogError> {
+) -> Result<Status, DbError> {
     let (at, last_position): (chrono::DateTime<chrono::Utc>, i64) = db(
         sqlx::query_as("SELECT now(), coalesce((SELECT max(position) FROM events), 0)")
             .fetch_one(&mut *conn)
             .await,
         "read the log's last position",
     )?;
-    let watermark = holder(conn, APPEND_LOCK >> 32, APPEND_LOCK & 0xffff_ffff, 1).await?;
+    let watermark = locks::holder(conn, locks::APPEND).await?;
     let mut status = Status {
         at,
         problems: Vec::new(),
@@ -105,7 +47,7 @@ pub(super) async fn read(
             leader_epoch: 0,
             resets: 0,
             updated_at: at,
-            leader: named_holder(conn, INGEST_LEADER_LOCK, &config.stream).await?,
+            leader: named_holder(conn, locks::INGEST_LEADER, &config.stream).await?,
             nats: None,
         });
     }
@@ -115,7 +57,7 @@ pub(super) async fn read(
 async fn projections(
     conn: &mut PgConnection,
     last_position: i64,
-) -> Result<Vec<ProjectionStatus>, LogError> {
+) -> Result<Vec<ProjectionStatus>, DbError> {
     let rows: Vec<(String, i32, i64, Option<f64>)> = db(
         sqlx::query_as(
             "SELECT c.projection, c.version, c.position, \
@@ -130,8 +72,8 @@ async fn projections(
     let mut out = Vec::with_capacity(rows.len());
     for (name, version, position, lag_seconds) in rows {
         out.push(ProjectionStatus {
-            lease: named_holder(conn, LEASE_LOCK, &name).await?,
-            rebuild: named_holder(conn, REBUILD_LOCK, &name).await?,
+            lease: named_holder(conn, locks::LEASE, &name).await?,
+            rebuild: named_holder(conn, locks::REBUILD, &name).await?,
             lag_events: (last_position - position).max(0),
             lag_seconds: lag_seconds.map(|s| s.max(0.0)),
             name,
@@ -142,7 +84,7 @@ async fn projections(
     Ok(out)
 }
 
-async fn ingest(conn: &mut PgConnection) -> Result<Vec<IngestStatus>, LogError> {
+async fn ingest(conn: &mut PgConnection) -> Result<Vec<IngestStatus>, DbError> {
     type Row = (String, i64, i64, i64, chrono::DateTime<chrono::Utc>);
     let rows: Vec<Row> = db(
         sqlx::query_as(
@@ -156,7 +98,7 @@ async fn ingest(conn: &mut PgConnection) -> Result<Vec<IngestStatus>, LogError> 
     let mut out = Vec::with_capacity(rows.len());
     for (stream, checkpoint, leader_epoch, resets, updated_at) in rows {
         out.push(IngestStatus {
-            leader: named_holder(conn, INGEST_LEADER_LOCK, &stream).await?,
+            leader: named_holder(conn, locks::INGEST_LEADER, &stream).await?,
             stream,
             checkpoint,
             leader_epoch,
@@ -169,7 +111,7 @@ async fn ingest(conn: &mut PgConnection) -> Result<Vec<IngestStatus>, LogError> 
 }
 
 /// The log's partitions, oldest first, with their rows counted when small.
-pub async fn partitions(conn: &mut PgConnection) -> Result<Vec<PartitionStatus>, LogError> {
+pub async fn partitions(conn: &mut PgConnection) -> Result<Vec<PartitionStatus>, DbError> {
     let mut out = Vec::new();
     for p in crate::log::partitions::list(&mut *conn).await? {
         let (rows, rows_exact) = if p.total_bytes <= EXACT_COUNT_BYTES {
@@ -197,7 +139,7 @@ pub async fn partitions(conn: &mut PgConnection) -> Result<Vec<PartitionStatus>,
     Ok(out)
 }
 
-async fn dead_letters(conn: &mut PgConnection) -> Result<Vec<DeadLetterCount>, LogError> {
+async fn dead_letters(conn: &mut PgConnection) -> Result<Vec<DeadLetterCount>, DbError> {
     let rows: Vec<(String, i64)> = db(
         sqlx::query_as("SELECT reason, count(*) FROM dead_letters GROUP BY reason ORDER BY reason")
             .fetch_all(conn)

@@ -7,6 +7,7 @@ mod export;
 mod nats;
 mod text;
 
+pub use crate::db::locks::Holder;
 pub use db::partitions;
 pub use export::{export, sample};
 
@@ -17,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::log::LogError;
+use crate::db::DbError;
 
 /// What `status` looks at and when it calls something degraded.
 #[derive(Debug, Clone)]
@@ -47,21 +48,6 @@ impl Default for StatusConfig {
             count_partitions: true,
         }
     }
-}
-
-/// A session of PostgreSQL holding one of the store's locks.
-#[derive(Debug, Clone, Serialize)]
-pub struct Holder {
-    /// Its backend's process id (`pg_terminate_backend` takes it).
-    pub pid: i32,
-    /// Its `application_name`: the store's sessions name their role, host and process.
-    pub application_name: String,
-    /// The client's address, when over TCP.
-    pub client_addr: Option<String>,
-    /// Seconds since its transaction (or, outside one, its session) began; unknown when the
-    /// login reading the status may not see other logins' sessions (grant it
-    /// `pg_read_all_stats`).
-    pub seconds: Option<f64>,
 }
 
 /// One projection.
@@ -190,7 +176,7 @@ impl Status {
 pub enum StatusError {
     /// The database.
     #[error(transparent)]
-    Log(#[from] LogError),
+    Log(#[from] DbError),
 }
 
 /// Reads the store's status. With `js`, also the stream, its consumer and the cache buckets;
@@ -200,7 +186,7 @@ pub async fn gather(
     js: Option<&jetstream::Context>,
     config: &StatusConfig,
 ) -> Result<Status, StatusError> {
-    let mut conn = crate::log::db(pool.acquire().await, "connect for status")?;
+    let mut conn = crate::db::db(pool.acquire().await, "connect for status")?;
     let mut status = db::read(&mut conn, config).await?;
     if let Some(js) = js {
         nats::read(js, config, &mut status).await;

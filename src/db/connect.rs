@@ -1,0 +1,84 @@
+//! Connections: pools whose sessions are named after the store's role, host and process (so
+//! `status` and `pg_stat_activity` can tell who holds a lock), and an unreachable server
+//! reported with where the store looked and why.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use super::{DbError, db};
+
+/// Where a connection was attempted: host, port, database and user, never the password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Host name, address or socket directory.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database, when the URL names one.
+    pub database: Option<String>,
+    /// Login.
+    pub user: String,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{} (database {}, user {})",
+            self.host,
+            self.port,
+            self.database.as_deref().unwrap_or("(default)"),
+            self.user
+        )
+    }
+}
+
+/// Connection options for `url` naming the session `activity-store <role> <host>:<pid>`.
+pub fn session(url: &str, role: &str) -> Result<PgConnectOptions, DbError> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name = format!(
+        "activity-store {role} {}:{}",
+        host.trim(),
+        std::process::id()
+    );
+    Ok(db(PgConnectOptions::from_str(url), "read the database URL")?.application_name(&name))
+}
+
+/// A pool for `role`: at most `max` sessions, waiting at most `acquire` for one. A server
+/// that cannot be reached is [`DbError::Unreachable`], with one plain attempt's reason (the
+/// pool itself says only that it timed out).
+pub async fn pool(url: &str, role: &str, max: u32, acquire: Duration) -> Result<PgPool, DbError> {
+    let options = session(url, role)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(acquire)
+        .connect_with(options.clone())
+        .await;
+    match pool {
+        Ok(pool) => Ok(pool),
+        Err(e) => {
+            let reason =
+                match <sqlx::PgConnection as sqlx::Connection>::connect_with(&options).await {
+                    // The server answered (a wrong password, no such database): its SQLSTATE
+                    // decides, as for any statement.
+                    Err(direct) if direct.as_database_error().is_some() => {
+                        return db(Err(direct), "connect to the database");
+                    }
+                    Err(direct) => direct.to_string(),
+                    Ok(_) => e.to_string(),
+                };
+            Err(DbError::Unreachable {
+                target: Target {
+                    host: options.get_host().to_string(),
+                    port: options.get_port(),
+                    database: options.get_database().map(str::to_string),
+                    user: options.get_username().to_string(),
+                },
+                reason,
+            })
+        }
+    }
+}
