@@ -275,7 +275,7 @@ async fn sql_read(pool: PgPool, name: &'static str, i: usize) -> bool {
         .await
         .unwrap();
     let q = match name {
-        "summary (cache)" => sqlx::query(activity_store::api::sql::USER_SUMMARY).bind("t0").bind(user(i)),
+        "summary (cache)" => sqlx::query(activity_store::query::USER_SUMMARY).bind("t0").bind(user(i)),
         "user feed, 20 rows" => sqlx::query(
             "SELECT tenant, user_id, event_id, activity_type, occurred_at, metadata FROM analytics.activity_feed \
              WHERE tenant = $1 AND user_id = $2 ORDER BY occurred_at DESC, event_id DESC LIMIT 20",

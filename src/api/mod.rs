@@ -9,7 +9,6 @@ mod reads;
 mod reply;
 mod session;
 mod shares;
-pub mod sql;
 pub mod tokens;
 mod wait;
 
@@ -28,12 +27,14 @@ use tokio::sync::{OnceCell, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::query::Cursor;
 pub use commands::CommandStatus;
 pub use error::ApiError;
-pub use params::{Cursor, DEFAULT_LIMIT, MAX_LIMIT};
+pub use params::{DEFAULT_LIMIT, MAX_LIMIT};
 pub use wait::MAX_WAITERS;
 
 use crate::cache::CacheEntries;
+use crate::db::DbError;
 
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -145,6 +146,17 @@ impl ApiState {
         ApiError::database(e, self.config.statement_timeout)
     }
 
+    /// A read layer's error as the API answers it.
+    fn read_error(&self, e: DbError) -> ApiError {
+        match e {
+            DbError::Database { source, .. } => self.db_error(source),
+            e => {
+                tracing::error!(error = %e, "an API read failed");
+                ApiError::Internal
+            }
+        }
+    }
+
     /// The user_summary cache, once its bucket exists (looked for at most every 5 s).
     async fn cache(&self) -> Option<CacheEntries> {
         if let Some(c) = self.cache.get() {
@@ -158,18 +170,8 @@ impl ApiState {
             }
             *tried = Some(std::time::Instant::now());
         }
-        let projection = crate::project::projections()
-            .ok()?
-            .into_iter()
-            .find(|p| p.name == "user_summary")?;
-        let bucket = format!(
-            "{}{}",
-            self.config.bucket_prefix,
-            projection.cache.as_ref()?.bucket
-        );
-        let mac = crate::cache::CacheMac::load(&self.pool).await.ok()?;
-        let opened = CacheEntries::open_for_reading(js, &projection, &bucket, mac).await;
-        let entries = opened.ok().flatten()?;
+        let entries =
+            crate::query::summary_cache(&self.pool, js, &self.config.bucket_prefix).await?;
         Some(self.cache.get_or_init(|| async { entries }).await.clone())
     }
 }

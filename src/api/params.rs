@@ -1,11 +1,10 @@
 //! Query parameters, read strictly: an unknown or repeated parameter is an error naming it,
 //! so a typo (`limt`) is never silently ignored.
 
-use base64::Engine;
 use chrono::{DateTime, NaiveDate, Utc};
-use uuid::Uuid;
 
 use super::error::ApiError;
+use crate::query::Cursor;
 
 /// The most rows one page returns.
 pub const MAX_LIMIT: i64 = 1000;
@@ -65,7 +64,16 @@ impl Params {
 
     /// A page cursor (`next` of the page before).
     pub fn cursor(&self, name: &str) -> Result<Option<Cursor>, ApiError> {
-        self.raw(name).map(|v| Cursor::decode(name, v)).transpose()
+        self.raw(name)
+            .map(|v| {
+                Cursor::decode(v).ok_or_else(|| {
+                    ApiError::bad(
+                        name,
+                        "is not a cursor this API gave out (pass the `next` of the previous page unchanged)",
+                    )
+                })
+            })
+            .transpose()
     }
 
     /// A JSON object to match by containment.
@@ -182,49 +190,10 @@ impl Params {
     }
 }
 
-/// Where a page ends: the last row's `occurred_at` and event id (rows come newest first,
-/// ties by event id, descending).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor {
-    /// The row's `occurred_at`.
-    pub at: DateTime<Utc>,
-    /// The row's event id.
-    pub event_id: Uuid,
-}
-
-impl Cursor {
-    /// The opaque text a client passes back.
-    pub fn encode(&self) -> String {
-        let text = format!("{}.{}", self.at.timestamp_micros(), self.event_id.simple());
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
-    }
-
-    fn decode(name: &str, v: &str) -> Result<Cursor, ApiError> {
-        let bad = || {
-            ApiError::bad(
-                name,
-                "is not a cursor this API gave out (pass the `next` of the previous page unchanged)",
-            )
-        };
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(v)
-            .map_err(|_| bad())?;
-        let text = std::str::from_utf8(&bytes).map_err(|_| bad())?;
-        let (micros, id) = text.split_once('.').ok_or_else(bad)?;
-        let at = micros
-            .parse::<i64>()
-            .ok()
-            .and_then(DateTime::from_timestamp_micros)
-            .filter(|t| (1..=9999).contains(&chrono::Datelike::year(t)))
-            .ok_or_else(bad)?;
-        let event_id = Uuid::try_parse(id).map_err(|_| bad())?;
-        Ok(Cursor { at, event_id })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     fn params(pairs: &[(&str, &str)], allowed: &[&str]) -> Result<Params, ApiError> {
         Params::new(

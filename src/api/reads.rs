@@ -11,17 +11,14 @@ use tokio::time::Instant;
 
 use super::ApiState;
 use super::error::ApiError;
-use super::params::{Cursor, Params};
+use super::params::Params;
 use super::reply::{self, Source};
 use super::session::{Session, bearer};
-use super::sql::{self, Feed};
 use super::wait::NotYet;
-use crate::query::{DailyRow, FeedRow, UserRow, fill, servable};
+use crate::query::{self, Cursor, Daily, Feed, FeedRow, fill};
 
 type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
-/// The longest a summary waits for the cache before it reads the table instead.
-const CACHE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 /// The most days (day and type rows) one `daily` answer holds.
 pub const MAX_DAILY_ROWS: usize = 10_000;
 
@@ -103,34 +100,18 @@ pub async fn summary(
     let min = min_position(&params, &headers)?;
     check_user(&user)?;
     let cache = state.cache().await;
-    let entry = match &cache {
-        Some(c) => match tokio::time::timeout(CACHE_WAIT, c.peek(&tenant, &user)).await {
-            Ok(Ok(entry)) => entry,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cache unavailable; reading the table");
-                None
-            }
-            Err(_) => None,
-        },
-        None => None,
-    };
-    let labels = [("cache", "user_summary")];
     // The entry serves only a session the token scoped to this tenant (opened above), of the
     // projection's current epoch, at least as new as the position asked for.
-    if let Some((r, as_of)) = servable(entry, session.epoch, min, &tenant, &user) {
-        metrics::counter!("activity_cache_hits_total", &labels).increment(1);
-        return Ok(reply::one(&r, as_of, Source::Cache));
-    }
-    if cache.is_some() {
-        metrics::counter!("activity_cache_misses_total", &labels).increment(1);
+    if let Some(c) = &cache {
+        let entry = query::peek(c, &tenant, &user).await;
+        if let Some((r, as_of)) = query::serve(c, entry, session.epoch, min, &tenant, &user) {
+            return Ok(reply::one(&r, as_of, Source::Cache));
+        }
     }
     let mut session = reach(&state, session, token, &tenant, "user_summary", min).await?;
-    let row: Option<UserRow> = sqlx::query_as(sql::USER_SUMMARY)
-        .bind(&tenant)
-        .bind(&user)
-        .fetch_optional(&mut *session.tx)
+    let row = query::user_in(&mut session.tx, &tenant, &user)
         .await
-        .map_err(|e| state.db_error(e))?;
+        .map_err(|e| state.read_error(e))?;
     let Some(row) = row else {
         return Err(ApiError::NotFound(format!(
             "no user `{}` in tenant `{tenant}`",
@@ -177,12 +158,9 @@ async fn feed(
     };
     let min = min_position(&params, headers)?;
     let mut session = reach(state, session, token, &filter.tenant, "activity_feed", min).await?;
-    let rows: Vec<FeedRow> = filter
-        .query("")
-        .build_query_as()
-        .fetch_all(&mut *session.tx)
+    let rows = query::feed_in(&mut session.tx, &filter)
         .await
-        .map_err(|e| state.db_error(e))?;
+        .map_err(|e| state.read_error(e))?;
     Ok(page(rows, filter.limit - 1, session.position, headers))
 }
 
@@ -241,15 +219,16 @@ pub async fn daily(
     let activity_type = params.activity_type()?;
     let min = min_position(&params, &headers)?;
     let mut session = reach(&state, session, token, &tenant, "daily_activity", min).await?;
-    let rows: Vec<DailyRow> = sqlx::query_as(sql::DAILY)
-        .bind(&tenant)
-        .bind(from)
-        .bind(to)
-        .bind(activity_type)
-        .bind(MAX_DAILY_ROWS as i64 + 1)
-        .fetch_all(&mut *session.tx)
+    let filter = Daily {
+        tenant,
+        from,
+        to,
+        activity_type,
+        limit: Some(MAX_DAILY_ROWS as i64 + 1),
+    };
+    let rows = query::daily_in(&mut session.tx, &filter)
         .await
-        .map_err(|e| state.db_error(e))?;
+        .map_err(|e| state.read_error(e))?;
     if rows.len() > MAX_DAILY_ROWS {
         return Err(ApiError::bad(
             "from",

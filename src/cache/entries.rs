@@ -23,7 +23,6 @@ use serde_json::Value;
 use super::bucket::{BucketError, ensure_bucket};
 use super::cached::{Cached, key_token, user_key};
 use super::mac::{CacheMac, Opened};
-use crate::project::Projection;
 
 /// What can go wrong with cache entries.
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +30,6 @@ pub enum CacheError {
     /// The bucket could not be set up.
     #[error(transparent)]
     Bucket(#[from] BucketError),
-    /// The projection has no cache.
-    #[error("projection {0} has no cache")]
-    NotCached(String),
     /// NATS refused or could not be reached.
     #[error("cache bucket {bucket}: {message}")]
     Nats {
@@ -70,53 +66,46 @@ impl std::fmt::Debug for CacheEntries {
 }
 
 impl CacheEntries {
-    /// Opens (creating if missing) `projection`'s entries in `bucket`, with `ttl` as its
-    /// `max_age`.
+    /// Opens (creating if missing) the entries of `projection` at `version` in `bucket`, with
+    /// `ttl` as its `max_age`.
     pub async fn open(
         js: &jetstream::Context,
-        projection: &Projection,
+        (projection, version): (&str, i32),
         bucket: &str,
         ttl: Duration,
         mac: CacheMac,
     ) -> Result<CacheEntries, CacheError> {
-        if projection.cache.is_none() {
-            return Err(CacheError::NotCached(projection.name.clone()));
-        }
         let kv = ensure_bucket(js, bucket, ttl).await?;
         Ok(CacheEntries {
             kv,
             js: js.clone(),
             bucket: bucket.to_owned(),
-            projection: projection.name.clone(),
-            version: projection.version,
+            projection: projection.to_owned(),
+            version,
             mac,
             ttl: Some(ttl),
         })
     }
 
-    /// Opens `projection`'s entries in `bucket` as a reader: never creates the bucket or
-    /// changes its TTL (the projector owns both). `None` if the bucket does not exist yet.
+    /// Opens the entries of `projection` at `version` in `bucket` as a reader: never creates
+    /// the bucket or changes its TTL (the projector owns both). `None` if the bucket does not
+    /// exist yet.
     pub async fn open_for_reading(
         js: &jetstream::Context,
-        projection: &Projection,
+        (projection, version): (&str, i32),
         bucket: &str,
         mac: CacheMac,
-    ) -> Result<Option<CacheEntries>, CacheError> {
-        if projection.cache.is_none() {
-            return Err(CacheError::NotCached(projection.name.clone()));
-        }
-        let Ok(kv) = js.get_key_value(bucket).await else {
-            return Ok(None);
-        };
-        Ok(Some(CacheEntries {
+    ) -> Option<CacheEntries> {
+        let kv = js.get_key_value(bucket).await.ok()?;
+        Some(CacheEntries {
             kv,
             js: js.clone(),
             bucket: bucket.to_owned(),
-            projection: projection.name.clone(),
-            version: projection.version,
+            projection: projection.to_owned(),
+            version,
             mac,
             ttl: None,
-        }))
+        })
     }
 
     /// Creates the bucket again if it was deleted (its owner only; a reader's entries
@@ -129,6 +118,11 @@ impl CacheEntries {
                 .map_err(CacheError::from),
             None => Err(self.nats("restore the bucket", "only its projector may create it")),
         }
+    }
+
+    /// The bucket it reads and writes.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
     }
 
     /// The projection whose rows it keeps.

@@ -8,7 +8,7 @@ use super::{Cli, CliError};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cache::CacheEntries;
-use crate::project::{ProjectConfig, Projector, projections};
+use crate::project::{ProjectConfig, Projector};
 use crate::query;
 
 /// What to read; every read takes a tenant.
@@ -154,18 +154,9 @@ async fn reader_cache(cli: &Cli, pool: &sqlx::PgPool) -> Option<CacheEntries> {
             return None;
         }
     };
-    let projection = projections()
-        .ok()?
-        .into_iter()
-        .find(|p| p.name == "user_summary")?;
     let js = async_nats::jetstream::new(client);
-    let bucket = projection.cache.as_ref()?.bucket.clone();
     // A login that may not read the cache's secret reads the table.
-    let mac = crate::cache::CacheMac::load(pool).await.ok()?;
-    CacheEntries::open_for_reading(&js, &projection, &bucket, mac)
-        .await
-        .ok()
-        .flatten()
+    query::summary_cache(pool, &js, &cli.cache_config().bucket_prefix).await
 }
 
 /// `rebuild <projection> [--verify [--force]]`: refolds it from the whole log into shadow

@@ -139,7 +139,7 @@ pub async fn forget(
         progress(scrubbed);
     }
     let detached_events = archive::scrub_detached(pool).await?;
-    let left = read_model_rows(pool, tenant, user, forgotten_at).await?;
+    let left = crate::query::rows_left(pool, tenant, user, forgotten_at).await?;
     let archives = archive::holding(pool, tenant, forgotten_at, id).await?;
     let receipt: Receipt = db(
         sqlx::query_as(
@@ -254,50 +254,6 @@ async fn record(
     Ok((id, pseudonym))
 }
 
-/// The user's rows left in the read models installed (0 when the fold did its work).
-async fn read_model_rows(
-    pool: &PgPool,
-    tenant: &str,
-    user: &str,
-    upto: i64,
-) -> Result<i64, DbError> {
-    let mut left = 0;
-    for (table, by_position) in [
-        ("analytics.activity_feed", true),
-        ("analytics.user_summary", true),
-        ("projection_state.daily_activity_users", false),
-    ] {
-        let installed: bool = db(
-            sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-                .bind(table)
-                .fetch_one(pool)
-                .await,
-            "look for a read model",
-        )?;
-        if !installed {
-            continue;
-        }
-        let bound = if by_position {
-            " AND position <= $3"
-        } else {
-            " AND $3 = $3"
-        };
-        let n: i64 = db(
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT count(*) FROM {table} WHERE tenant = $1 AND user_id = $2{bound}"
-            )))
-            .bind(tenant)
-            .bind(user)
-            .bind(upto)
-            .fetch_one(pool)
-            .await,
-            "check the read models",
-        )?;
-        left += n;
-    }
-    Ok(left)
-}
-
 /// Purges the user's key (every version of it, and its history) from every cached
 /// projection's bucket.
 async fn purge_cache(
@@ -308,12 +264,8 @@ async fn purge_cache(
     user: &str,
 ) -> Result<i64, EraseError> {
     let mut purged = 0;
-    let mac = crate::cache::CacheMac::load(pool).await?;
     for p in crate::project::projections().unwrap_or_default() {
-        let Some(spec) = &p.cache else { continue };
-        let bucket = format!("{}{}", config.bucket_prefix, spec.bucket);
-        let Ok(Some(entries)) =
-            crate::cache::CacheEntries::open_for_reading(js, &p, &bucket, mac.clone()).await
+        let Some(entries) = crate::query::open_cache(pool, js, &p, &config.bucket_prefix).await?
         else {
             continue;
         };

@@ -108,7 +108,8 @@ impl Projector {
                     .copied()
                     .unwrap_or(Duration::from_secs(spec.ttl_secs));
                 let bucket = format!("{}{}", config.bucket_prefix, spec.bucket);
-                let entries = CacheEntries::open(js, p, &bucket, ttl, mac.clone()).await?;
+                let entries =
+                    CacheEntries::open(js, (&p.name, p.version), &bucket, ttl, mac.clone()).await?;
                 if self.reinstalled.contains(&p.name) {
                     // Refolded from scratch: no entry of an earlier fold may survive.
                     entries.clear().await?;

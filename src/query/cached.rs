@@ -1,12 +1,20 @@
-//! Read-through: a user's summary from its cache entry, or from the table on a miss, which
-//! then fills the entry. A cache hit is served only to a session the database would let
-//! read that tenant: the same rule as row-level security, asked before the entry is used.
+//! The one read-through: a user's summary from its cache entry, or from the table on a miss,
+//! which then fills the entry. An entry is served only to a session the database would let
+//! read that tenant (the same rule as row-level security, asked before the entry is used),
+//! of the projection's current epoch, at least as new as asked. The CLI and the HTTP API both
+//! read through here.
+
+use std::time::Duration;
 
 use sqlx::PgPool;
 
-use super::reads::{UserRow, user_at};
+use super::reads::user_at;
+use super::rows::UserRow;
 use crate::cache::{CacheEntries, Cached};
 use crate::db::{DbError, db};
+
+/// The longest a read waits for the cache before it reads the table instead.
+pub const CACHE_WAIT: Duration = Duration::from_millis(50);
 
 /// A read and where it was answered from.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,37 +50,61 @@ async fn check(pool: &PgPool, tenant: &str, projection: &str) -> Result<(bool, i
     Ok((allowed, epoch.map_or(-1, i64::from)))
 }
 
-/// One user's summary through the cache. A cache that cannot be reached or holds an entry
-/// that does not parse counts as a miss: the table answers. A login not bound to `tenant`
-/// never gets the entry: it reads the table, where row-level security shows it nothing.
+/// The entry of `tenant`'s `user`, waiting at most [`CACHE_WAIT`]: a cache that cannot be
+/// reached or answers late is no entry (the table answers).
+pub async fn peek(cache: &CacheEntries, tenant: &str, user: &str) -> Option<Cached> {
+    match tokio::time::timeout(CACHE_WAIT, cache.peek(tenant, user)).await {
+        Ok(Ok(entry)) => entry,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cache unavailable; reading the table");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// What `entry` may serve (see [`servable`]), counted as a hit or a miss of `cache`.
+pub fn serve(
+    cache: &CacheEntries,
+    entry: Option<Cached>,
+    epoch: i64,
+    min: Option<i64>,
+    tenant: &str,
+    user: &str,
+) -> Option<(UserRow, i64)> {
+    let labels = [("cache", cache.projection().to_owned())];
+    let served = servable(entry, epoch, min, tenant, user);
+    let counter = if served.is_some() {
+        "activity_cache_hits_total"
+    } else {
+        "activity_cache_misses_total"
+    };
+    metrics::counter!(counter, &labels).increment(1);
+    served
+}
+
+/// One user's summary through the cache, for a pool whose login row-level security binds
+/// (the CLI's). A login not bound to `tenant` never gets the entry: it reads the table,
+/// where row-level security shows it nothing.
 pub async fn user_through_cache(
     pool: &PgPool,
     cache: &CacheEntries,
     tenant: &str,
     user_id: &str,
 ) -> Result<CachedRead, DbError> {
-    let labels = [("cache", cache.projection().to_owned())];
     // Both questions at once: the check costs no more time than the cache read.
     let (checked, entry) = tokio::join!(
         check(pool, tenant, cache.projection()),
-        cache.peek(tenant, user_id)
+        peek(cache, tenant, user_id)
     );
     let (allowed, epoch) = checked?;
-    if allowed {
-        match entry {
-            Ok(entry) => {
-                if let Some((row, _)) = servable(entry, epoch, None, tenant, user_id) {
-                    metrics::counter!("activity_cache_hits_total", &labels).increment(1);
-                    return Ok(CachedRead {
-                        row: Some(row),
-                        from_cache: true,
-                    });
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cache unavailable; reading the table"),
-        }
+    let entry = entry.filter(|_| allowed);
+    if let Some((row, _)) = serve(cache, entry, epoch, None, tenant, user_id) {
+        return Ok(CachedRead {
+            row: Some(row),
+            from_cache: true,
+        });
     }
-    metrics::counter!("activity_cache_misses_total", &labels).increment(1);
     let read = user_at(pool, tenant, user_id).await?;
     if let Some((r, as_of, epoch)) = &read {
         fill(cache, tenant, user_id, r, *as_of, *epoch).await;

@@ -1,59 +1,18 @@
-//! The three reads readers have; every one takes a tenant.
+//! The three reads, each of one tenant: in a transaction the caller scoped (the HTTP API's
+//! token session), or in one opened here as `activity_reader` with the tenant set, so
+//! row-level security applies even to a privileged connection (the CLI).
 
-use chrono::{DateTime, NaiveDate, Utc};
-use serde::Serialize;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
+use super::rows::{DailyRow, FeedRow, UserRow};
+use super::sql::{DAILY, Daily, Feed, USER_SUMMARY, USER_SUMMARY_AT};
 use crate::db::{DbError, db};
 
-/// One activity of a user's feed.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
-pub struct FeedRow {
-    pub tenant: String,
-    pub user_id: String,
-    pub event_id: uuid::Uuid,
-    pub activity_type: String,
-    pub occurred_at: DateTime<Utc>,
-    pub metadata: serde_json::Value,
-}
-
-/// One tenant's activity of one type on one UTC day.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
-pub struct DailyRow {
-    pub tenant: String,
-    pub day: NaiveDate,
-    pub activity_type: String,
-    pub events: i64,
-    pub users: i64,
-}
-
-/// One user's summary, and the log position it reflects.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, sqlx::FromRow)]
-pub struct UserRow {
-    pub tenant: String,
-    pub user_id: String,
-    pub name: Option<String>,
-    pub email: String,
-    pub first_seen: Option<DateTime<Utc>>,
-    pub last_seen: Option<DateTime<Utc>>,
-    pub events: i64,
-    pub last_activity_type: Option<String>,
-    pub last_activity_position: Option<i64>,
-    pub position: i64,
-}
-
-/// A user's feed, newest first (ties: by event id, descending: the HTTP API's page order).
-pub const FEED_SQL: &str = "SELECT tenant, user_id, event_id, activity_type, occurred_at, metadata \
-     FROM analytics.activity_feed WHERE tenant = $1 AND user_id = $2 \
-     ORDER BY occurred_at DESC, event_id DESC LIMIT $3";
-
-/// A user's feed, only the activities whose metadata contains `$4`.
-pub const FEED_BY_METADATA_SQL: &str = "SELECT tenant, user_id, event_id, activity_type, occurred_at, metadata \
-     FROM analytics.activity_feed WHERE tenant = $1 AND user_id = $2 AND metadata @> $4 \
-     ORDER BY occurred_at DESC, event_id DESC LIMIT $3";
-
 /// A transaction as `activity_reader`, scoped to `tenant` by row-level security.
-async fn scoped<'a>(pool: &'a PgPool, tenant: &str) -> Result<Transaction<'a, Postgres>, DbError> {
+pub async fn scoped<'a>(
+    pool: &'a PgPool,
+    tenant: &str,
+) -> Result<Transaction<'a, Postgres>, DbError> {
     let mut tx = db(pool.begin().await, "begin a read")?;
     db(
         sqlx::query("SET LOCAL ROLE activity_reader")
@@ -71,6 +30,45 @@ async fn scoped<'a>(pool: &'a PgPool, tenant: &str) -> Result<Transaction<'a, Po
     Ok(tx)
 }
 
+/// A feed's rows on `conn`, newest first.
+pub async fn feed_in(conn: &mut PgConnection, feed: &Feed) -> Result<Vec<FeedRow>, DbError> {
+    db(
+        feed.query("").build_query_as().fetch_all(conn).await,
+        "read a feed",
+    )
+}
+
+/// A tenant's days on `conn`, oldest first.
+pub async fn daily_in(conn: &mut PgConnection, daily: &Daily) -> Result<Vec<DailyRow>, DbError> {
+    db(
+        sqlx::query_as(DAILY)
+            .bind(&daily.tenant)
+            .bind(daily.from)
+            .bind(daily.to)
+            .bind(&daily.activity_type)
+            .bind(daily.limit)
+            .fetch_all(conn)
+            .await,
+        "read daily activity",
+    )
+}
+
+/// One user's summary on `conn`, if the store knows the user.
+pub async fn user_in(
+    conn: &mut PgConnection,
+    tenant: &str,
+    user: &str,
+) -> Result<Option<UserRow>, DbError> {
+    db(
+        sqlx::query_as(USER_SUMMARY)
+            .bind(tenant)
+            .bind(user)
+            .fetch_optional(conn)
+            .await,
+        "read a user summary",
+    )
+}
+
 /// A user's latest activities, optionally only those whose metadata contains `metadata`.
 pub async fn feed(
     pool: &PgPool,
@@ -80,43 +78,37 @@ pub async fn feed(
     metadata: Option<&serde_json::Value>,
 ) -> Result<Vec<FeedRow>, DbError> {
     let mut tx = scoped(pool, tenant).await?;
-    let query = match metadata {
-        None => sqlx::query_as(FEED_SQL),
-        Some(_) => sqlx::query_as(FEED_BY_METADATA_SQL),
+    let filter = Feed {
+        tenant: tenant.to_owned(),
+        user: Some(user.to_owned()),
+        metadata: metadata.cloned(),
+        limit,
+        ..Feed::default()
     };
-    let mut query = query.bind(tenant).bind(user).bind(limit.max(0));
-    if let Some(m) = metadata {
-        query = query.bind(sqlx::types::Json(m));
-    }
-    db(query.fetch_all(&mut *tx).await, "read a feed")
+    feed_in(&mut tx, &filter).await
 }
 
 /// A tenant's days, oldest first, between `from` and `to` inclusive when given.
 pub async fn daily(
     pool: &PgPool,
     tenant: &str,
-    from: Option<NaiveDate>,
-    to: Option<NaiveDate>,
+    from: Option<chrono::NaiveDate>,
+    to: Option<chrono::NaiveDate>,
 ) -> Result<Vec<DailyRow>, DbError> {
     let mut tx = scoped(pool, tenant).await?;
-    db(
-        sqlx::query_as(
-            "SELECT tenant, day, activity_type, events, users FROM analytics.daily_activity \
-             WHERE tenant = $1 AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3) \
-             ORDER BY day, activity_type",
-        )
-        .bind(tenant)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&mut *tx)
-        .await,
-        "read daily activity",
-    )
+    let filter = Daily {
+        tenant: tenant.to_owned(),
+        from,
+        to,
+        ..Daily::default()
+    };
+    daily_in(&mut tx, &filter).await
 }
 
 /// One user's summary from the table, if the store knows the user.
 pub async fn user(pool: &PgPool, tenant: &str, user: &str) -> Result<Option<UserRow>, DbError> {
-    Ok(user_at(pool, tenant, user).await?.map(|(row, _, _)| row))
+    let mut tx = scoped(pool, tenant).await?;
+    user_in(&mut tx, tenant, user).await
 }
 
 /// One user's summary with the projection's checkpoint and epoch it reflects, read in one
@@ -136,16 +128,11 @@ pub async fn user_at(
     }
     let mut tx = scoped(pool, tenant).await?;
     let read: Option<Read> = db(
-        sqlx::query_as(
-            "SELECT tenant, user_id, name, email, first_seen, last_seen, events, last_activity_type, \
-             last_activity_position, position, analytics.projection_position('user_summary') AS as_of, \
-             analytics.projection_epoch('user_summary') AS epoch \
-             FROM analytics.user_summary WHERE tenant = $1 AND user_id = $2",
-        )
-        .bind(tenant)
-        .bind(user)
-        .fetch_optional(&mut *tx)
-        .await,
+        sqlx::query_as(USER_SUMMARY_AT)
+            .bind(tenant)
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await,
         "read a user summary",
     )?;
     Ok(read.map(|r| (r.row, r.as_of, i64::from(r.epoch))))

@@ -6,8 +6,8 @@ use serde_json::json;
 use sqlx::{PgPool, Row};
 
 use activity_store::api::Cursor;
-use activity_store::api::sql::Feed;
 use activity_store::api::tokens::digest;
+use activity_store::query::Feed;
 
 use crate::fixtures::login_in;
 use crate::project_support::{ReadSide, activity, register, tenant};

@@ -139,9 +139,15 @@ async fn keys_carry_the_projection_version_so_a_bump_misses() {
     let mac = activity_store::cache::CacheMac::load(&c.r.db.pool)
         .await
         .unwrap();
-    let v2 = CacheEntries::open(&c.js, &bumped, &c.bucket, Duration::from_secs(60), mac)
-        .await
-        .unwrap();
+    let v2 = CacheEntries::open(
+        &c.js,
+        (&bumped.name, bumped.version),
+        &c.bucket,
+        Duration::from_secs(60),
+        mac,
+    )
+    .await
+    .unwrap();
     assert_eq!(v2.get("acme", "ann").await.unwrap(), None);
     assert!(c.entries().get("acme", "ann").await.unwrap().is_some());
 }

@@ -95,14 +95,11 @@ async fn an_erased_user_is_in_no_store_and_a_rebuild_gives_the_same_views() {
     folded(&db).await;
     // A cached read fills the user's entry.
     let (summary, bucket) = crate::erasure_support::summary_bucket(&store.bucket_prefix);
-    let mac = activity_store::cache::CacheMac::load(&db.pool)
+    let entries = activity_store::query::open_cache(&db.pool, &js, &summary, &store.bucket_prefix)
         .await
+        .unwrap()
         .unwrap();
-    let entries =
-        activity_store::cache::CacheEntries::open_for_reading(&js, &summary, &bucket, mac)
-            .await
-            .unwrap()
-            .unwrap();
+    assert_eq!(entries.bucket(), bucket);
     let read = activity_store::query::user_through_cache(&db.pool, &entries, "acme", USER)
         .await
         .unwrap();

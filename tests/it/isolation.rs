@@ -193,15 +193,13 @@ async fn explain<'q>(
 async fn feed_and_metadata_queries_use_their_indexes() {
     let r = ReadSide::new().await;
     crate::fixtures::analysed_feed(&r.db.pool).await;
-    let sql = format!("EXPLAIN {}", query::FEED_SQL);
-    let feed = explain(
-        &r,
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .bind("t1")
-            .bind("u7")
-            .bind(20_i64),
-    )
-    .await;
+    let filter = query::Feed {
+        tenant: "t1".into(),
+        user: Some("u7".into()),
+        limit: 20,
+        ..Default::default()
+    };
+    let feed = explain(&r, filter.query("EXPLAIN ").build_query_scalar()).await;
     assert!(feed.contains("activity_feed_user_time"), "{feed}");
     let by_metadata = explain(
         &r,

@@ -196,9 +196,9 @@ async fn a_cache_bucket_deleted_under_load_is_recreated_and_entries_flow_again()
             "no cache entry after the bucket was deleted"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let Ok(Some(entries)) = activity_store::cache::CacheEntries::open_for_reading(
+        let Some(entries) = activity_store::cache::CacheEntries::open_for_reading(
             &js,
-            &summary,
+            (&summary.name, summary.version),
             &bucket,
             mac.clone(),
         )

@@ -1,10 +1,10 @@
-//! The API's reads, as SQL: each page in index order (keyset on `occurred_at` and the event
-//! id, never OFFSET), each run under row-level security by a session the token scoped.
+//! The read models' SQL: every page in index order (keyset on `occurred_at` and the event id,
+//! never OFFSET), every statement scoped to one tenant.
 
-use chrono::{DateTime, Utc};
+use base64::Engine;
+use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{Postgres, QueryBuilder};
-
-use super::params::Cursor;
+use uuid::Uuid;
 
 const FEED_COLUMNS: &str = "SELECT tenant, user_id, event_id, activity_type, occurred_at, metadata FROM analytics.activity_feed";
 
@@ -13,11 +13,67 @@ pub const USER_SUMMARY: &str = "SELECT tenant, user_id, name, email, first_seen,
      last_activity_type, last_activity_position, position \
      FROM analytics.user_summary WHERE tenant = $1 AND user_id = $2";
 
+/// One user's summary with the projection's checkpoint (`as_of`) and epoch, in one snapshot.
+pub(super) const USER_SUMMARY_AT: &str = "SELECT tenant, user_id, name, email, first_seen, last_seen, events, \
+     last_activity_type, last_activity_position, position, \
+     analytics.projection_position('user_summary') AS as_of, \
+     analytics.projection_epoch('user_summary') AS epoch \
+     FROM analytics.user_summary WHERE tenant = $1 AND user_id = $2";
+
 /// A tenant's days: $1 tenant, $2 first day, $3 last day (both inclusive), $4 type, $5 at
-/// most this many rows.
+/// most this many rows (NULL: all).
 pub const DAILY: &str = "SELECT tenant, day, activity_type, events, users FROM analytics.daily_activity \
      WHERE tenant = $1 AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3) \
      AND ($4::text IS NULL OR activity_type = $4) ORDER BY day, activity_type LIMIT $5";
+
+/// What a tenant's days are filtered by.
+#[derive(Debug, Clone, Default)]
+pub struct Daily {
+    /// The tenant.
+    pub tenant: String,
+    /// The first day, inclusive.
+    pub from: Option<NaiveDate>,
+    /// The last day, inclusive.
+    pub to: Option<NaiveDate>,
+    /// Rows of this activity type.
+    pub activity_type: Option<String>,
+    /// At most this many rows; all when `None`.
+    pub limit: Option<i64>,
+}
+
+/// Where a page ends: the last row's `occurred_at` and event id (rows come newest first,
+/// ties by event id, descending).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// The row's `occurred_at`.
+    pub at: DateTime<Utc>,
+    /// The row's event id.
+    pub event_id: Uuid,
+}
+
+impl Cursor {
+    /// The opaque text a client passes back.
+    pub fn encode(&self) -> String {
+        let text = format!("{}.{}", self.at.timestamp_micros(), self.event_id.simple());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+    }
+
+    /// The cursor `v` encodes, if it is one `encode` gave (with a year from 1 to 9999).
+    pub fn decode(v: &str) -> Option<Cursor> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(v)
+            .ok()?;
+        let text = std::str::from_utf8(&bytes).ok()?;
+        let (micros, id) = text.split_once('.')?;
+        let at = micros
+            .parse::<i64>()
+            .ok()
+            .and_then(DateTime::from_timestamp_micros)
+            .filter(|t| (1..=9999).contains(&chrono::Datelike::year(t)))?;
+        let event_id = Uuid::try_parse(id).ok()?;
+        Some(Cursor { at, event_id })
+    }
+}
 
 /// What a feed is filtered by: a tenant's, or one user's.
 #[derive(Debug, Clone, Default)]
@@ -70,7 +126,7 @@ impl Feed {
                 .push(")");
         }
         q.push(" ORDER BY occurred_at DESC, event_id DESC LIMIT ")
-            .push_bind(self.limit);
+            .push_bind(self.limit.max(0));
         q
     }
 }
