@@ -256,20 +256,11 @@ async fn write_batch(
     if !missing.is_empty() {
         return Ok(Written::NeedMonths(missing));
     }
-    let started = Instant::now();
     let last_seq = batch.iter().map(|m| m.stream_seq).max().unwrap_or(0);
-    // One round trip for the rest, then the COPY of the rows the ledger took.
-    let granted = write::write_batch(
-        tx,
-        Some(stream),
-        leader_epoch,
-        last_seq,
-        &view,
-        &dead,
-        &events,
-    )
-    .await?;
-    outcome.appended = granted.copy_in(tx, &events, started).await?;
+    // One round trip for the registry, the dead letters and the checkpoint; then the events
+    // through the log's one append path.
+    write::write_batch(tx, Some(stream), leader_epoch, last_seq, &view, &dead).await?;
+    outcome.appended = crate::log::append_in(tx, &events).await?.appended;
     outcome.duplicates += events.len() - outcome.appended;
     Ok(Written::Done(outcome))
 }

@@ -3,7 +3,6 @@
 //! it exactly once, whether a redrive runs twice, two run at once, or ingest runs beside it.
 
 use std::collections::HashSet;
-use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -138,9 +137,8 @@ pub async fn redrive(
             }
             continue;
         }
-        let started = Instant::now();
-        let granted = write_batch(&mut tx, None, 0, 0, &view, &[], &events).await?;
-        granted.copy_in(&mut tx, &events, started).await?;
+        write_batch(&mut tx, None, 0, 0, &view, &[]).await?;
+        crate::log::append_in(&mut tx, &events).await?;
         record(&mut tx, letters, &verdicts).await?;
         db(tx.commit().await, "commit a redrive")?;
         return Ok(verdicts);

@@ -169,7 +169,6 @@ impl Ingestor {
                 seq,
                 &view.registry,
                 letter,
-                &[],
             )
             .await?;
         }

@@ -1,17 +1,12 @@
-//! The write side of a batch in one statement, COPY aside: the registry's net changes, the
-//! dead letters, the checkpoint (fenced by the leader's epoch), the ledger and positions
-//! (`begin_append`, the one append path the database allows) and the projectors' notify.
-
-use std::collections::HashSet;
+//! The write side of a batch in one statement, its events aside: the registry's net changes,
+//! the dead letters and the checkpoint (fenced by the leader's epoch). The events then go
+//! through the log's one append path (`log::append_in`) in the same transaction.
 
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use super::decide::{RegistryView, UserChange};
 use super::registry::{DEAD_LETTER_RAW_PREFIX, DeadLetter};
 use crate::db::{DbError, db};
-use crate::log::{APPEND_CHANNEL, copy_rows};
-use crate::model::NewEvent;
 
 /// One round trip for everything a batch writes before its COPY. Data-modifying CTEs all run
 /// to completion whatever the final SELECT reads; they touch disjoint rows (the registry view
@@ -49,52 +44,11 @@ WITH new_tenants AS (
     SET last_seq = GREATEST(c.last_seq, EXCLUDED.last_seq), updated_at = now()
     WHERE c.leader_epoch = EXCLUDED.leader_epoch
     RETURNING 1
-), granted AS (
-    SELECT * FROM begin_append($27::text[], $28::uuid[])
 )
-SELECT (SELECT count(*) FROM checkpoint) + CASE WHEN $24::text IS NULL THEN 1 ELSE 0 END,
-       coalesce(array_agg(g.tenant), '{}'), coalesce(array_agg(g.command_id), '{}'), max(g.last),
-       CASE WHEN count(*) > 0 THEN pg_notify($29, max(g.last)::text)::text END
-FROM granted g";
+SELECT (SELECT count(*) FROM checkpoint) + CASE WHEN $24::text IS NULL THEN 1 ELSE 0 END";
 
-/// What the write statement handed back: the positions of the events to COPY.
-pub struct Granted {
-    /// The (tenant, command id) pairs the ledger took: their events are to be written.
-    pub fresh: HashSet<(String, Uuid)>,
-    /// The last position handed out, if any.
-    pub last: Option<i64>,
-}
-
-impl Granted {
-    /// COPYs the events the ledger took, in their order, at the positions handed out, in the
-    /// caller's transaction; returns how many. The others were repeats: nothing is written.
-    /// `started` is when the append began (before the write statement that took the ledger).
-    pub async fn copy_in(
-        &self,
-        conn: &mut PgConnection,
-        events: &[NewEvent],
-        started: std::time::Instant,
-    ) -> Result<usize, DbError> {
-        let fresh: HashSet<(&str, Uuid)> =
-            self.fresh.iter().map(|(t, id)| (t.as_str(), *id)).collect();
-        let to_write: Vec<&NewEvent> = events
-            .iter()
-            .filter(|e| fresh.contains(&(e.tenant.as_str(), e.command_id)))
-            .collect();
-        let Some(last) = self.last.filter(|_| !to_write.is_empty()) else {
-            return Ok(0);
-        };
-        copy_rows(conn, &to_write, last - to_write.len() as i64 + 1).await?;
-        metrics::counter!("activity_events_appended_total").increment(to_write.len() as u64);
-        metrics::histogram!("activity_append_seconds").record(started.elapsed().as_secs_f64());
-        Ok(to_write.len())
-    }
-}
-
-type GrantedRow = (i64, Vec<String>, Vec<Uuid>, Option<i64>, Option<String>);
-
-/// Writes everything of a batch but its events' rows, in the caller's transaction (which
-/// must hold the append lock, taken by `read_view`). Moves the checkpoint to `last_seq` only
+/// Writes everything of a batch but its events, in the caller's transaction (which must hold
+/// the append lock, taken by `read_view`). Moves the checkpoint to `last_seq` only
 /// if `leader_epoch` still leads `stream`; `Superseded` otherwise. Without a stream (a
 /// redrive of dead letters), no checkpoint moves.
 pub async fn write_batch(
@@ -104,16 +58,11 @@ pub async fn write_batch(
     last_seq: u64,
     registry: &RegistryView,
     dead: &[DeadLetter],
-    events: &[NewEvent],
-) -> Result<Granted, DbError> {
+) -> Result<(), DbError> {
     let changes = Changes::of(registry);
     let col = |f: fn(&DeadLetter) -> String| dead.iter().map(f).collect::<Vec<_>>();
-    let (tenants, ids): (Vec<&str>, Vec<Uuid>) = events
-        .iter()
-        .map(|e| (e.tenant.as_str(), e.command_id))
-        .unzip();
-    let row: GrantedRow = db(
-        sqlx::query_as(WRITE_BATCH)
+    let checkpointed: i64 = db(
+        sqlx::query_scalar(WRITE_BATCH)
             .bind(&changes.tenants.0)
             .bind(&changes.tenants.1)
             .bind(&changes.forget.0)
@@ -140,14 +89,10 @@ pub async fn write_batch(
             .bind(stream)
             .bind(last_seq.min(i64::MAX as u64) as i64)
             .bind(leader_epoch)
-            .bind(&tenants)
-            .bind(&ids)
-            .bind(APPEND_CHANNEL)
             .fetch_one(conn)
             .await,
         "write a batch",
     )?;
-    let (checkpointed, fresh_tenants, fresh_ids, last, _) = row;
     if checkpointed == 0 {
         return Err(DbError::Superseded {
             stream: stream.unwrap_or_default().to_owned(),
@@ -156,10 +101,7 @@ pub async fn write_batch(
     for d in dead {
         metrics::counter!("activity_commands_rejected_total", "reason" => d.rejection.reason.code()).increment(1);
     }
-    Ok(Granted {
-        fresh: fresh_tenants.into_iter().zip(fresh_ids).collect(),
-        last,
-    })
+    Ok(())
 }
 
 /// Text columns, by user: (tenants, users).

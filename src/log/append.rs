@@ -1,10 +1,11 @@
-//! `append_batch`: a batch of events into the log in one transaction, each command once for ever.
+//! The one append path: a batch of events into the log in the caller's transaction, each
+//! command once for ever (`append_in`), and `append_batch`, the same in a transaction of its own.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use sqlx::{PgConnection, PgPool, PgTransaction};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::copy::{CopyRows, EVENT_COLUMNS, encode_event};
@@ -120,13 +121,27 @@ impl EventLog {
     }
 }
 
-/// Appends `events` inside the caller's transaction, after `EventLog::prepare`. Takes the
-/// append lock until that transaction ends; nothing is durable before it commits.
+/// Records (tenant, command id) pairs in the ledger and hands out the positions of the fresh
+/// ones (`begin_append`, which takes the append lock), and notifies the projectors of the
+/// last: the notification is delivered when the transaction commits.
+const GRANT: &str = "\
+WITH granted AS (SELECT * FROM begin_append($1::text[], $2::uuid[]))
+SELECT coalesce(array_agg(g.tenant), '{}'), coalesce(array_agg(g.command_id), '{}'), max(g.last),
+       CASE WHEN count(*) > 0 THEN pg_notify($3, max(g.last)::text)::text END
+FROM granted g";
+
+type GrantedRow = (Vec<String>, Vec<Uuid>, Option<i64>, Option<String>);
+
+/// The one append path: appends `events` inside the caller's transaction, after
+/// `EventLog::prepare`. Ingest, redrive, the tests and the benches all call it. It takes the
+/// append lock (waiting at most `APPEND_LOCK_TIMEOUT`) until that transaction ends; records
+/// each command id in the ledger, once for ever (a command applied before, or twice in the
+/// batch, is a duplicate and writes nothing); COPYs the fresh events at the positions handed
+/// out; and notifies the projectors. Nothing is durable before the caller commits.
 pub async fn append_in(
-    tx: &mut PgTransaction<'_>,
+    conn: &mut PgConnection,
     events: &[NewEvent],
 ) -> Result<AppendOutcome, DbError> {
-    let conn: &mut PgConnection = tx;
     let started = Instant::now();
     let mut outcome = AppendOutcome::default();
     if events.is_empty() {
@@ -146,18 +161,20 @@ pub async fn append_in(
     // In key order the ledger's index is walked once instead of hit at random.
     candidates.sort_unstable();
     let (tenants, ids): (Vec<&str>, Vec<Uuid>) = candidates.iter().copied().unzip();
-    // The database's one append path: it records the ids in the ledger and hands out the
-    // positions of the fresh ones; the log accepts exactly those rows from this transaction.
-    let granted: Vec<(String, Uuid, i64)> = db(
-        sqlx::query_as("SELECT tenant, command_id, last FROM begin_append($1::text[], $2::uuid[])")
+    let (fresh_tenants, fresh_ids, last, _): GrantedRow = db(
+        sqlx::query_as(GRANT)
             .bind(&tenants)
             .bind(&ids)
-            .fetch_all(&mut *conn)
+            .bind(APPEND_CHANNEL)
+            .fetch_one(&mut *conn)
             .await,
         "record command ids",
     )?;
-    let last = granted.first().map(|g| g.2);
-    let fresh: HashSet<(&str, Uuid)> = granted.iter().map(|(t, id, _)| (t.as_str(), *id)).collect();
+    let fresh: HashSet<(&str, Uuid)> = fresh_tenants
+        .iter()
+        .map(String::as_str)
+        .zip(fresh_ids)
+        .collect();
     outcome.duplicates.extend(
         candidates
             .iter()
@@ -177,14 +194,6 @@ pub async fn append_in(
     };
     let first = last - to_write.len() as i64 + 1;
     copy_rows(conn, &to_write, first).await?;
-    db(
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(APPEND_CHANNEL)
-            .bind(last.to_string())
-            .execute(&mut *conn)
-            .await,
-        "notify projectors",
-    )?;
     outcome.appended = to_write.len();
     outcome.positions = Some((first, last));
     metrics::counter!("activity_events_appended_total").increment(outcome.appended as u64);
@@ -195,7 +204,7 @@ pub async fn append_in(
 /// COPYs `events` into the log at positions `first`, `first + 1`, …, in one COPY whose rows
 /// are encoded in chunks while the server works on the one before. The positions must be the
 /// ones `begin_append` handed out in this transaction.
-pub async fn copy_rows(
+async fn copy_rows(
     conn: &mut PgConnection,
     events: &[&NewEvent],
     first: i64,

@@ -6,4 +6,4 @@ pub mod copy;
 pub mod migrate;
 pub mod partitions;
 
-pub use append::{APPEND_CHANNEL, AppendOutcome, EventLog, MONTHS_AHEAD, append_in, copy_rows};
+pub use append::{APPEND_CHANNEL, AppendOutcome, EventLog, MONTHS_AHEAD, append_in};
