@@ -14,3 +14,4 @@ pub mod nats;
 pub mod ops;
 pub mod project;
 pub mod query;
+pub mod readers;

@@ -65,6 +65,9 @@ pub enum CliError {
     /// `status` found the store degraded.
     #[error("the store is degraded: {}", .0.join("; "))]
     Degraded(Vec<String>),
+    /// A change to the readers was refused.
+    #[error(transparent)]
+    Readers(#[from] crate::readers::ReadersError),
     /// Waiting for a signal failed.
     #[error("could not listen for signals: {0}")]
     Signal(std::io::Error),

@@ -52,7 +52,7 @@ pub async fn run(cli: &Cli, action: &TokenAction) -> Result<(), CliError> {
                         .into(),
                 ));
             }
-            super::readers::check_tenant(tenant)?;
+            crate::readers::check_tenant(tenant)?;
             if name.chars().count() > 200 || name.chars().any(char::is_control) {
                 return Err(CliError::Input(
                     "name: at most 200 characters, none of them control characters".into(),

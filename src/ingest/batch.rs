@@ -257,10 +257,20 @@ async fn write_batch(
         return Ok(Written::NeedMonths(missing));
     }
     let last_seq = batch.iter().map(|m| m.stream_seq).max().unwrap_or(0);
-    // One round trip for the registry, the dead letters and the checkpoint; then the events
-    // through the log's one append path.
-    write::write_batch(tx, Some(stream), leader_epoch, last_seq, &view, &dead).await?;
-    outcome.appended = crate::log::append_in(tx, &events).await?.appended;
+    // One round trip for the registry, the dead letters, the checkpoint and the positions;
+    // then the COPY of the rows the ledger took.
+    let append = crate::log::Append::new(&events);
+    let granted = write::write_batch(
+        tx,
+        Some(stream),
+        leader_epoch,
+        last_seq,
+        &view,
+        &dead,
+        &append,
+    )
+    .await?;
+    outcome.appended = append.copy(tx, granted).await?.appended;
     outcome.duplicates += events.len() - outcome.appended;
     Ok(Written::Done(outcome))
 }

@@ -137,8 +137,9 @@ pub async fn redrive(
             }
             continue;
         }
-        write_batch(&mut tx, None, 0, 0, &view, &[]).await?;
-        crate::log::append_in(&mut tx, &events).await?;
+        let append = crate::log::Append::new(&events);
+        let granted = write_batch(&mut tx, None, 0, 0, &view, &[], &append).await?;
+        append.copy(&mut tx, granted).await?;
         record(&mut tx, letters, &verdicts).await?;
         db(tx.commit().await, "commit a redrive")?;
         return Ok(verdicts);

@@ -169,6 +169,7 @@ impl Ingestor {
                 seq,
                 &view.registry,
                 letter,
+                &crate::log::Append::new(&[]),
             )
             .await?;
         }

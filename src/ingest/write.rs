@@ -1,18 +1,20 @@
-//! The write side of a batch in one statement, its events aside: the registry's net changes,
-//! the dead letters and the checkpoint (fenced by the leader's epoch). The events then go
-//! through the log's one append path (`log::append_in`) in the same transaction.
+//! The write side of a batch in one statement before its COPY: the registry's net changes,
+//! the dead letters and the checkpoint (fenced by the leader's epoch) ride in the statement
+//! of the log's one append path (`log::Append`), which records the ledger, hands out the
+//! positions and notifies the projectors.
 
 use sqlx::PgConnection;
 
 use super::decide::{RegistryView, UserChange};
 use super::registry::{DEAD_LETTER_RAW_PREFIX, DeadLetter};
 use crate::db::{DbError, db};
+use crate::log::{Append, GrantedRow};
 
 /// One round trip for everything a batch writes before its COPY. Data-modifying CTEs all run
 /// to completion whatever the final SELECT reads; they touch disjoint rows (the registry view
 /// keeps one net change per user), so their order within the statement does not matter.
-const WRITE_BATCH: &str = "\
-WITH new_tenants AS (
+const WRITES: &str = "\
+new_tenants AS (
     INSERT INTO tenants (tenant, name) SELECT * FROM unnest($1::text[], $2::text[])
 ), forgotten AS (
     DELETE FROM users u USING unnest($3::text[], $4::text[]) AS k(tenant, user_id)
@@ -44,13 +46,23 @@ WITH new_tenants AS (
     SET last_seq = GREATEST(c.last_seq, EXCLUDED.last_seq), updated_at = now()
     WHERE c.leader_epoch = EXCLUDED.leader_epoch
     RETURNING 1
-)
-SELECT (SELECT count(*) FROM checkpoint) + CASE WHEN $24::text IS NULL THEN 1 ELSE 0 END";
+),";
 
-/// Writes everything of a batch but its events, in the caller's transaction (which must hold
-/// the append lock, taken by `read_view`). Moves the checkpoint to `last_seq` only
-/// if `leader_epoch` still leads `stream`; `Superseded` otherwise. Without a stream (a
-/// redrive of dead letters), no checkpoint moves.
+/// 0 when the checkpoint did not move: another leader's epoch holds the stream.
+const CHECKPOINTED: &str =
+    "(SELECT count(*) FROM checkpoint) + CASE WHEN $24::text IS NULL THEN 1 ELSE 0 END";
+
+/// The statement: the writes above in the append's.
+fn statement() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| Append::statement(WRITES, CHECKPOINTED, 27))
+}
+
+/// Writes everything of a batch and takes its events' positions, in the caller's transaction
+/// (which must hold the append lock, taken by `read_view`); the events are then COPYed by
+/// `append.copy`. Moves the checkpoint to `last_seq` only if `leader_epoch` still leads
+/// `stream`; `Superseded` otherwise. Without a stream (a redrive of dead letters), no
+/// checkpoint moves.
 pub async fn write_batch(
     conn: &mut PgConnection,
     stream: Option<&str>,
@@ -58,42 +70,39 @@ pub async fn write_batch(
     last_seq: u64,
     registry: &RegistryView,
     dead: &[DeadLetter],
-) -> Result<(), DbError> {
+    append: &Append<'_>,
+) -> Result<GrantedRow, DbError> {
     let changes = Changes::of(registry);
     let col = |f: fn(&DeadLetter) -> String| dead.iter().map(f).collect::<Vec<_>>();
-    let checkpointed: i64 = db(
-        sqlx::query_scalar(WRITE_BATCH)
-            .bind(&changes.tenants.0)
-            .bind(&changes.tenants.1)
-            .bind(&changes.forget.0)
-            .bind(&changes.forget.1)
-            .bind(&changes.emails.0.0)
-            .bind(&changes.emails.0.1)
-            .bind(&changes.emails.1)
-            .bind(&changes.registers.0.0)
-            .bind(&changes.registers.0.1)
-            .bind(&changes.registers.1)
-            .bind(&changes.registers.2)
-            .bind(DEAD_LETTER_RAW_PREFIX as i32)
-            .bind(col(|d| d.rejection.reason.code().to_owned()))
-            .bind(dead.iter().map(|d| d.rejection.field).collect::<Vec<_>>())
-            .bind(col(|d| d.rejection.message.clone()))
-            .bind(col(|d| d.subject.clone()))
-            .bind(dead.iter().map(|d| d.stream_seq).collect::<Vec<_>>())
-            .bind(dead.iter().map(|d| d.delivered).collect::<Vec<_>>())
-            .bind(dead.iter().map(|d| d.command_id).collect::<Vec<_>>())
-            .bind(col(|d| d.tenant.clone()))
-            .bind(dead.iter().map(|d| d.raw.as_ref()).collect::<Vec<&[u8]>>())
-            .bind(dead.iter().map(|d| d.received_at).collect::<Vec<_>>())
-            .bind(dead.iter().map(|d| d.stream_created).collect::<Vec<_>>())
-            .bind(stream)
-            .bind(last_seq.min(i64::MAX as u64) as i64)
-            .bind(leader_epoch)
-            .fetch_one(conn)
-            .await,
-        "write a batch",
-    )?;
-    if checkpointed == 0 {
+    let writes = sqlx::query_as(sqlx::AssertSqlSafe(statement()))
+        .bind(&changes.tenants.0)
+        .bind(&changes.tenants.1)
+        .bind(&changes.forget.0)
+        .bind(&changes.forget.1)
+        .bind(&changes.emails.0.0)
+        .bind(&changes.emails.0.1)
+        .bind(&changes.emails.1)
+        .bind(&changes.registers.0.0)
+        .bind(&changes.registers.0.1)
+        .bind(&changes.registers.1)
+        .bind(&changes.registers.2)
+        .bind(DEAD_LETTER_RAW_PREFIX as i32)
+        .bind(col(|d| d.rejection.reason.code().to_owned()))
+        .bind(dead.iter().map(|d| d.rejection.field).collect::<Vec<_>>())
+        .bind(col(|d| d.rejection.message.clone()))
+        .bind(col(|d| d.subject.clone()))
+        .bind(dead.iter().map(|d| d.stream_seq).collect::<Vec<_>>())
+        .bind(dead.iter().map(|d| d.delivered).collect::<Vec<_>>())
+        .bind(dead.iter().map(|d| d.command_id).collect::<Vec<_>>())
+        .bind(col(|d| d.tenant.clone()))
+        .bind(dead.iter().map(|d| d.raw.as_ref()).collect::<Vec<&[u8]>>())
+        .bind(dead.iter().map(|d| d.received_at).collect::<Vec<_>>())
+        .bind(dead.iter().map(|d| d.stream_created).collect::<Vec<_>>())
+        .bind(stream)
+        .bind(last_seq.min(i64::MAX as u64) as i64)
+        .bind(leader_epoch);
+    let row: GrantedRow = db(append.bind(writes).fetch_one(conn).await, "write a batch")?;
+    if row.0 == 0 {
         return Err(DbError::Superseded {
             stream: stream.unwrap_or_default().to_owned(),
         });
@@ -101,7 +110,7 @@ pub async fn write_batch(
     for d in dead {
         metrics::counter!("activity_commands_rejected_total", "reason" => d.rejection.reason.code()).increment(1);
     }
-    Ok(())
+    Ok(row)
 }
 
 /// Text columns, by user: (tenants, users).

@@ -3,12 +3,12 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::time::Instant;
 
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::copy::{CopyRows, EVENT_COLUMNS, encode_event};
+use super::grant::Append;
 use super::partitions::{self, Month};
 use crate::db::{DbError, db};
 use crate::model::NewEvent;
@@ -121,19 +121,9 @@ impl EventLog {
     }
 }
 
-/// Records (tenant, command id) pairs in the ledger and hands out the positions of the fresh
-/// ones (`begin_append`, which takes the append lock), and notifies the projectors of the
-/// last: the notification is delivered when the transaction commits.
-const GRANT: &str = "\
-WITH granted AS (SELECT * FROM begin_append($1::text[], $2::uuid[]))
-SELECT coalesce(array_agg(g.tenant), '{}'), coalesce(array_agg(g.command_id), '{}'), max(g.last),
-       CASE WHEN count(*) > 0 THEN pg_notify($3, max(g.last)::text)::text END
-FROM granted g";
-
-type GrantedRow = (Vec<String>, Vec<Uuid>, Option<i64>, Option<String>);
-
 /// The one append path: appends `events` inside the caller's transaction, after
-/// `EventLog::prepare`. Ingest, redrive, the tests and the benches all call it. It takes the
+/// `EventLog::prepare`. The tests, the benches and this log's `append_batch` call it; ingest
+/// and redrive run the same [`Append`] with their own writes in its statement. It takes the
 /// append lock (waiting at most `APPEND_LOCK_TIMEOUT`) until that transaction ends; records
 /// each command id in the ledger, once for ever (a command applied before, or twice in the
 /// batch, is a duplicate and writes nothing); COPYs the fresh events at the positions handed
@@ -142,69 +132,19 @@ pub async fn append_in(
     conn: &mut PgConnection,
     events: &[NewEvent],
 ) -> Result<AppendOutcome, DbError> {
-    let started = Instant::now();
-    let mut outcome = AppendOutcome::default();
     if events.is_empty() {
-        return Ok(outcome);
+        return Ok(AppendOutcome::default());
     }
     crate::db::locks::xact_appends(conn).await?;
-    // Command ids are scoped to their tenant: the same id from two tenants is two commands.
-    let mut seen = HashSet::with_capacity(events.len());
-    let mut candidates: Vec<(&str, Uuid)> = Vec::with_capacity(events.len());
-    for e in events {
-        if seen.insert((e.tenant.as_str(), e.command_id)) {
-            candidates.push((e.tenant.as_str(), e.command_id));
-        } else {
-            outcome.duplicates.push(e.command_id);
-        }
-    }
-    // In key order the ledger's index is walked once instead of hit at random.
-    candidates.sort_unstable();
-    let (tenants, ids): (Vec<&str>, Vec<Uuid>) = candidates.iter().copied().unzip();
-    let (fresh_tenants, fresh_ids, last, _): GrantedRow = db(
-        sqlx::query_as(GRANT)
-            .bind(&tenants)
-            .bind(&ids)
-            .bind(APPEND_CHANNEL)
-            .fetch_one(&mut *conn)
-            .await,
-        "record command ids",
-    )?;
-    let fresh: HashSet<(&str, Uuid)> = fresh_tenants
-        .iter()
-        .map(String::as_str)
-        .zip(fresh_ids)
-        .collect();
-    outcome.duplicates.extend(
-        candidates
-            .iter()
-            .filter(|k| !fresh.contains(*k))
-            .map(|(_, id)| *id),
-    );
-    let mut first_seen = HashSet::with_capacity(fresh.len());
-    let to_write: Vec<&NewEvent> = events
-        .iter()
-        .filter(|e| {
-            let key = (e.tenant.as_str(), e.command_id);
-            fresh.contains(&key) && first_seen.insert(key)
-        })
-        .collect();
-    let Some(last) = last.filter(|_| !to_write.is_empty()) else {
-        return Ok(outcome);
-    };
-    let first = last - to_write.len() as i64 + 1;
-    copy_rows(conn, &to_write, first).await?;
-    outcome.appended = to_write.len();
-    outcome.positions = Some((first, last));
-    metrics::counter!("activity_events_appended_total").increment(outcome.appended as u64);
-    metrics::histogram!("activity_append_seconds").record(started.elapsed().as_secs_f64());
-    Ok(outcome)
+    let append = Append::new(events);
+    let granted = append.grant(conn).await?;
+    append.copy(conn, granted).await
 }
 
 /// COPYs `events` into the log at positions `first`, `first + 1`, …, in one COPY whose rows
 /// are encoded in chunks while the server works on the one before. The positions must be the
 /// ones `begin_append` handed out in this transaction.
-async fn copy_rows(
+pub(super) async fn copy_rows(
     conn: &mut PgConnection,
     events: &[&NewEvent],
     first: i64,

@@ -3,7 +3,9 @@
 mod append;
 pub mod archive;
 pub mod copy;
+mod grant;
 pub mod migrate;
 pub mod partitions;
 
 pub use append::{APPEND_CHANNEL, AppendOutcome, EventLog, MONTHS_AHEAD, append_in};
+pub use grant::{Append, GrantedRow};

@@ -3,7 +3,6 @@
 mod binaries;
 mod embedded;
 mod heartbeat;
-pub mod logins;
 mod maintain;
 pub mod metrics;
 mod nats_server;

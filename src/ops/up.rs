@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use sqlx::Connection;
 
 use super::binaries::ServiceUser;
-use super::{
-    EmbeddedError, NatsAuth, NatsConfig, NatsServer, PgConfig, PgServer, logins, write_private,
-};
+use super::{EmbeddedError, NatsAuth, NatsConfig, NatsServer, PgConfig, PgServer, write_private};
 
 /// The subject prefixes producers of the embedded store use: they may publish under the
 /// first and read refusals under the second, and nothing else.
@@ -21,6 +19,7 @@ pub struct ProducerSubjects {
 }
 use crate::db::DbError;
 use crate::log::{EventLog, migrate};
+use crate::readers::logins;
 
 /// The database `up` keeps the store in.
 pub const DATABASE: &str = "activity";

@@ -1,0 +1,135 @@
+//! The heart of the one append path: a batch's command ids recorded in the ledger and
+//! positions handed out for the fresh ones (`begin_append`, which takes the append lock),
+//! the projectors notified, in one statement that a caller may extend with writes of its
+//! own (ingest adds its registry, dead letters and checkpoint, so a batch costs one round
+//! trip before its COPY); then the fresh events COPYed at those positions.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::APPEND_CHANNEL;
+use super::append::{AppendOutcome, copy_rows};
+use crate::db::{DbError, db};
+use crate::model::NewEvent;
+
+/// What the statement hands back: the caller's check, the fresh (tenant, command id) pairs,
+/// the last position handed out, and the notify's (unused) result.
+pub type GrantedRow = (i64, Vec<String>, Vec<Uuid>, Option<i64>, Option<String>);
+
+/// A batch on its way into the log.
+pub struct Append<'a> {
+    events: &'a [NewEvent],
+    /// The distinct (tenant, command id) pairs, in key order: the ledger's index is walked
+    /// once instead of hit at random. Command ids are scoped to their tenant.
+    tenants: Vec<&'a str>,
+    ids: Vec<Uuid>,
+    /// Command ids twice in the batch (after the first).
+    repeated: Vec<Uuid>,
+    started: Instant,
+}
+
+impl<'a> Append<'a> {
+    /// The batch `events`, its repeats set aside.
+    pub fn new(events: &'a [NewEvent]) -> Self {
+        let mut seen = HashSet::with_capacity(events.len());
+        let mut repeated = Vec::new();
+        let mut candidates: Vec<(&str, Uuid)> = Vec::with_capacity(events.len());
+        for e in events {
+            if seen.insert((e.tenant.as_str(), e.command_id)) {
+                candidates.push((e.tenant.as_str(), e.command_id));
+            } else {
+                repeated.push(e.command_id);
+            }
+        }
+        candidates.sort_unstable();
+        let (tenants, ids) = candidates.into_iter().unzip();
+        Append {
+            events,
+            tenants,
+            ids,
+            repeated,
+            started: Instant::now(),
+        }
+    }
+
+    /// The statement: `ctes` (the caller's own writes, each `name AS (…),`) run with it and
+    /// `check` (an expression over them; `1` when none) comes back first. Its last three
+    /// parameters, from `$first`, are bound by [`Append::bind`].
+    pub fn statement(ctes: &str, check: &str, first: usize) -> String {
+        let (t, c, n) = (first, first + 1, first + 2);
+        format!(
+            "WITH {ctes}granted AS (SELECT * FROM begin_append(${t}::text[], ${c}::uuid[]))\n\
+             SELECT {check}, coalesce(array_agg(g.tenant), '{{}}'), \
+             coalesce(array_agg(g.command_id), '{{}}'), max(g.last), \
+             CASE WHEN count(*) > 0 THEN pg_notify(${n}, max(g.last)::text)::text END\n\
+             FROM granted g"
+        )
+    }
+
+    /// Binds the statement's last three parameters.
+    pub fn bind<'q>(
+        &'q self,
+        q: sqlx::query::QueryAs<'q, sqlx::Postgres, GrantedRow, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, GrantedRow, sqlx::postgres::PgArguments> {
+        q.bind(&self.tenants).bind(&self.ids).bind(APPEND_CHANNEL)
+    }
+
+    /// The statement alone, with no writes of the caller's: its check is 1.
+    pub async fn grant(&self, conn: &mut PgConnection) -> Result<GrantedRow, DbError> {
+        let sql = Append::statement("", "1", 1);
+        db(
+            self.bind(sqlx::query_as(sqlx::AssertSqlSafe(sql)))
+                .fetch_one(conn)
+                .await,
+            "record command ids",
+        )
+    }
+
+    /// COPYs the events the ledger took, in the batch's order, at the positions handed out,
+    /// in the caller's transaction. The others were repeats or applied before: nothing is
+    /// written for them.
+    pub async fn copy(
+        self,
+        conn: &mut PgConnection,
+        (_, fresh_tenants, fresh_ids, last, _): GrantedRow,
+    ) -> Result<AppendOutcome, DbError> {
+        let fresh: HashSet<(&str, Uuid)> = fresh_tenants
+            .iter()
+            .map(String::as_str)
+            .zip(fresh_ids)
+            .collect();
+        let mut outcome = AppendOutcome {
+            duplicates: self.repeated,
+            ..AppendOutcome::default()
+        };
+        outcome.duplicates.extend(
+            self.tenants
+                .iter()
+                .zip(&self.ids)
+                .filter(|(t, id)| !fresh.contains(&(**t, **id)))
+                .map(|(_, id)| *id),
+        );
+        let mut first_seen = HashSet::with_capacity(fresh.len());
+        let to_write: Vec<&NewEvent> = self
+            .events
+            .iter()
+            .filter(|e| {
+                let key = (e.tenant.as_str(), e.command_id);
+                fresh.contains(&key) && first_seen.insert(key)
+            })
+            .collect();
+        let Some(last) = last.filter(|_| !to_write.is_empty()) else {
+            return Ok(outcome);
+        };
+        let first = last - to_write.len() as i64 + 1;
+        copy_rows(conn, &to_write, first).await?;
+        outcome.appended = to_write.len();
+        outcome.positions = Some((first, last));
+        metrics::counter!("activity_events_appended_total").increment(outcome.appended as u64);
+        metrics::histogram!("activity_append_seconds").record(self.started.elapsed().as_secs_f64());
+        Ok(outcome)
+    }
+}
