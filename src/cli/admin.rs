@@ -9,7 +9,7 @@ use super::{Cli, CliError, MigrateAction, PartitionsAction};
 use crate::db::DbError;
 use crate::log::migrate as migrations;
 use crate::log::partitions::{self, Month};
-use crate::ops::status::{StatusConfig, StatusError, gather};
+use crate::status::{StatusConfig, StatusError, gather};
 
 /// A small pool for one command, its sessions named `activity-store cli`.
 pub(super) async fn connect(cli: &Cli) -> Result<PgPool, CliError> {
@@ -57,7 +57,7 @@ pub async fn partitions(cli: &Cli, action: &PartitionsAction) -> Result<(), CliE
     match action {
         PartitionsAction::List => {
             println!("{:<16} {:>18} {:>12}  bounds", "partition", "rows", "size");
-            for p in crate::ops::status::partitions(&mut conn).await? {
+            for p in crate::status::partitions(&mut conn).await? {
                 // Small partitions are counted; large ones show the planner's estimate.
                 let rows = if p.rows_exact {
                     p.rows.to_string()

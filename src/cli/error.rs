@@ -1,7 +1,8 @@
 //! What a subcommand can fail with.
 
 use crate::db::DbError;
-use crate::ops::{ServeError, UpError};
+use crate::embedded::UpError;
+use crate::serve::ServeError;
 
 /// What a subcommand can fail with; `main` turns it into a message and an exit code.
 #[derive(Debug, thiserror::Error)]

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 pub use error::CliError;
 pub use run::shutdown_signal;
 
-use crate::ops::read_env_file;
+use crate::embedded::read_env_file;
 
 /// Event-sourced activity store: NATS JetStream commands into a partitioned PostgreSQL log.
 #[derive(Debug, Parser)]

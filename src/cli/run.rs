@@ -7,8 +7,9 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::{Cli, CliError};
+use crate::embedded::{Embedded, read_env_file};
 use crate::ingest::IngestConfig;
-use crate::ops::{Embedded, ServeConfig, ServeError, read_env_file, serve};
+use crate::serve::{ServeConfig, ServeError, serve};
 
 /// The HTTP API's flags.
 #[derive(Debug, Args)]
@@ -132,7 +133,7 @@ pub async fn up(cli: &Cli) -> Result<(), CliError> {
         .api
         .api_addr
         .unwrap_or_else(|| api_port(&cli.data_dir.join("env")));
-    let subjects = crate::ops::ProducerSubjects {
+    let subjects = crate::embedded::ProducerSubjects {
         commands: cli.subject_prefix.clone(),
         rejections: cli.api.rejections_prefix.clone(),
     };

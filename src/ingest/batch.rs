@@ -3,49 +3,17 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
 use sqlx::PgTransaction;
 
+use super::inbound::{DeadLetter, Inbound, Refusal};
 use super::registry::{self, BatchView};
 use super::write;
 use crate::db::DbError;
 use crate::log::EventLog;
 use crate::log::partitions::Month;
 use crate::model::{
-    Command, CommandBody, Lineage, NewEvent, Reason, Rejection, TimeWindow, decode, escape_text,
+    Command, CommandBody, NewEvent, Reason, Rejection, TimeWindow, decode, escape_text,
 };
-
-/// A message as the ingestor received it from the stream.
-#[derive(Debug, Clone)]
-pub struct Inbound {
-    /// The subject it was published to.
-    pub subject: String,
-    /// Its bytes, exactly as published.
-    pub payload: bytes::Bytes,
-    /// Its stream sequence.
-    pub stream_seq: u64,
-    /// How many times it has been delivered.
-    pub delivered: u64,
-    /// When the stream stored it: the default `occurred_at`, the same on every redelivery.
-    pub published: DateTime<Utc>,
-    /// When the stream was created: its identity, which a recreated stream changes.
-    pub stream_created: Option<DateTime<Utc>>,
-}
-
-impl Inbound {
-    /// The tenant named by the subject's last token (`activity.commands.<tenant>`).
-    pub fn subject_tenant(&self) -> &str {
-        self.subject.rsplit('.').next().unwrap_or_default()
-    }
-
-    fn lineage(&self) -> Lineage {
-        Lineage {
-            subject: Some(self.subject.clone()),
-            stream_seq: Some(self.stream_seq),
-            delivery_count: Some(self.delivered),
-        }
-    }
-}
 
 /// What a committed batch did with each of its messages.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,23 +26,6 @@ pub struct BatchOutcome {
     pub rejected: Vec<(usize, Reason)>,
     /// What the producers may learn of each refusal (`activity.rejections.<tenant>`).
     pub refusals: Vec<Refusal>,
-}
-
-/// A refused command as its producer may see it: the reason, never the bytes.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Refusal {
-    /// The tenant its subject named.
-    pub tenant: String,
-    /// Its id, if one could be read.
-    pub command_id: Option<uuid::Uuid>,
-    /// The stable reason code.
-    pub reason: &'static str,
-    /// The field at fault, if one.
-    pub field: Option<&'static str>,
-    /// What is wrong, naming the field and the rule.
-    pub message: String,
-    /// Its stream sequence.
-    pub stream_seq: i64,
 }
 
 /// Decodes a message and checks its subject: everything that needs no database.
@@ -217,7 +168,7 @@ async fn write_batch(
     } = registry::read_view(tx, Some(stream), leader_epoch, commands).await?;
     let mut outcome = BatchOutcome::default();
     let mut events: Vec<NewEvent> = Vec::new();
-    let mut dead: Vec<registry::DeadLetter> = Vec::new();
+    let mut dead: Vec<super::inbound::DeadLetter> = Vec::new();
     for (i, (m, d)) in batch.iter().zip(decoded).enumerate() {
         if m.stream_seq <= checkpoint {
             // Committed before a crash or a lost ack: its outcome is already in the database.
@@ -245,7 +196,7 @@ async fn write_batch(
             Ok(None) => outcome.duplicates += 1,
             Err(rejection) => {
                 outcome.rejected.push((i, rejection.reason));
-                let letter = registry::DeadLetter::of(m, command_id, rejection);
+                let letter = DeadLetter::of(m, command_id, rejection);
                 outcome.refusals.extend(letter.refusal());
                 dead.push(letter);
             }

@@ -3,22 +3,22 @@
 
 mod batch;
 mod decide;
+mod inbound;
 mod pull;
+mod recover;
 pub mod redrive;
 mod registry;
 mod retry;
+mod run;
 mod source;
 mod worker;
 mod write;
 
 use std::time::Duration;
 
-pub use batch::{
-    BatchOutcome, Decoded, Inbound, Refusal, commit_batch, commit_decoded, decode_all,
-    decode_inbound,
-};
+pub use batch::{BatchOutcome, Decoded, commit_batch, commit_decoded, decode_all, decode_inbound};
 pub use decide::{RegistryView, UserChange, UserRow};
-pub use registry::DEAD_LETTER_RAW_PREFIX;
+pub use inbound::{DEAD_LETTER_RAW_PREFIX, DeadLetter, Inbound, Refusal};
 pub use source::{StreamChange, StreamState, reconcile};
 pub use worker::{Ingestor, Step};
 
@@ -95,7 +95,7 @@ pub enum IngestError {
     Nats(String),
     /// The log could not be written.
     #[error(transparent)]
-    Log(#[from] DbError),
+    Log(DbError),
     /// Another ingestor became the stream's leader; this one committed nothing after that.
     #[error("another ingestor has taken over stream {stream}; this one stops")]
     Superseded {
@@ -105,4 +105,14 @@ pub enum IngestError {
     /// Shutdown came while the database was unreachable: the batch was left un-acked.
     #[error("stopped before the batch could be committed: {0}")]
     Interrupted(String),
+}
+
+impl From<DbError> for IngestError {
+    /// A fence the database found lost is the ingestor's own `Superseded`.
+    fn from(error: DbError) -> Self {
+        match error {
+            DbError::Superseded { stream } => IngestError::Superseded { stream },
+            other => IngestError::Log(other),
+        }
+    }
 }

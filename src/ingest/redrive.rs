@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
-use super::batch::{Inbound, archived_month, decode_all, month_of};
+use super::batch::{archived_month, decode_all, month_of};
+use super::inbound::Inbound;
 use super::registry::{self, BatchView};
 use super::write::write_batch;
 use crate::db::{DbError, db};

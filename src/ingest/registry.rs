@@ -7,10 +7,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::batch::Inbound;
 use super::decide::RegistryView;
 use crate::db::{DbError, db};
-use crate::model::{Command, Rejection, escape_text, without_nul};
+use crate::model::Command;
 
 /// Where a stream's ingest stands, and which leader may move it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,70 +167,4 @@ pub async fn read_view<'a>(
         applied: applied_tenants.into_iter().zip(applied_ids).collect(),
         registry: RegistryView::new(known, user_tenants.into_iter().zip(users)),
     })
-}
-
-/// How many bytes of a refused message a dead letter keeps: the largest command accepted, so
-/// a refusal of any command within the limit keeps all of it.
-pub const DEAD_LETTER_RAW_PREFIX: usize = crate::model::fields::MAX_COMMAND_BYTES;
-
-/// A refused message, as stored in `dead_letters`.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    pub(super) rejection: Rejection,
-    pub(super) subject: String,
-    pub(super) stream_seq: i64,
-    pub(super) delivered: i32,
-    pub(super) command_id: Option<Uuid>,
-    pub(super) tenant: String,
-    pub(super) raw: bytes::Bytes,
-    pub(super) received_at: DateTime<Utc>,
-    pub(super) stream_created: Option<DateTime<Utc>>,
-}
-
-/// The command id of a refused message whose other fields did not decode, if its `id` is a
-/// UUID: its producer can then still learn its fate by id (command status, rejections).
-fn id_of(payload: &[u8]) -> Option<Uuid> {
-    #[derive(serde::Deserialize)]
-    struct Id {
-        id: Uuid,
-    }
-    serde_json::from_slice::<Id>(payload).ok().map(|i| i.id)
-}
-
-impl DeadLetter {
-    /// What a producer may learn of this refusal: never its bytes. None when the subject
-    /// names no tenant a subject can carry back.
-    pub fn refusal(&self) -> Option<super::batch::Refusal> {
-        crate::model::fields::tenant_slug("tenant", &self.tenant)
-            .is_ok()
-            .then(|| super::batch::Refusal {
-                tenant: self.tenant.clone(),
-                command_id: self.command_id,
-                reason: self.rejection.reason.code(),
-                field: self.rejection.field,
-                message: self.rejection.message.clone(),
-                stream_seq: self.stream_seq,
-            })
-    }
-
-    /// The dead letter of message `m`, refused for `rejection`. Every text is made storable
-    /// (the subject escaped, NUL kept out of the message), so writing it never fails on the
-    /// message's bytes.
-    pub fn of(m: &Inbound, command_id: Option<Uuid>, rejection: Rejection) -> Self {
-        let rejection = Rejection {
-            message: without_nul(&rejection.message).into_owned(),
-            ..rejection
-        };
-        DeadLetter {
-            rejection,
-            subject: escape_text(&m.subject).into_owned(),
-            stream_seq: m.stream_seq.min(i64::MAX as u64) as i64,
-            delivered: m.delivered.min(i32::MAX as u64) as i32,
-            command_id: command_id.or_else(|| id_of(&m.payload)),
-            tenant: escape_text(m.subject_tenant()).into_owned(),
-            raw: m.payload.clone(),
-            received_at: m.published,
-            stream_created: m.stream_created,
-        }
-    }
 }

@@ -6,8 +6,10 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind};
 
 use super::IngestError;
-use super::batch::{BatchOutcome, Decoded, Inbound, commit_decoded};
-use super::registry::{self, DeadLetter};
+use super::batch::{BatchOutcome, Decoded, commit_decoded};
+use super::inbound::DeadLetter;
+use super::inbound::Inbound;
+use super::registry;
 use super::worker::Ingestor;
 use super::write::write_batch;
 use crate::db::{DbError, db};
@@ -82,7 +84,7 @@ impl Ingestor {
                     }
                     self.pause(e, &mut backoff).await?;
                 }
-                Err(e @ DbError::Superseded { .. }) => return Err(superseded(e)),
+                Err(e @ DbError::Superseded { .. }) => return Err(e.into()),
                 Err(refused) => return Ok(Err(refused)),
             }
         }
@@ -112,7 +114,7 @@ impl Ingestor {
         backoff: &mut Duration,
     ) -> Result<(), IngestError> {
         if let DbError::Superseded { .. } = error {
-            return Err(superseded(error));
+            return Err(error.into());
         }
         let retried = error.is_transient() || matches!(error, DbError::NoPartition(_));
         if error.is_fatal() || !retried {
@@ -174,12 +176,5 @@ impl Ingestor {
             .await?;
         }
         db(tx.commit().await, "commit a dead letter")
-    }
-}
-
-pub(super) fn superseded(error: DbError) -> IngestError {
-    match error {
-        DbError::Superseded { stream } => IngestError::Superseded { stream },
-        other => IngestError::Log(other),
     }
 }

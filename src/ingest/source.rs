@@ -6,7 +6,7 @@ use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::PullConsume
 use base64::Engine;
 use chrono::{DateTime, SubsecRound, Utc};
 
-use super::batch::Inbound;
+use super::inbound::Inbound;
 use super::{IngestConfig, IngestError};
 
 /// The stream as the ingestor last opened it, and the consumer bound to it.
@@ -233,7 +233,7 @@ pub(super) async fn rebase(
         change.is_reset(),
     )
     .await
-    .map_err(super::retry::superseded)?;
+    .map_err(IngestError::from)?;
     Ok(last)
 }
 

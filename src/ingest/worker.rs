@@ -7,14 +7,15 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use tokio_util::sync::CancellationToken;
 
-use super::batch::{BatchOutcome, Inbound};
+use super::batch::BatchOutcome;
+use super::inbound::Inbound;
 use super::pull::Pulled;
 use super::registry;
 use super::source::{self, Source, inbound, rebase};
 use super::{IngestConfig, IngestError};
 use crate::db::{db, locks};
+use crate::health::Heartbeat;
 use crate::log::EventLog;
-use crate::ops::Heartbeat;
 
 /// What one step did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,9 +47,9 @@ pub enum Step {
 
 /// The sequence the consumer failed to deliver, and how many times in a row.
 #[derive(Debug, Default)]
-struct Stall {
-    sequence: u64,
-    times: u32,
+pub(super) struct Stall {
+    pub(super) sequence: u64,
+    pub(super) times: u32,
 }
 
 /// Pulls commands from the stream and appends them to the log.
@@ -57,15 +58,15 @@ pub struct Ingestor {
     _leader: sqlx::PgConnection,
     /// The fencing token every commit checks: a successor's claim stops this ingestor.
     pub(super) epoch: i64,
-    js: jetstream::Context,
-    source: std::sync::Mutex<Source>,
+    pub(super) js: jetstream::Context,
+    pub(super) source: std::sync::Mutex<Source>,
     /// The last stream sequence this leader committed; the next batch must follow it.
-    last_seq: AtomicU64,
+    pub(super) last_seq: AtomicU64,
     pub(super) log: Arc<EventLog>,
     pub(super) config: IngestConfig,
     pub(super) shutdown: CancellationToken,
     pub(super) health: Heartbeat,
-    stall: std::sync::Mutex<Stall>,
+    pub(super) stall: std::sync::Mutex<Stall>,
 }
 
 /// What the ingestor's trouble with its stream is filed under.
@@ -134,7 +135,7 @@ impl Ingestor {
         self
     }
 
-    fn source(&self) -> Source {
+    pub(super) fn source(&self) -> Source {
         self.source.lock().expect("source lock").clone()
     }
 
@@ -152,7 +153,7 @@ impl Ingestor {
 
     /// The identity of the stream being read; copied, not cloned with the rest, on the
     /// per-batch path.
-    fn created(&self) -> chrono::DateTime<chrono::Utc> {
+    pub(super) fn created(&self) -> chrono::DateTime<chrono::Utc> {
         self.source.lock().expect("source lock").created
     }
 
@@ -330,151 +331,9 @@ impl Ingestor {
             outcome,
         })
     }
-
-    /// The first sequence after the last commit that this (ordered) batch passes over while
-    /// the stream still holds it. Sequences the stream no longer holds (deleted, or aged
-    /// out by its limits) are gaps, not losses.
-    async fn first_skipped(&self, inbound: &[Inbound]) -> Result<Option<u64>, IngestError> {
-        let mut expected = self.last_seq.load(Ordering::SeqCst) + 1;
-        let mut first_held: Option<u64> = None;
-        for m in inbound {
-            if m.stream_seq > expected {
-                let first = match first_held {
-                    Some(f) => f,
-                    None => *first_held.insert(self.first_held().await?),
-                };
-                for seq in expected.max(first)..m.stream_seq {
-                    if self.still_held(seq).await? {
-                        return Ok(Some(seq));
-                    }
-                }
-            }
-            expected = expected.max(m.stream_seq + 1);
-        }
-        Ok(None)
-    }
-
-    async fn first_held(&self) -> Result<u64, IngestError> {
-        let info = self
-            .source()
-            .stream
-            .get_info()
-            .await
-            .map_err(|e| IngestError::Nats(format!("read stream info: {e}")))?;
-        Ok(info.state.first_sequence)
-    }
-
-    async fn still_held(&self, seq: u64) -> Result<bool, IngestError> {
-        let created = self.created();
-        Ok(
-            source::read_raw(&self.js, &self.config.stream, seq, created)
-                .await?
-                .is_some(),
-        )
-    }
-
-    /// The consumer did not deliver `seq`. The first time, it is recreated to deliver again
-    /// from there; the second time in a row, the message is read past the client and
-    /// committed alone, so one message the client cannot parse never stops ingest.
-    async fn stalled(&self, seq: u64) -> Result<Step, IngestError> {
-        if self.count_stall(seq) < 2 {
-            tracing::warn!(
-                from_sequence = seq,
-                "messages the stream holds were not delivered; delivering again"
-            );
-            metrics::counter!("activity_ingest_rewinds_total").increment(1);
-            self.rebind(seq).await?;
-            return Ok(Step::Rewound { from: seq });
-        }
-        self.salvage().await
-    }
-
-    /// Counts one more failure to deliver `seq`; returns how many in a row.
-    fn count_stall(&self, seq: u64) -> u32 {
-        let mut stall = self.stall.lock().expect("stall lock");
-        if stall.sequence != seq {
-            *stall = Stall {
-                sequence: seq,
-                times: 0,
-            };
-        }
-        stall.times += 1;
-        stall.times
-    }
-
-    /// Reads the first message the stream holds after the checkpoint through its JSON API,
-    /// past the client, and commits it alone.
-    async fn salvage(&self) -> Result<Step, IngestError> {
-        let from = self.last_seq.load(Ordering::SeqCst) + 1;
-        let Source {
-            stream, created, ..
-        } = self.source();
-        let last = stream
-            .get_info()
-            .await
-            .map_err(|e| IngestError::Nats(format!("read stream info: {e}")))?
-            .state
-            .last_sequence;
-        for seq in from..=last {
-            let Some(message) =
-                source::read_raw(&self.js, &self.config.stream, seq, created).await?
-            else {
-                continue;
-            };
-            tracing::warn!(
-                sequence = seq,
-                "the consumer cannot deliver this message; reading it from the stream"
-            );
-            let outcome = self
-                .commit_with_retry(&[], std::slice::from_ref(&message), None)
-                .await?;
-            metrics::counter!("activity_ingest_salvaged_total").increment(1);
-            record(&outcome, 1, Instant::now());
-            self.last_seq.fetch_max(seq, Ordering::SeqCst);
-            *self.stall.lock().expect("stall lock") = Stall::default();
-            self.rebind(seq + 1).await?;
-            return Ok(Step::Salvaged { sequence: seq });
-        }
-        // Nothing left to read past: the stream moved on (purged or recreated).
-        self.resync().await?;
-        Ok(Step::Rewound { from })
-    }
-
-    async fn rebind(&self, from: u64) -> Result<(), IngestError> {
-        let stream = self.source().stream;
-        let consumer = source::bind_consumer(&stream, &self.config, from).await?;
-        let mut source = self.source.lock().expect("source lock");
-        source.consumer = consumer;
-        source.generation += 1;
-        Ok(())
-    }
-
-    /// Opens the stream again (creating it if it was deleted), compares it with the
-    /// checkpoint, and rebinds the consumer after the sequence ingest continues from.
-    async fn resync(&self) -> Result<(), IngestError> {
-        let (stream, state) = source::open_stream(&self.js, &self.config).await?;
-        let mut conn = db(self.log.pool().acquire().await, "connect to resync")?;
-        let checkpoint = registry::checkpoint(&mut conn, &self.config.stream).await?;
-        if checkpoint.leader_epoch != self.epoch {
-            return Err(IngestError::Superseded {
-                stream: self.config.stream.clone(),
-            });
-        }
-        let last = rebase(&mut conn, &self.config, checkpoint, state).await?;
-        let consumer = source::bind_consumer(&stream, &self.config, last + 1).await?;
-        self.last_seq.store(last, Ordering::SeqCst);
-        let mut source = self.source.lock().expect("source lock");
-        *source = Source {
-            stream,
-            consumer,
-            created: state.created,
-            generation: source.generation + 1,
-        };
-        Ok(())
-    }
 }
 
-fn record(outcome: &BatchOutcome, messages: usize, started: Instant) {
+pub(super) fn record(outcome: &BatchOutcome, messages: usize, started: Instant) {
     metrics::counter!("activity_commands_duplicate_total").increment(outcome.duplicates as u64);
     metrics::histogram!("activity_ingest_batch_size").record(messages as f64);
     metrics::histogram!("activity_ingest_batch_duration_seconds")

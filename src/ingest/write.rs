@@ -6,7 +6,7 @@
 use sqlx::PgConnection;
 
 use super::decide::{RegistryView, UserChange};
-use super::registry::{DEAD_LETTER_RAW_PREFIX, DeadLetter};
+use super::inbound::{DEAD_LETTER_RAW_PREFIX, DeadLetter};
 use crate::db::{DbError, db};
 use crate::log::{Append, GrantedRow};
 

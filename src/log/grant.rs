@@ -56,7 +56,7 @@ impl<'a> Append<'a> {
     }
 
     /// The statement: `ctes` (the caller's own writes, each `name AS (…),`) run with it and
-    /// `check` (an expression over them; `1` when none) comes back first. Its last three
+    /// `check` (an int8 expression over them) comes back first. Its last three
     /// parameters, from `$first`, are bound by [`Append::bind`].
     pub fn statement(ctes: &str, check: &str, first: usize) -> String {
         let (t, c, n) = (first, first + 1, first + 2);
@@ -79,7 +79,7 @@ impl<'a> Append<'a> {
 
     /// The statement alone, with no writes of the caller's: its check is 1.
     pub async fn grant(&self, conn: &mut PgConnection) -> Result<GrantedRow, DbError> {
-        let sql = Append::statement("", "1", 1);
+        let sql = Append::statement("", "1::int8", 1);
         db(
             self.bind(sqlx::query_as(sqlx::AssertSqlSafe(sql)))
                 .fetch_one(conn)

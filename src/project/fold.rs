@@ -1,28 +1,21 @@
-//! Installing a projection, and folding one window of the log into it: the window's changes
-//! and the checkpoint commit in one transaction.
+//! Folding one window of the log into a projection: the window's changes and the checkpoint
+//! commit in one transaction, and the cache is written through.
 //!
 //! Appends are serialised by the append lock, which is released only after an append's rows
 //! are visible. So once position `m` is visible, every position below it has committed or
 //! was never used: folding up to the largest visible position never passes over an event
 //! that is still to come. An append transaction left open holds every later append (and so
-//! the projectors) back; `appends_held_back_for` measures that.
+//! the projectors) back; `db::locks::appends_held_back_for` measures that.
 
 use std::time::Instant;
 
 use futures_util::StreamExt;
 use sqlx::{PgPool, Postgres, Transaction};
 
+use super::tables::LIVE_STATE;
 use super::{ProjectError, Projection};
 use crate::cache::{CacheEntries, CacheError, Cached};
 use crate::db::db;
-use crate::db::locks;
-
-/// Positions folded per transaction while a new version is built at start.
-const REBUILD_WINDOW: i64 = 50_000;
-
-/// Where live projections keep their read tables and their private state.
-pub(super) const LIVE_ANALYTICS: &str = "analytics";
-pub(super) const LIVE_STATE: &str = "projection_state";
 
 /// What one fold did: it folded positions `(after, upto]`; nothing when they are equal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,184 +33,6 @@ impl FoldOutcome {
     }
 }
 
-pub(super) async fn lock_projection(
-    tx: &mut Transaction<'_, Postgres>,
-    p: &Projection,
-) -> Result<(), ProjectError> {
-    locks::xact_named(
-        tx,
-        locks::INSTALL,
-        &p.name,
-        "take a projection's install lock",
-    )
-    .await?;
-    Ok(())
-}
-
-/// What `install` found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Installed {
-    /// The projection was already at this version.
-    Current,
-    /// It was missing and was created empty, at checkpoint 0.
-    Fresh,
-    /// An older version is installed: it keeps serving reads until `rebuild_to_current`
-    /// builds this one beside it and swaps it in.
-    Outdated {
-        /// The version installed.
-        from: i32,
-    },
-}
-
-/// Creates `p`'s tables and fold if they are missing; reports an older installed version
-/// (rebuilt later, in the background, by `rebuild_to_current`); refuses a newer one.
-pub async fn install(pool: &PgPool, p: &Projection) -> Result<Installed, ProjectError> {
-    let mut tx = db(pool.begin().await, "begin a projection install")?;
-    lock_projection(&mut tx, p).await?;
-    let installed = installed_version(&mut tx, p).await?;
-    if installed == Some(p.version) {
-        return Ok(Installed::Current);
-    }
-    if let Some(newer) = installed.filter(|v| *v > p.version) {
-        return Err(ProjectError::Invalid {
-            name: p.name.clone(),
-            problem: format!(
-                "version {newer} is installed, newer than this binary's {}: run the newer binary",
-                p.version
-            ),
-        });
-    }
-    match installed {
-        None => {
-            reinstall_in(&mut tx, p).await?;
-            db(tx.commit().await, "commit a projection install")?;
-            Ok(Installed::Fresh)
-        }
-        Some(from) => Ok(Installed::Outdated { from }),
-    }
-}
-
-async fn installed_version(
-    conn: &mut sqlx::PgConnection,
-    p: &Projection,
-) -> Result<Option<i32>, ProjectError> {
-    Ok(db(
-        sqlx::query_scalar("SELECT version FROM projection_checkpoints WHERE projection = $1")
-            .bind(&p.name)
-            .fetch_optional(conn)
-            .await,
-        "read a projection's version",
-    )?)
-}
-
-/// Builds this version of `p` beside the installed older one (which keeps serving reads) and
-/// swaps it in, unless another process already has. Returns whether it rebuilt.
-pub async fn rebuild_to_current(
-    pool: &PgPool,
-    p: &Projection,
-    progress: impl Fn(i64, i64),
-) -> Result<bool, ProjectError> {
-    let mut conn = db(pool.acquire().await, "connect to check a version")?;
-    let installed = installed_version(&mut conn, p).await?;
-    drop(conn);
-    match installed {
-        Some(v) if v == p.version => Ok(false),
-        Some(v) if v > p.version => Err(ProjectError::Invalid {
-            name: p.name.clone(),
-            problem: format!("version {v} was installed meanwhile, newer than this binary's"),
-        }),
-        old => {
-            tracing::info!(projection = %p.name, from = ?old, to = p.version, "new version: rebuilding beside the old one");
-            let shadow = super::shadow::prepare(pool, p, REBUILD_WINDOW, &progress).await?;
-            super::shadow::swap_in_with(pool, p, shadow, &progress).await?;
-            Ok(true)
-        }
-    }
-}
-
-/// Drops `p`'s tables and creates them empty at checkpoint 0: the next folds rebuild it
-/// from the whole log.
-pub async fn reinstall(pool: &PgPool, p: &Projection) -> Result<(), ProjectError> {
-    let mut tx = db(pool.begin().await, "begin a projection rebuild")?;
-    lock_projection(&mut tx, p).await?;
-    reinstall_in(&mut tx, p).await?;
-    db(tx.commit().await, "commit a projection rebuild")?;
-    Ok(())
-}
-
-async fn reinstall_in(
-    tx: &mut Transaction<'_, Postgres>,
-    p: &Projection,
-) -> Result<(), ProjectError> {
-    drop_tables(tx, p).await?;
-    let schema = p.schema_sql(LIVE_ANALYTICS, LIVE_STATE);
-    db(
-        sqlx::raw_sql(sqlx::AssertSqlSafe(schema))
-            .execute(&mut **tx)
-            .await,
-        "create a projection's tables",
-    )?;
-    install_fold(tx, p, LIVE_ANALYTICS, LIVE_STATE).await?;
-    set_checkpoint(tx, p, 0).await
-}
-
-/// Drops `p`'s live tables.
-pub(super) async fn drop_tables(
-    tx: &mut Transaction<'_, Postgres>,
-    p: &Projection,
-) -> Result<(), ProjectError> {
-    for table in &p.tables {
-        // Names were checked against [a-z0-9_] when the registry was read.
-        let drop = format!("DROP TABLE IF EXISTS {table} CASCADE");
-        db(
-            sqlx::query(sqlx::AssertSqlSafe(drop))
-                .execute(&mut **tx)
-                .await,
-            "drop a projection's table",
-        )?;
-    }
-    Ok(())
-}
-
-/// Creates (or replaces) `p`'s fold functions, placed in `analytics` and `state`.
-pub(super) async fn install_fold(
-    tx: &mut Transaction<'_, Postgres>,
-    p: &Projection,
-    analytics: &str,
-    state: &str,
-) -> Result<(), ProjectError> {
-    db(
-        sqlx::raw_sql(sqlx::AssertSqlSafe(p.fold_sql(analytics, state)))
-            .execute(&mut **tx)
-            .await,
-        "create a projection's fold",
-    )?;
-    Ok(())
-}
-
-/// Records `p` as installed at its version and folded up to `position`.
-pub(super) async fn set_checkpoint(
-    tx: &mut Transaction<'_, Postgres>,
-    p: &Projection,
-    position: i64,
-) -> Result<(), ProjectError> {
-    db(
-        sqlx::query(
-            "INSERT INTO projection_checkpoints (projection, version, position) VALUES ($1, $2, $3) \
-             ON CONFLICT (projection) DO UPDATE \
-             SET version = EXCLUDED.version, position = EXCLUDED.position, updated_at = now(), \
-                 epoch = projection_checkpoints.epoch + 1",
-        )
-        .bind(&p.name)
-        .bind(p.version)
-        .bind(position)
-        .execute(&mut **tx)
-        .await,
-        "set a projection's checkpoint",
-    )?;
-    Ok(())
-}
-
 /// Folds the next window of at most `max_window` positions into `p`, with its checkpoint, in
 /// one transaction. The checkpoint row is locked first, so two folders of one projection
 /// (a lease lost unnoticed) take turns rather than fold a window twice.
@@ -232,41 +47,84 @@ pub async fn fold_next(
 ) -> Result<FoldOutcome, ProjectError> {
     let started = Instant::now();
     let mut tx = db(pool.begin().await, "begin a fold")?;
+    let (after, epoch) = lock_checkpoint(&mut tx, p).await?;
+    let upto = window_end(&mut tx, after, max_window).await?;
+    if upto <= after {
+        return Ok(FoldOutcome { after, upto: after });
+    }
+    fold_window(&mut tx, p, after, upto).await?;
+    let changed = match cache {
+        Some(c) => Some(invalidate(&mut tx, p, c, after, upto, epoch).await?),
+        None => None,
+    };
+    db(tx.commit().await, "commit a fold")?;
+    if let (Some(c), Some(rows)) = (cache, changed) {
+        write_through(c, p, rows, upto, epoch).await;
+    }
+    let labels = [("projection", p.name.clone())];
+    metrics::gauge!("activity_projection_position", &labels).set(upto as f64);
+    metrics::counter!("activity_projection_folded_positions_total", &labels)
+        .increment((upto - after) as u64);
+    metrics::histogram!("activity_projection_fold_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    Ok(FoldOutcome { after, upto })
+}
+
+/// Locks `p`'s checkpoint row; its position and epoch, if this version is installed.
+async fn lock_checkpoint(
+    tx: &mut Transaction<'_, Postgres>,
+    p: &Projection,
+) -> Result<(i64, i64), ProjectError> {
     let row: Option<(i64, i32, i32)> = db(
         sqlx::query_as(
             "SELECT position, version, epoch FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
         )
         .bind(&p.name)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await,
         "lock a projection's checkpoint",
     )?;
-    let (after, epoch) = match row {
-        Some((position, version, epoch)) if version == p.version => (position, i64::from(epoch)),
-        _ => {
-            return Err(ProjectError::Invalid {
-                name: p.name.clone(),
-                problem: format!("version {} is not installed", p.version),
-            });
+    match row {
+        Some((position, version, epoch)) if version == p.version => {
+            Ok((position, i64::from(epoch)))
         }
-    };
+        _ => Err(ProjectError::Invalid {
+            name: p.name.clone(),
+            problem: format!("version {} is not installed", p.version),
+        }),
+    }
+}
+
+/// The end of the next window: the largest visible position, at most `max_window` past
+/// `after`.
+async fn window_end(
+    tx: &mut Transaction<'_, Postgres>,
+    after: i64,
+    max_window: i64,
+) -> Result<i64, ProjectError> {
     let visible: Option<i64> = db(
         sqlx::query_scalar("SELECT max(position) FROM events")
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await,
         "read the log's last position",
     )?;
-    let upto = visible
+    Ok(visible
         .unwrap_or(0)
-        .min(after.saturating_add(max_window.max(1)));
-    if upto <= after {
-        return Ok(FoldOutcome { after, upto: after });
-    }
+        .min(after.saturating_add(max_window.max(1))))
+}
+
+/// Runs `p`'s fold over positions `(after, upto]` and moves its checkpoint to `upto`.
+async fn fold_window(
+    tx: &mut Transaction<'_, Postgres>,
+    p: &Projection,
+    after: i64,
+    upto: i64,
+) -> Result<(), ProjectError> {
     db(
         sqlx::query(sqlx::AssertSqlSafe(p.fold_call(LIVE_STATE)))
             .bind(after)
             .bind(upto)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await,
         "fold a window",
     )?;
@@ -276,35 +134,32 @@ pub async fn fold_next(
         )
         .bind(&p.name)
         .bind(upto)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await,
         "move a projection's checkpoint",
     )?;
-    let changed = match cache {
-        Some(c) => Some(invalidate(&mut tx, p, c, after, upto, epoch).await?),
-        None => None,
-    };
-    db(tx.commit().await, "commit a fold")?;
-    if let (Some(c), Some(rows)) = (cache, changed) {
-        let rows: Vec<(String, String, Cached)> = rows
-            .into_iter()
-            .map(|(tenant, user, row)| {
-                let as_of = upto;
-                (tenant, user, Cached::Row { row, as_of, epoch })
-            })
-            .collect();
-        if let Err(e) = put_all(c, rows).await {
-            // The tombstones stay: missing entries, which readers fill from the table.
-            tracing::warn!(error = %e, projection = %p.name, "cache write-through failed");
-        }
+    Ok(())
+}
+
+/// After the fold's commit: the rows it changed into their entries, as of `upto`. A write
+/// that fails leaves its tombstone: a missing entry, which readers fill from the table.
+async fn write_through(
+    cache: &CacheEntries,
+    p: &Projection,
+    rows: Vec<ChangedRow>,
+    upto: i64,
+    epoch: i64,
+) {
+    let rows: Vec<(String, String, Cached)> = rows
+        .into_iter()
+        .map(|(tenant, user, row)| {
+            let as_of = upto;
+            (tenant, user, Cached::Row { row, as_of, epoch })
+        })
+        .collect();
+    if let Err(e) = put_all(cache, rows).await {
+        tracing::warn!(error = %e, projection = %p.name, "cache write-through failed");
     }
-    let labels = [("projection", p.name.clone())];
-    metrics::gauge!("activity_projection_position", &labels).set(upto as f64);
-    metrics::counter!("activity_projection_folded_positions_total", &labels)
-        .increment((upto - after) as u64);
-    metrics::histogram!("activity_projection_fold_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
-    Ok(FoldOutcome { after, upto })
 }
 
 type ChangedRow = (String, String, serde_json::Value);

@@ -2,12 +2,15 @@
 //! windows of log positions, each window and its checkpoint in one transaction.
 
 mod fold;
+mod install;
 mod registry;
 pub mod shadow;
+mod tables;
 pub mod verify;
 mod worker;
 
-pub use fold::{FoldOutcome, fold_next, install, reinstall};
+pub use fold::{FoldOutcome, fold_next};
+pub use install::{Installed, install, rebuild_to_current, reinstall};
 pub use registry::{CacheSpec, Projection, ProjectionSource, projections};
 pub use worker::{CacheConfig, ProjectConfig, Projector};
 

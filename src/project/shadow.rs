@@ -4,7 +4,7 @@
 
 use sqlx::{PgConnection, PgPool};
 
-use super::fold::{
+use super::tables::{
     LIVE_ANALYTICS, LIVE_STATE, drop_tables, install_fold, lock_projection, set_checkpoint,
 };
 use super::{ProjectError, Projection};

@@ -5,8 +5,8 @@
 use sqlx::{Postgres, Transaction};
 
 use super::Projection;
-use super::fold::LIVE_STATE;
 use super::shadow::Shadow;
+use super::tables::LIVE_STATE;
 use crate::db::db;
 use crate::project::ProjectError;
 

@@ -10,14 +10,15 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use super::fold::{Installed, fold_next, install, rebuild_to_current, refill};
+use super::fold::{fold_next, refill};
+use super::install::{Installed, install, rebuild_to_current};
 use super::shadow;
 use super::verify::Verified;
 use super::{ProjectError, Projection, projections};
 use crate::cache::CacheEntries;
 use crate::db::{DbError, db, locks};
+use crate::health::Heartbeat;
 use crate::log::APPEND_CHANNEL;
-use crate::ops::Heartbeat;
 
 /// How projectors fold.
 #[derive(Debug, Clone)]

@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use activity_store::api::ApiConfig;
-use activity_store::ops::{ServeConfig, free_port};
+use activity_store::embedded::free_port;
+use activity_store::serve::ServeConfig;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 

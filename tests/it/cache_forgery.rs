@@ -20,7 +20,7 @@ fn forged_count(text: &str) -> f64 {
 
 #[tokio::test]
 async fn an_entry_the_store_did_not_write_is_refused_counted_and_replaced() {
-    let metrics = activity_store::ops::metrics::recorder();
+    let metrics = activity_store::serve::metrics::recorder();
     let r = ReadSide::new().await;
     let js = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
     let prefix = unique_name("f");

@@ -80,7 +80,7 @@ async fn server_with_tenant_user(
     dir: &std::path::Path,
     bucket: &str,
 ) -> (tokio::process::Child, u16) {
-    let port = activity_store::ops::free_port().unwrap();
+    let port = activity_store::embedded::free_port().unwrap();
     let config = format!(
         r#"listen: "127.0.0.1:{port}"
 jetstream {{ store_dir: "{store}" }}

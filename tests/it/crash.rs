@@ -151,7 +151,7 @@ async fn kill_nine_at_random_points_loses_and_duplicates_nothing() {
         interrupted >= 2,
         "only {interrupted} kills landed while work was in progress"
     );
-    let port = activity_store::ops::free_port().unwrap();
+    let port = activity_store::embedded::free_port().unwrap();
     let mut last = ingestor(&db, &prefix, port);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

@@ -228,7 +228,7 @@ async fn the_projector_killed_at_random_points_folds_every_event_once() {
     // How many kills caught a projection behind the log depends on the machine's speed;
     // the views must equal a replay either way.
     eprintln!("{interrupted} of {kills} kills left a projection behind the log");
-    let port = activity_store::ops::free_port().unwrap();
+    let port = activity_store::embedded::free_port().unwrap();
     let mut last = projector(&p.db, port);
     let deadline = Instant::now() + Duration::from_secs(120);
     let end: i64 = p.count("SELECT max(position) FROM events").await;

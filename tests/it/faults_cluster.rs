@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use activity_store::embedded::free_port;
 use activity_store::ingest::{IngestConfig, Ingestor};
 use activity_store::log::EventLog;
-use activity_store::ops::free_port;
 use async_nats::jetstream::{self, stream};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;

@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use activity_store::embedded::free_port;
 use activity_store::ingest::IngestConfig;
-use activity_store::ops::{ServeConfig, free_port, serve};
+use activity_store::serve::{ServeConfig, serve};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 

@@ -45,7 +45,7 @@ async fn every_series_the_dashboard_and_the_alerts_name_is_exported() {
     let db = TestDb::migrated().await;
     let (prefix, config) = ingest_config();
     let mut config = crate::liveness::config(db.url(), None, config, true);
-    let api_port = activity_store::ops::free_port().unwrap();
+    let api_port = activity_store::embedded::free_port().unwrap();
     let api_addr: std::net::SocketAddr = format!("127.0.0.1:{api_port}").parse().unwrap();
     config.api = Some(activity_store::api::ApiConfig {
         addr: api_addr,

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use activity_store::embedded::{NatsConfig, NatsServer, PgConfig, PgServer};
 use activity_store::ingest::{IngestConfig, IngestError, Ingestor};
 use activity_store::log::{EventLog, migrate};
-use activity_store::ops::{NatsConfig, NatsServer, PgConfig, PgServer};
 use async_nats::jetstream;
 use futures_util::StreamExt;
 use serde_json::{Value, json};

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use activity_store::ops::status::{self, StatusConfig};
 use activity_store::project::{ProjectConfig, Projector};
+use activity_store::status::{self, StatusConfig};
 use serde_json::json;
 
 use crate::fixtures::login_in;

@@ -9,8 +9,8 @@ use std::process::Command;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
+use activity_store::embedded::{NatsConfig, NatsServer, PgConfig, PgServer};
 use activity_store::log::migrate;
-use activity_store::ops::{NatsConfig, NatsServer, PgConfig, PgServer};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 

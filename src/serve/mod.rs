@@ -9,13 +9,18 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::metrics::{Health, serve as serve_metrics};
-use super::roles::{Role, supervise};
-use super::status::{self, StatusConfig};
+mod maintain;
+pub mod metrics;
+mod roles;
+
+pub use roles::{Role, RoleState, supervise};
+
 use crate::db::DbError;
 use crate::ingest::{IngestConfig, IngestError, Ingestor};
 use crate::log::EventLog;
 use crate::project::{CacheConfig, ProjectConfig, ProjectError, Projector};
+use crate::status::{self, StatusConfig};
+use metrics::{Health, serve as serve_metrics};
 
 /// Where the roles connect and what they run.
 #[derive(Debug, Clone)]
@@ -109,7 +114,7 @@ pub enum ServeError {
 /// failure never leaves a process that answers `/livez` but does nothing.
 pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
     // The recorder first: series the roles declare at zero must not be lost before it.
-    super::metrics::recorder();
+    metrics::recorder();
     let pool = connect(&config.database_url, "project", 8, 5).await?;
     let ingest_pool = match &config.ingest_database_url {
         Some(url) if config.ingest => connect(url, "ingest", 4, 5).await?,
@@ -160,7 +165,7 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
         liveness_timeout: config.liveness_timeout,
         status: config.status_config(),
     };
-    tracker.spawn(super::maintain::months_ahead(
+    tracker.spawn(maintain::months_ahead(
         pool.clone(),
         config.months_ahead,
         config.maintenance_every,

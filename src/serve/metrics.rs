@@ -59,7 +59,7 @@ pub struct Health {
     /// How long a running role may go without a heartbeat.
     pub liveness_timeout: Duration,
     /// What `/status` reads.
-    pub status: super::status::StatusConfig,
+    pub status: crate::status::StatusConfig,
 }
 
 #[derive(Clone)]
@@ -130,9 +130,9 @@ async fn status(
 ) -> (StatusCode, [(&'static str, &'static str); 1], String) {
     let js = async_nats::jetstream::new(s.health.nats.clone());
     let json = [("content-type", "application/json")];
-    match super::status::gather(&s.health.pool, Some(&js), &s.health.status).await {
+    match crate::status::gather(&s.health.pool, Some(&js), &s.health.status).await {
         Ok(status) => {
-            super::status::export(&status);
+            crate::status::export(&status);
             let code = if status.healthy() {
                 StatusCode::OK
             } else {

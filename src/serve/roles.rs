@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::Heartbeat;
+use crate::health::Heartbeat;
 
 /// How long a trouble may last (a stream being re-created) before the role is not ready.
 pub const TROUBLE_GRACE: Duration = Duration::from_secs(3);

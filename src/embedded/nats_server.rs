@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
 
-use super::embedded::{spawn_logged, stop_child, wait_ready};
+use super::postgres::{spawn_logged, stop_child, wait_ready};
 use super::{EmbeddedError, binaries, write_private};
 
 /// How to run a private NATS server with JetStream.

@@ -1,22 +1,14 @@
-//! Operations: the embedded servers of `up`, running the roles, metrics and health.
+//! The embedded default of `up`: a private PostgreSQL and nats-server on loopback, data
+//! under one folder, the store's logins and the environment file that names them.
 
 mod binaries;
-mod embedded;
-mod heartbeat;
-mod maintain;
-pub mod metrics;
 mod nats_server;
-mod roles;
-mod serve;
-pub mod status;
+mod postgres;
 mod up;
 
 pub use binaries::{ServiceUser, free_port};
-pub use embedded::{PgConfig, PgServer, write_private};
-pub use heartbeat::Heartbeat;
 pub use nats_server::{NatsAuth, NatsConfig, NatsServer};
-pub use roles::{Role, RoleState, supervise};
-pub use serve::{ServeConfig, ServeError, serve};
+pub use postgres::{PgConfig, PgServer, write_private};
 pub use up::{DATABASE, Embedded, ProducerSubjects, UpError, read_env_file};
 
 /// What can go wrong starting or stopping the embedded servers.
