@@ -4,5 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release --quiet
+if [ ! -x target/release/activity-store ]; then
+  echo "building activity-store in release mode: the first build takes about 10 minutes on 2 cores" >&2
+fi
+cargo build --release
 exec target/release/activity-store up "$@"

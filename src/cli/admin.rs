@@ -1,15 +1,72 @@
 //! `migrate` and `partitions`: operator commands on the database.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
 use sqlx::PgPool;
 
-use super::{Cli, CliError, MigrateAction, PartitionsAction};
+use clap::Subcommand;
+
+use super::{Cli, CliError};
 use crate::db::DbError;
 use crate::log::migrate as migrations;
 use crate::log::partitions::{self, Month};
 use crate::status::{StatusConfig, StatusError, gather};
+
+/// `migrate` actions.
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// Apply every pending migration.
+    Up,
+    /// Revert the last N applied migrations.
+    Down {
+        /// How many to revert.
+        #[arg(default_value_t = 1)]
+        steps: usize,
+    },
+    /// Show each migration and whether it is applied.
+    Status,
+}
+
+/// `partitions` actions.
+#[derive(Debug, Subcommand)]
+pub enum PartitionsAction {
+    /// Show each partition, its bounds, estimated rows and size.
+    List,
+    /// Create this month's partition and the next ones (and from --from on, if given).
+    Ensure {
+        /// How many months past this one to create.
+        #[arg(long, default_value_t = crate::log::MONTHS_AHEAD)]
+        months_ahead: usize,
+        /// Also create every month from this one (YYYY-MM) up to now, e.g. before a backfill.
+        #[arg(long, value_parser = parse_month)]
+        from: Option<crate::log::partitions::Month>,
+    },
+    /// Detach every month before YYYY-MM (concurrently: ingest goes on) that every
+    /// projection has folded past; with --archive, write each to DIR and drop it.
+    Detach {
+        /// The first month kept.
+        #[arg(long, value_parser = parse_month)]
+        before: crate::log::partitions::Month,
+        /// Write each month to DIR (compressed, with a SHA-256 and a manifest), then drop it.
+        #[arg(long)]
+        archive: Option<PathBuf>,
+    },
+    /// Attach a month again from its archive's manifest (or its data file, whose manifest
+    /// is beside it). Every erasure recorded since the archive was written is applied to its
+    /// rows before they become visible.
+    Attach {
+        /// The `events_pYYYYMM.manifest.json` an archive wrote.
+        manifest: PathBuf,
+    },
+    /// Rewrite the archives in DIR that erasures recorded since they were written reach:
+    /// rows scrubbed, a new data file, SHA-256 and manifest.
+    Rescrub {
+        /// The folder `partitions detach --archive` wrote to.
+        dir: PathBuf,
+    },
+}
 
 /// A small pool for one command, its sessions named `activity-store cli`.
 pub(super) async fn connect(cli: &Cli) -> Result<PgPool, CliError> {

@@ -5,7 +5,7 @@ use clap::Subcommand;
 use sqlx::PgPool;
 
 use super::{Cli, CliError, admin::connect};
-use crate::db::db;
+use crate::ingest::letters::{self, Filter, Listed, Shown};
 use crate::ingest::redrive::{self, Selection, Verdict};
 use crate::log::EventLog;
 use crate::model::escape_text;
@@ -85,9 +85,23 @@ pub async fn run(cli: &Cli, action: &DeadLettersAction) -> Result<(), CliError> 
                 Some(t) => Some(time(&pool, t).await?),
                 None => None,
             };
-            list(&pool, reason, tenant, since, *all, *limit, *json).await
+            let filter = Filter {
+                reason: reason.clone(),
+                tenant: tenant.clone(),
+                since,
+                all: *all,
+                limit: *limit,
+            };
+            print_list(&letters::list(&pool, &filter).await?, *json);
+            Ok(())
         }
-        DeadLettersAction::Show { id } => show(&pool, *id).await,
+        DeadLettersAction::Show { id } => match letters::show(&pool, *id).await? {
+            Some(letter) => {
+                print_one(*id, &letter);
+                Ok(())
+            }
+            None => Err(CliError::NotFound(format!("no dead letter {id}"))),
+        },
         DeadLettersAction::Redrive {
             ids,
             reason,
@@ -103,200 +117,82 @@ pub async fn run(cli: &Cli, action: &DeadLettersAction) -> Result<(), CliError> 
         }
         DeadLettersAction::Purge { before, reason } => {
             let before = time(&pool, before).await?;
-            let purged = db(
-                sqlx::query(
-                    "DELETE FROM dead_letters WHERE received_at < $1 AND ($2::text IS NULL OR reason = $2)",
-                )
-                .bind(before)
-                .bind(reason)
-                .execute(&pool)
-                .await,
-                "purge dead letters",
-            )?;
-            println!(
-                "purged {} received before {}",
-                purged.rows_affected(),
-                before.to_rfc3339()
-            );
+            let purged = letters::purge(&pool, before, reason.as_deref()).await?;
+            println!("purged {purged} received before {}", before.to_rfc3339());
             Ok(())
         }
     }
 }
 
-/// A time as PostgreSQL reads it: a timestamp, or an interval from now ("7 days ago").
 async fn time(pool: &PgPool, text: &str) -> Result<DateTime<Utc>, CliError> {
-    for sql in ["SELECT $1::timestamptz", "SELECT now() + $1::interval"] {
-        if let Ok(t) = sqlx::query_scalar(sql).bind(text).fetch_one(pool).await {
-            return Ok(t);
-        }
-    }
-    Err(CliError::Input(format!(
-        "`{text}` is neither a time (2026-11-30, 2026-11-30T12:00:00Z) nor an interval (7 days ago)"
-    )))
+    letters::parse_time(pool, text).await.ok_or_else(|| {
+        CliError::Input(format!(
+            "`{text}` is neither a time (2026-11-30, 2026-11-30T12:00:00Z) nor an interval (7 days ago)"
+        ))
+    })
 }
 
-type ListRow = (
-    i64,
-    DateTime<Utc>,
-    String,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    i64,
-    Option<String>,
-    i32,
-);
-
-async fn list(
-    pool: &PgPool,
-    reason: &Option<String>,
-    tenant: &Option<String>,
-    since: Option<DateTime<Utc>>,
-    all: bool,
-    limit: i64,
-    json: bool,
-) -> Result<(), CliError> {
-    let rows: Vec<ListRow> = db(
-        sqlx::query_as(
-            "SELECT id, received_at, reason, field, message, tenant, subject, stream_seq, \
-                    raw_length, resolution, redrives \
-             FROM dead_letters \
-             WHERE ($1::text IS NULL OR reason = $1) AND ($2::text IS NULL OR tenant = $2) \
-               AND ($3::timestamptz IS NULL OR received_at >= $3) AND ($4 OR resolved_at IS NULL) \
-             ORDER BY received_at DESC, id DESC LIMIT $5",
-        )
-        .bind(reason)
-        .bind(tenant)
-        .bind(since)
-        .bind(all)
-        .bind(limit)
-        .fetch_all(pool)
-        .await,
-        "list dead letters",
-    )?;
+/// A table (the message whole, last), or one JSON object a line.
+fn print_list(rows: &[Listed], json: bool) {
     if !json {
         println!(
-            "{:>8}  {:<20} {:<15} {:<12} {:>8} {:>8}  message",
-            "id", "received", "reason", "tenant", "seq", "bytes"
+            "{:>8}  {:<20} {:<15} {:<12} {:>8} {:>8}  {:<10} message",
+            "id", "received", "reason", "tenant", "seq", "bytes", "resolution"
         );
     }
     for r in rows {
-        let (
-            id,
-            received,
-            reason,
-            field,
-            message,
-            tenant,
-            subject,
-            seq,
-            bytes,
-            resolution,
-            redrives,
-        ) = r;
         if json {
-            let row = serde_json::json!({
-                "id": id, "received_at": received, "reason": reason, "field": field,
-                "message": message, "tenant": tenant, "subject": subject, "stream_seq": seq,
-                "raw_length": bytes, "resolution": resolution, "redrives": redrives,
-            });
-            println!("{row}");
-        } else {
-            let short: String = message.chars().take(60).collect();
-            println!(
-                "{id:>8}  {:<20} {reason:<15} {:<12} {:>8} {bytes:>8}  {short}",
-                received.format("%Y-%m-%d %H:%M:%S"),
-                tenant.unwrap_or_default(),
-                seq.map_or("-".into(), |s| s.to_string()),
-            );
+            println!("{}", serde_json::to_string(r).expect("rows serialise"));
+            continue;
         }
+        println!(
+            "{:>8}  {:<20} {:<15} {:<12} {:>8} {:>8}  {:<10} {}",
+            r.id,
+            r.received_at.format("%Y-%m-%d %H:%M:%S"),
+            r.reason,
+            escape_text(r.tenant.as_deref().unwrap_or_default()),
+            r.stream_seq.map_or("-".into(), |s| s.to_string()),
+            r.raw_length,
+            r.resolution.as_deref().unwrap_or("-"),
+            escape_text(&r.message),
+        );
     }
-    Ok(())
 }
 
-type ShowRow = (
-    String,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<i64>,
-    Option<uuid::Uuid>,
-    Option<String>,
-    Vec<u8>,
-    i64,
-    Vec<u8>,
-    DateTime<Utc>,
-    Option<String>,
-    i32,
-);
-
-async fn show(pool: &PgPool, id: i64) -> Result<(), CliError> {
-    let row: Option<ShowRow> = db(
-        sqlx::query_as(
-            "SELECT reason, field, message, subject, stream_seq, command_id, tenant, raw, \
-                    raw_length, raw_sha256, received_at, resolution, redrives \
-             FROM dead_letters WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(pool)
-        .await,
-        "read a dead letter",
-    )?;
-    let Some((
-        reason,
-        field,
-        message,
-        subject,
-        seq,
-        command,
-        tenant,
-        raw,
-        length,
-        sha,
-        received,
-        resolution,
-        redrives,
-    )) = row
-    else {
-        return Err(CliError::NotFound(format!("no dead letter {id}")));
-    };
+fn print_one(id: i64, letter: &Shown) {
+    let l = &letter.listed;
     println!("dead letter {id}");
+    let field = l.field.as_ref().map(|f| format!(" ({f})"));
+    println!("  reason      {}{}", l.reason, field.unwrap_or_default());
+    println!("  message     {}", escape_text(&l.message));
+    println!("  received    {}", l.received_at.to_rfc3339());
+    println!("  subject     {}", l.subject.as_deref().unwrap_or_default());
+    println!("  tenant      {}", l.tenant.as_deref().unwrap_or_default());
+    let seq = l.stream_seq.map_or("-".into(), |s| s.to_string());
+    println!("  stream seq  {seq}");
+    let command = letter.command_id.map_or("-".into(), |c| c.to_string());
+    println!("  command id  {command}");
+    let resolution = l.resolution.as_ref().map(|r| format!(", resolved: {r}"));
     println!(
-        "  reason      {reason}{}",
-        field.map(|f| format!(" ({f})")).unwrap_or_default()
+        "  redrives    {}{}",
+        l.redrives,
+        resolution.unwrap_or_default()
     );
-    println!("  message     {}", escape_text(&message));
-    println!("  received    {}", received.to_rfc3339());
-    println!("  subject     {}", subject.unwrap_or_default());
-    println!("  tenant      {}", tenant.unwrap_or_default());
-    println!(
-        "  stream seq  {}",
-        seq.map_or("-".into(), |s| s.to_string())
-    );
-    println!(
-        "  command id  {}",
-        command.map_or("-".into(), |c| c.to_string())
-    );
-    println!(
-        "  redrives    {redrives}{}",
-        resolution
-            .map(|r| format!(", resolved: {r}"))
-            .unwrap_or_default()
-    );
-    let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
-    let kept = if raw.len() as i64 == length {
+    let hex: String = letter
+        .raw_sha256
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let kept = if letter.raw.len() as i64 == l.raw_length {
         String::new()
     } else {
-        format!(", the first {} kept", raw.len())
+        format!(", the first {} kept", letter.raw.len())
     };
-    println!("  raw         {length} bytes{kept}, sha256 {hex}");
-    match std::str::from_utf8(&raw) {
+    println!("  raw         {} bytes{kept}, sha256 {hex}", l.raw_length);
+    match std::str::from_utf8(&letter.raw) {
         Ok(text) => println!("  as text (UTF-8):\n{}", escape_text(text)),
-        Err(_) => println!("  not UTF-8, escaped:\n{}", raw.escape_ascii()),
+        Err(_) => println!("  not UTF-8, escaped:\n{}", letter.raw.escape_ascii()),
     }
-    Ok(())
 }
 
 async fn run_redrive(pool: PgPool, selection: &Selection, dry_run: bool) -> Result<(), CliError> {

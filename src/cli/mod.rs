@@ -7,6 +7,7 @@ mod forget;
 mod publish;
 mod query;
 mod readers;
+mod rebuild;
 mod run;
 mod tokens;
 
@@ -16,6 +17,7 @@ use clap::{Parser, Subcommand};
 
 use std::net::SocketAddr;
 
+pub use admin::{MigrateAction, PartitionsAction};
 pub use error::CliError;
 pub use run::shutdown_signal;
 
@@ -49,14 +51,10 @@ pub struct Cli {
     /// NATS URL.
     #[arg(long, global = true, env = "NATS_URL")]
     pub nats_url: Option<String>,
-    /// Where `/metrics`, `/livez` and `/readyz` listen.
-    #[arg(
-        long,
-        global = true,
-        env = "ACTIVITY_METRICS_ADDR",
-        default_value = "127.0.0.1:9464"
-    )]
-    pub metrics_addr: SocketAddr,
+    /// Where `/metrics`, `/livez` and `/readyz` listen [default: 127.0.0.1:9464; `up` takes
+    /// the port it used before, else 9464, else any free one].
+    #[arg(long, global = true, env = "ACTIVITY_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// The JetStream stream commands are published to (created if missing).
     #[arg(
         long,
@@ -175,6 +173,13 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Command {
+    /// Whether it runs the store until stopped (`up`, `run`), rather than print and end.
+    pub fn serves(&self) -> bool {
+        matches!(self, Command::Up | Command::Run { .. })
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -262,60 +267,6 @@ pub enum Command {
     },
 }
 
-/// `migrate` actions.
-#[derive(Debug, Subcommand)]
-pub enum MigrateAction {
-    /// Apply every pending migration.
-    Up,
-    /// Revert the last N applied migrations.
-    Down {
-        /// How many to revert.
-        #[arg(default_value_t = 1)]
-        steps: usize,
-    },
-    /// Show each migration and whether it is applied.
-    Status,
-}
-
-/// `partitions` actions.
-#[derive(Debug, Subcommand)]
-pub enum PartitionsAction {
-    /// Show each partition, its bounds, estimated rows and size.
-    List,
-    /// Create this month's partition and the next ones (and from --from on, if given).
-    Ensure {
-        /// How many months past this one to create.
-        #[arg(long, default_value_t = crate::log::MONTHS_AHEAD)]
-        months_ahead: usize,
-        /// Also create every month from this one (YYYY-MM) up to now, e.g. before a backfill.
-        #[arg(long, value_parser = admin::parse_month)]
-        from: Option<crate::log::partitions::Month>,
-    },
-    /// Detach every month before YYYY-MM (concurrently: ingest goes on) that every
-    /// projection has folded past; with --archive, write each to DIR and drop it.
-    Detach {
-        /// The first month kept.
-        #[arg(long, value_parser = admin::parse_month)]
-        before: crate::log::partitions::Month,
-        /// Write each month to DIR (compressed, with a SHA-256 and a manifest), then drop it.
-        #[arg(long)]
-        archive: Option<PathBuf>,
-    },
-    /// Attach a month again from its archive's manifest (or its data file, whose manifest
-    /// is beside it). Every erasure recorded since the archive was written is applied to its
-    /// rows before they become visible.
-    Attach {
-        /// The `events_pYYYYMM.manifest.json` an archive wrote.
-        manifest: PathBuf,
-    },
-    /// Rewrite the archives in DIR that erasures recorded since they were written reach:
-    /// rows scrubbed, a new data file, SHA-256 and manifest.
-    Rescrub {
-        /// The folder `partitions detach --archive` wrote to.
-        dir: PathBuf,
-    },
-}
-
 impl Cli {
     /// The database URL: the flag or DATABASE_URL, else the one `up` wrote under --data-dir.
     pub fn resolve_database_url(&self) -> Result<String, CliError> {
@@ -367,7 +318,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             projection,
             verify,
             force,
-        } => query::rebuild(&cli, projection, *verify, *force).await,
+        } => rebuild::rebuild(&cli, projection, *verify, *force).await,
         Command::Publish { input, rate } => {
             let report =
                 publish::publish(&cli.resolve_nats_url()?, &cli.subject_prefix, input, *rate)

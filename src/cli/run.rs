@@ -91,7 +91,10 @@ impl Cli {
             database_url,
             ingest_database_url: self.resolve_ingest_database_url(),
             nats_url,
-            metrics_addr: self.metrics_addr,
+            metrics_addr: self
+                .metrics_addr
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], METRICS_PORT))),
+            up_file: None,
             ingest: roles.ingest,
             project: roles.project,
             project_config: crate::project::ProjectConfig::default(),
@@ -127,24 +130,32 @@ pub struct Roles {
     pub project: bool,
 }
 
+/// The metrics endpoint's port unless told otherwise.
+const METRICS_PORT: u16 = 9464;
+
 pub async fn up(cli: &Cli) -> Result<(), CliError> {
-    // Before the servers start: starting rewrites the env file that names the port used last.
+    // Before the servers start: starting rewrites the env file that names the ports used last.
+    let env_file = cli.data_dir.join("env");
     let api_addr = cli
         .api
         .api_addr
-        .unwrap_or_else(|| api_port(&cli.data_dir.join("env")));
+        .unwrap_or_else(|| free_port(&env_file, "API_URL", 8080));
+    let metrics_addr = cli
+        .metrics_addr
+        .unwrap_or_else(|| free_port(&env_file, "METRICS_URL", METRICS_PORT));
     let subjects = crate::embedded::ProducerSubjects {
         commands: cli.subject_prefix.clone(),
         rejections: cli.api.rejections_prefix.clone(),
     };
     let embedded = Embedded::start(&cli.data_dir, &subjects).await?;
     let api_url = format!("http://{api_addr}");
-    embedded.publish_api_url(&api_url)?;
+    let metrics_url = format!("http://{metrics_addr}");
+    embedded.publish_urls(&api_url, &metrics_url)?;
     // One write, its failure ignored: a reader that stopped reading (`up | head`) must not
     // stop the store.
     let urls = format!(
-        "DATABASE_URL={}\nINGEST_DATABASE_URL={}\nAPI_DATABASE_URL={}\nAPI_URL={api_url}\nNATS_URL={}\n\
-         PRODUCER_NATS_URL={}\n",
+        "DATABASE_URL={}\nINGEST_DATABASE_URL={}\nAPI_DATABASE_URL={}\nAPI_URL={api_url}\n\
+         METRICS_URL={metrics_url}\nNATS_URL={}\nPRODUCER_NATS_URL={}\n",
         embedded.database_url(),
         embedded.ingest_database_url(),
         embedded.api_database_url(),
@@ -156,7 +167,6 @@ pub async fn up(cli: &Cli) -> Result<(), CliError> {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(urls.as_bytes()).and_then(|()| out.flush());
     }
-    tracing::info!(env_file = %embedded.env_file().display(), "activity-store is up; Ctrl-C to stop");
     let roles = Roles {
         ingest: true,
         project: true,
@@ -165,15 +175,17 @@ pub async fn up(cli: &Cli) -> Result<(), CliError> {
     config.ingest_database_url = Some(embedded.ingest_database_url());
     config.api_database_url = Some(embedded.api_database_url());
     config.api = Some(cli.api.config(api_addr));
+    config.metrics_addr = metrics_addr;
+    config.up_file = Some(embedded.env_file().to_path_buf());
     let served = serve_until_signal(config).await;
     embedded.stop().await?;
     served
 }
 
-/// Where `up` serves the API: the port it used before if free, else 8080 if free, else any
-/// free port (URLs users saved keep working when they can).
-fn api_port(env_file: &std::path::Path) -> SocketAddr {
-    let previous = read_env_file(env_file, "API_URL").and_then(|u| {
+/// Where `up` listens for `key` (`API_URL`, `METRICS_URL`): the port it used before if free,
+/// else `default` if free, else any free port (URLs users saved keep working when they can).
+fn free_port(env_file: &std::path::Path, key: &str, default: u16) -> SocketAddr {
+    let previous = read_env_file(env_file, key).and_then(|u| {
         u.rsplit_once(':')
             .and_then(|(_, p)| p.trim_end_matches('/').parse::<u16>().ok())
     });
@@ -184,9 +196,9 @@ fn api_port(env_file: &std::path::Path) -> SocketAddr {
     };
     previous
         .and_then(free)
-        .or_else(|| free(8080))
+        .or_else(|| free(default))
         .or_else(|| free(0))
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)))
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default)))
 }
 
 /// Runs the roles until Ctrl-C or SIGTERM, then lets them finish what they hold. Returns at

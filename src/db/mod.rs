@@ -11,7 +11,7 @@ pub use connect::{Target, pool, session};
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// PostgreSQL refused a statement or could not be reached.
-    #[error("database error while trying to {action}: {source}")]
+    #[error("database error while trying to {action}: {}", said(source))]
     Database {
         /// What was being done.
         action: &'static str,
@@ -80,6 +80,20 @@ impl DbError {
     }
 }
 
+/// What PostgreSQL said: its message and hint, without the driver's ` at line N` (a line of
+/// the server's C source, no help to anyone reading the error).
+fn said(e: &sqlx::Error) -> String {
+    let Some(d) = e.as_database_error() else {
+        return e.to_string();
+    };
+    let hint = d
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .and_then(|p| p.hint())
+        .map(|h| format!(" (hint: {h})"))
+        .unwrap_or_default();
+    format!("{}{hint}", d.message())
+}
+
 fn sqlstate(e: &sqlx::Error) -> Option<String> {
     e.as_database_error()
         .and_then(|d| d.code())
@@ -89,4 +103,24 @@ fn sqlstate(e: &sqlx::Error) -> Option<String> {
 /// Wraps a driver result with what was being done.
 pub(crate) fn db<T>(r: Result<T, sqlx::Error>, action: &'static str) -> Result<T, DbError> {
     r.map_err(|source| DbError::Database { action, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_driver_error_that_is_not_the_servers_is_said_whole() {
+        let e = DbError::Database {
+            action: "connect",
+            source: sqlx::Error::PoolTimedOut,
+        };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "database error while trying to connect: {}",
+                sqlx::Error::PoolTimedOut
+            )
+        );
+    }
 }

@@ -163,7 +163,7 @@ impl Embedded {
     }
 
     /// The env file's text: every URL, the API's if it is served.
-    fn env(&self, api_url: Option<&str>) -> String {
+    fn env(&self, urls: Option<(&str, &str)>) -> String {
         let mut env = format!(
             "DATABASE_URL={}\nINGEST_DATABASE_URL={}\nAPI_DATABASE_URL={}\nNATS_URL={}\n\
              PRODUCER_NATS_URL={}\n",
@@ -173,15 +173,15 @@ impl Embedded {
             self.nats_url(),
             self.producer_nats_url()
         );
-        if let Some(url) = api_url {
-            env.push_str(&format!("API_URL={url}\n"));
+        if let Some((api, metrics)) = urls {
+            env.push_str(&format!("API_URL={api}\nMETRICS_URL={metrics}\n"));
         }
         env
     }
 
-    /// Writes the API's URL into the env file, beside the others.
-    pub fn publish_api_url(&self, url: &str) -> Result<(), UpError> {
-        write_private(&self.env_file, &self.env(Some(url)))?;
+    /// Writes the API's and the metrics endpoint's URLs into the env file, beside the others.
+    pub fn publish_urls(&self, api: &str, metrics: &str) -> Result<(), UpError> {
+        write_private(&self.env_file, &self.env(Some((api, metrics))))?;
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 mod batch;
 mod decide;
 mod inbound;
+pub mod letters;
 mod pull;
 mod recover;
 pub mod redrive;

@@ -147,7 +147,8 @@ pub struct PartitionInfo {
     pub name: String,
     /// The partition bound, as PostgreSQL prints it.
     pub bound: String,
-    /// The planner's row estimate (-1 before the first ANALYZE).
+    /// The planner's row estimate, or the live rows the statistics collector counted when
+    /// more (before the first ANALYZE the planner's is -1; after a bulk load it is stale).
     pub estimated_rows: i64,
     /// Table and index size on disk.
     pub total_bytes: i64,
@@ -174,7 +175,8 @@ pub async fn set_window(pool: &sqlx::PgPool, window: &TimeWindow) -> Result<(), 
 pub async fn list(conn: &mut PgConnection) -> Result<Vec<PartitionInfo>, DbError> {
     let rows: Vec<(String, String, i64, i64)> = db(
         sqlx::query_as(
-            "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid), c.reltuples::bigint, \
+            "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid), \
+                    greatest(c.reltuples::bigint, coalesce(pg_stat_get_live_tuples(c.oid), 0)), \
                     pg_total_relation_size(c.oid) \
              FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
              WHERE i.inhparent = 'events'::regclass ORDER BY c.relname",

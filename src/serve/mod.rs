@@ -34,6 +34,9 @@ pub struct ServeConfig {
     pub nats_url: String,
     /// Where `/metrics`, `/livez` and `/readyz` listen.
     pub metrics_addr: SocketAddr,
+    /// `up`'s environment file: once every listener is bound, the store says it is up and
+    /// names it.
+    pub up_file: Option<std::path::PathBuf>,
     /// Whether to run the ingestor.
     pub ingest: bool,
     /// The ingestor's settings.
@@ -100,7 +103,10 @@ pub enum ServeError {
         source: std::io::Error,
     },
     /// The metrics endpoint could not listen.
-    #[error("could not listen for metrics on {addr}: {source}")]
+    #[error(
+        "could not listen for metrics on {addr}: {source}; choose another address with \
+         --metrics-addr HOST:PORT (or ACTIVITY_METRICS_ADDR)"
+    )]
     Metrics {
         /// The address.
         addr: SocketAddr,
@@ -185,6 +191,9 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
             source,
         })?;
     tracing::info!(%bound, "metrics on http://{bound}/metrics");
+    if let Some(env_file) = &config.up_file {
+        tracing::info!(env_file = %env_file.display(), "activity-store is up; Ctrl-C to stop");
+    }
     tracker.spawn(async move {
         if let Err(e) = metrics.await {
             tracing::error!(error = %e, "metrics endpoint stopped");

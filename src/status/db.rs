@@ -139,11 +139,15 @@ pub async fn partitions(conn: &mut PgConnection) -> Result<Vec<PartitionStatus>,
     Ok(out)
 }
 
+/// Dead letters no redrive has resolved, by reason.
 async fn dead_letters(conn: &mut PgConnection) -> Result<Vec<DeadLetterCount>, DbError> {
     let rows: Vec<(String, i64)> = db(
-        sqlx::query_as("SELECT reason, count(*) FROM dead_letters GROUP BY reason ORDER BY reason")
-            .fetch_all(conn)
-            .await,
+        sqlx::query_as(
+            "SELECT reason, count(*) FROM dead_letters WHERE resolved_at IS NULL \
+             GROUP BY reason ORDER BY reason",
+        )
+        .fetch_all(conn)
+        .await,
         "count dead letters",
     )?;
     Ok(rows

@@ -195,3 +195,25 @@ async fn concurrent_appenders_get_dense_distinct_positions() {
     .unwrap();
     assert!(commit_order_matches, "position order is transaction order");
 }
+
+#[tokio::test]
+async fn a_months_rows_are_estimated_before_any_analyze() {
+    let (db, log) = log().await;
+    // `many` puts its events in January 2025; no ANALYZE or autovacuum has seen them.
+    log.append_batch(&many("acme", 10, 500)).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let mut conn = db.pool.acquire().await.unwrap();
+        let parts = partitions::list(&mut conn).await.unwrap();
+        let jan = parts.iter().find(|p| p.name == "events_p202501").unwrap();
+        if jan.estimated_rows == 500 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "estimated {} rows of 500",
+            jan.estimated_rows
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

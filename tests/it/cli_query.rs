@@ -134,6 +134,35 @@ async fn published_commands_reach_every_read_model_and_the_query_cli() {
 
     let (ok, _, err) = query(&db, &["user", "--tenant", "other", "--user", "ann"]).await;
     assert!(!ok && err.contains("no user ann in tenant other"), "{err}");
+    // An empty feed or range is said so, not a bare header.
+    let (ok, out, err) = query(&db, &["feed", "--tenant", "other", "--user", "ann"]).await;
+    assert!(
+        !ok && out.is_empty() && err.contains("no activities of user ann in tenant other"),
+        "{out} {err}"
+    );
+    let (ok, out, err) = query(&db, &["daily", "--tenant", "other"]).await;
+    assert!(
+        !ok && out.is_empty() && err.contains("no activity in tenant other"),
+        "{out} {err}"
+    );
+    // A reader that stops reading (`| head`) ends the command quietly, never with a panic.
+    let mut head = std::process::Command::new(env!("CARGO_BIN_EXE_activity-store"))
+        .args(["query", "feed", "--tenant", "acme", "--user", "ann"])
+        .env("DATABASE_URL", db.url())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(head.stdout.take());
+    let ended = head.wait_with_output().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        ended.status.signal(),
+        Some(13),
+        "killed by SIGPIPE, as `head` expects: {:?} {}",
+        ended.status,
+        String::from_utf8_lossy(&ended.stderr)
+    );
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(store.id().unwrap() as i32),

@@ -106,3 +106,19 @@ async fn a_month_without_partition_is_named_as_such() {
     );
     assert!(e.to_string().contains("partitions ensure"), "{e}");
 }
+
+#[tokio::test]
+async fn the_servers_errors_are_said_without_the_drivers_source_line() {
+    let db = TestDb::migrated().await;
+    let raw = sqlx::query("SELECT no_such_column FROM events")
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
+    assert!(raw.to_string().contains(" at line "), "{raw}");
+    let said = database(raw).to_string();
+    assert!(
+        said.starts_with("database error while trying to test: column \"no_such_column\""),
+        "{said}"
+    );
+    assert!(!said.contains(" at line "), "{said}");
+}

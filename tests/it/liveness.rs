@@ -120,6 +120,7 @@ pub fn config(
         ingest_database_url,
         nats_url: nats_url(),
         metrics_addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        up_file: None,
         ingest: true,
         ingest_config: ingest,
         project,

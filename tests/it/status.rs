@@ -153,6 +153,25 @@ async fn partitions_dead_letters_and_leases_are_reported() {
         .collect();
     assert!(reasons.contains(&("unknown_user", 1)), "{reasons:?}");
     assert_eq!(reasons.iter().map(|r| r.1).sum::<i64>(), 2, "{reasons:?}");
+    // A dead letter a redrive resolved is no longer counted.
+    sqlx::query(
+        "UPDATE dead_letters SET resolved_at = now(), resolution = 'redriven' \
+         WHERE reason = 'unknown_user'",
+    )
+    .execute(&side.db.pool)
+    .await
+    .unwrap();
+    let after = status::gather(&side.db.pool, None, &config(None))
+        .await
+        .unwrap();
+    assert!(
+        after
+            .dead_letters
+            .iter()
+            .all(|d| d.reason != "unknown_user"),
+        "{:?}",
+        after.dead_letters
+    );
     for p in &s.projections {
         let lease = p
             .lease

@@ -194,3 +194,64 @@ async fn up_serves_stops_cleanly_and_reuses_its_data() {
     stop(child).await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn up_takes_another_free_metrics_port_when_its_own_is_held_and_names_it() {
+    let dir = std::env::temp_dir().join(unique_name("upm"));
+    // The default port held (by this test, or already by someone else): up must not die.
+    let _held = std::net::TcpListener::bind(("127.0.0.1", 9464));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_activity-store"))
+        .arg("up")
+        .arg("--data-dir")
+        .arg(&dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("ACTIVITY_METRICS_ADDR")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut metrics = None;
+    tokio::time::timeout(Duration::from_secs(90), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("METRICS_URL=") {
+                metrics = Some(url.to_owned());
+            }
+            if line.starts_with("PRODUCER_NATS_URL=") {
+                return;
+            }
+        }
+        panic!("up exited before printing its URLs");
+    })
+    .await
+    .expect("up printed its URLs in time");
+    let metrics = metrics.expect("up names its metrics URL");
+    assert_ne!(
+        metrics, "http://127.0.0.1:9464",
+        "the held port was not taken"
+    );
+    let env = std::fs::read_to_string(dir.join("env")).unwrap();
+    assert!(env.contains(&format!("METRICS_URL={metrics}\n")), "{env}");
+    // It answers there, and says it is up only once it does.
+    let mut errors = BufReader::new(child.stderr.take().unwrap()).lines();
+    let said_up = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut seen_metrics = false;
+        while let Some(line) = errors.next_line().await.unwrap() {
+            seen_metrics |= line.contains("metrics on http://");
+            if line.contains("activity-store is up") {
+                return seen_metrics;
+            }
+        }
+        panic!("up exited before saying it is up");
+    })
+    .await
+    .expect("up said it is up in time");
+    assert!(said_up, "'up' came before the metrics listener was bound");
+    let live = reqwest::get(format!("{metrics}/livez")).await.unwrap();
+    assert!(live.status().is_success(), "{}", live.status());
+    tokio::spawn(async move { while let Ok(Some(_)) = errors.next_line().await {} });
+    stop(child).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -233,3 +233,37 @@ async fn check_folded(pool: &PgPool, table: &str, month: Month) -> Result<(), Ar
         None => Ok(()),
     }
 }
+
+/// What of the log is not attached: where it starts now, and the months recorded as
+/// detached. A rebuild folds only what is attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Absent {
+    /// The first position the log holds (`None`: it is empty).
+    pub first_position: Option<i64>,
+    /// The months detached and not attached again, oldest first.
+    pub months: Vec<String>,
+}
+
+impl Absent {
+    /// Whether any of the log is missing: months detached, or its first positions gone.
+    pub fn is_partial(&self) -> bool {
+        !self.months.is_empty() || self.first_position.is_some_and(|f| f > 1)
+    }
+}
+
+/// What of the log is not attached now.
+pub async fn absent(pool: &PgPool) -> Result<Absent, DbError> {
+    let (first_position, months) = db(
+        sqlx::query_as(
+            "SELECT (SELECT min(position) FROM events), \
+                    ARRAY(SELECT month FROM archived_months WHERE attached_at IS NULL ORDER BY 1)",
+        )
+        .fetch_one(pool)
+        .await,
+        "look at which months are detached",
+    )?;
+    Ok(Absent {
+        first_position,
+        months,
+    })
+}

@@ -1,0 +1,132 @@
+//! `rebuild <projection> [--verify [--force]]`, with its progress.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+
+use super::{Cli, CliError};
+use crate::project::{ProjectConfig, Projector};
+
+/// `rebuild <projection> [--verify [--force]]`: refolds it from the whole log into shadow
+/// tables and swaps them in, then clears and refills its cache entries. Progress: a bar with
+/// positions/s and ETA on a terminal, a plain line every few seconds otherwise. An interrupted
+/// rebuild leaves the live tables as they were.
+pub async fn rebuild(cli: &Cli, name: &str, verify: bool, force: bool) -> Result<(), CliError> {
+    let pool = super::admin::connect(cli).await?;
+    warn_if_partial(&pool).await?;
+    let mut projector = Projector::start(pool, ProjectConfig::default()).await?;
+    if let Ok(url) = cli.resolve_nats_url() {
+        let client = crate::nats::connect(&url).await.map_err(|e| {
+            CliError::Nats(format!("connect to {}: {e}", crate::nats::redacted(&url)))
+        })?;
+        let js = async_nats::jetstream::new(client);
+        projector.attach_caches(&js, &cli.cache_config()).await?;
+    }
+    let progress = Progress::new(name);
+    let report = |upto: i64, last: i64| progress.show(upto, last);
+    if !verify {
+        let position = projector.rebuild(name, report).await?;
+        progress.done();
+        println!("rebuilt {name} from the whole log, up to position {position}");
+        return Ok(());
+    }
+    let (verified, swapped) = projector.rebuild_verified(name, report, force).await?;
+    progress.done();
+    for d in &verified.differences {
+        println!(
+            "{}: {} rows only live, {} only rebuilt",
+            d.table, d.only_live, d.only_rebuilt
+        );
+        for e in &d.examples {
+            println!("  {e}");
+        }
+    }
+    if verified.differences.is_empty() {
+        println!(
+            "verified: the rebuilt tables match the live ones at position {} ({} rows)",
+            verified.position, verified.rows
+        );
+    }
+    match swapped {
+        Some(position) => {
+            println!("rebuilt {name} from the whole log, up to position {position}");
+            Ok(())
+        }
+        None => Err(CliError::Unverified(name.to_owned())),
+    }
+}
+
+/// Warns when months of the log are detached: a rebuild folds only what is still attached.
+async fn warn_if_partial(pool: &sqlx::PgPool) -> Result<(), CliError> {
+    let detached = crate::log::archive::absent(pool).await?;
+    if !detached.is_partial() {
+        return Ok(());
+    }
+    let months = match detached.months.len() {
+        0 => "no month is recorded as".to_owned(),
+        1 => format!("{} is", detached.months[0]),
+        _ => format!("{} are", detached.months.join(", ")),
+    };
+    eprintln!(
+        "warning: the log starts at position {} and {months} detached: a rebuild folds only the \
+         months still attached, so the rebuilt views will not count what was detached; attach \
+         their archives first (`partitions attach`) to rebuild everything",
+        detached.first_position.unwrap_or(0)
+    );
+    Ok(())
+}
+
+/// A rebuild's progress: a bar on a terminal, plain lines otherwise.
+struct Progress {
+    bar: Option<ProgressBar>,
+    name: String,
+    last_line: std::sync::Mutex<std::time::Instant>,
+}
+
+impl Progress {
+    fn new(name: &str) -> Progress {
+        use std::io::IsTerminal;
+        // Drawn from the first report on, when the length is known (never `0/0`).
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let style = ProgressStyle::with_template(
+                "{msg} [{bar:30}] {pos}/{len} positions {rate} ETA {eta}",
+            )
+            .expect("a valid template")
+            .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}/s", s.per_sec());
+            });
+            let bar =
+                ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden()).with_style(style);
+            bar.set_message(format!("rebuilding {name}"));
+            bar
+        });
+        Progress {
+            bar,
+            name: name.to_owned(),
+            last_line: std::sync::Mutex::new(std::time::Instant::now()),
+        }
+    }
+
+    fn show(&self, upto: i64, last: i64) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_length(last.max(0) as u64);
+                bar.set_position(upto.max(0) as u64);
+                if bar.is_hidden() {
+                    bar.set_draw_target(ProgressDrawTarget::stderr());
+                }
+            }
+            None => {
+                let mut at = self.last_line.lock().expect("progress lock");
+                if at.elapsed() >= std::time::Duration::from_secs(5) || upto >= last {
+                    eprintln!("rebuilding {}: {upto} of {last} positions", self.name);
+                    *at = std::time::Instant::now();
+                }
+            }
+        }
+    }
+
+    fn done(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
