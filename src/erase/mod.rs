@@ -121,11 +121,31 @@ pub async fn forget(
     let stream = stream::scrub(pool, js, config, &personal).await?;
     let dead = dead_letters::scrub(pool, tenant, &personal).await?;
     let cache_entries = purge_cache(pool, js, config, tenant, user).await?;
+    scrub_log(pool, &pseudonym, user, progress).await?;
+    let done = Done {
+        dead_letters: dead,
+        stream_messages: stream.purged,
+        stream_left: stream.left,
+        cache_entries,
+        read_model_rows: crate::query::rows_left(pool, tenant, user, forgotten_at).await?,
+        detached_events: archive::scrub_detached(pool).await?,
+        archives: archive::holding(pool, tenant, forgotten_at, id).await?,
+    };
+    complete(pool, id, &done).await
+}
+
+/// The log's events of the user, rewritten in batches by the one sanctioned scrub.
+async fn scrub_log(
+    pool: &PgPool,
+    pseudonym: &str,
+    user: &str,
+    progress: impl Fn(i64),
+) -> Result<(), EraseError> {
     let mut scrubbed = 0;
     loop {
         let n: i64 = db(
             sqlx::query_scalar("SELECT erase_user_events($1, $2, $3)")
-                .bind(&pseudonym)
+                .bind(pseudonym)
                 .bind(user)
                 .bind(ERASE_BATCH)
                 .fetch_one(pool)
@@ -133,14 +153,26 @@ pub async fn forget(
             "scrub a batch of the user's events",
         )?;
         if n == 0 {
-            break;
+            return Ok(());
         }
         scrubbed += n;
         progress(scrubbed);
     }
-    let detached_events = archive::scrub_detached(pool).await?;
-    let left = crate::query::rows_left(pool, tenant, user, forgotten_at).await?;
-    let archives = archive::holding(pool, tenant, forgotten_at, id).await?;
+}
+
+/// What the copies outside the log gave up, for the receipt.
+struct Done {
+    dead_letters: i64,
+    stream_messages: i64,
+    stream_left: Vec<i64>,
+    cache_entries: i64,
+    read_model_rows: i64,
+    detached_events: i64,
+    archives: Vec<String>,
+}
+
+/// Records what erasure `id` did and marks it complete; its receipt.
+async fn complete(pool: &PgPool, id: i64, done: &Done) -> Result<Receipt, EraseError> {
     let receipt: Receipt = db(
         sqlx::query_as(
             "UPDATE erasures SET dead_letters = $2, stream_messages = $3, cache_entries = $4, \
@@ -151,13 +183,13 @@ pub async fn forget(
                        read_model_rows, archives",
         )
         .bind(id)
-        .bind(dead)
-        .bind(stream.purged)
-        .bind(cache_entries)
-        .bind(left)
-        .bind(detached_events)
-        .bind(&stream.left)
-        .bind(&archives)
+        .bind(done.dead_letters)
+        .bind(done.stream_messages)
+        .bind(done.cache_entries)
+        .bind(done.read_model_rows)
+        .bind(done.detached_events)
+        .bind(&done.stream_left)
+        .bind(&done.archives)
         .fetch_one(pool)
         .await,
         "complete an erasure",

@@ -5,31 +5,16 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
 
-use super::copy::{CopyRows, EVENT_COLUMNS, encode_event};
-use super::grant::Append;
+use super::grant::{Append, AppendOutcome};
 use super::partitions::{self, Month};
 use crate::db::{DbError, db};
 use crate::model::NewEvent;
 
 /// The channel `append` notifies with the last position of each committed batch.
 pub const APPEND_CHANNEL: &str = "activity_events";
-/// Rows encoded per COPY message: the server works on one while the next is encoded.
-const COPY_CHUNK_ROWS: usize = 1_000;
 /// How many months past the current one are created when the log is opened.
 pub const MONTHS_AHEAD: usize = 3;
-
-/// What one append did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AppendOutcome {
-    /// Events written.
-    pub appended: usize,
-    /// Positions given to them, first and last, in the batch's order.
-    pub positions: Option<(i64, i64)>,
-    /// Command ids already in the log (or twice in the batch): nothing was written for them.
-    pub duplicates: Vec<Uuid>,
-}
 
 /// The event log: appends, with a cache of the month partitions known to exist.
 pub struct EventLog {
@@ -139,57 +124,4 @@ pub async fn append_in(
     let append = Append::new(events);
     let granted = append.grant(conn).await?;
     append.copy(conn, granted).await
-}
-
-/// COPYs `events` into the log at positions `first`, `first + 1`, …, in one COPY whose rows
-/// are encoded in chunks while the server works on the one before. The positions must be the
-/// ones `begin_append` handed out in this transaction.
-pub(super) async fn copy_rows(
-    conn: &mut PgConnection,
-    events: &[&NewEvent],
-    first: i64,
-) -> Result<(), DbError> {
-    let Some(last_index) = events.len().checked_sub(1) else {
-        return Ok(());
-    };
-    let statement = format!("COPY events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)");
-    let mut copy = db(
-        conn.copy_in_raw(&statement).await,
-        "start COPY into the log",
-    )?;
-    let mut rows = CopyRows::with_capacity(COPY_CHUNK_ROWS.min(events.len()) * 320);
-    for (i, (position, e)) in (first..).zip(events.iter()).enumerate() {
-        encode_event(&mut rows, position, e);
-        let chunk = if i == last_index {
-            Some(std::mem::replace(&mut rows, CopyRows::continuation()).finish())
-        } else if (i + 1) % COPY_CHUNK_ROWS == 0 {
-            Some(rows.take())
-        } else {
-            None
-        };
-        if let Some(bytes) = chunk
-            && let Err(e) = copy.send(bytes).await
-        {
-            let _ = copy.abort("send failed").await;
-            return Err(classify(e));
-        }
-    }
-    copy.finish().await.map_err(classify)?;
-    Ok(())
-}
-
-fn classify(e: sqlx::Error) -> DbError {
-    // 23514 is check_violation; PostgreSQL raises it without a constraint name only when no
-    // partition accepts the row. Decided by SQLSTATE, never by (translatable) message text.
-    let no_partition = e
-        .as_database_error()
-        .is_some_and(|d| d.code().as_deref() == Some("23514") && d.constraint().is_none());
-    if no_partition {
-        DbError::NoPartition(e.to_string())
-    } else {
-        DbError::Database {
-            action: "COPY into the log",
-            source: e,
-        }
-    }
 }

@@ -4,8 +4,10 @@
 //! length-prefixed value in the type's binary send format, then a -1 trailer.
 
 use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::db::{DbError, db};
 use crate::model::NewEvent;
 
 /// The log columns a COPY fills; `recorded_at` and `tx_id` take their defaults.
@@ -147,6 +149,62 @@ pub fn encode_event(rows: &mut CopyRows, position: i64, e: &NewEvent) {
             .delivery_count
             .map(|d| d.min(i32::MAX as u64) as i32),
     );
+}
+
+/// Rows encoded per COPY message: the server works on one while the next is encoded.
+const COPY_CHUNK_ROWS: usize = 1_000;
+
+/// COPYs `events` into the log at positions `first`, `first + 1`, …, in one COPY whose rows
+/// are encoded in chunks while the server works on the one before. The positions must be the
+/// ones `begin_append` handed out in this transaction.
+pub(super) async fn copy_rows(
+    conn: &mut PgConnection,
+    events: &[&NewEvent],
+    first: i64,
+) -> Result<(), DbError> {
+    let Some(last_index) = events.len().checked_sub(1) else {
+        return Ok(());
+    };
+    let statement = format!("COPY events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)");
+    let mut copy = db(
+        conn.copy_in_raw(&statement).await,
+        "start COPY into the log",
+    )?;
+    let mut rows = CopyRows::with_capacity(COPY_CHUNK_ROWS.min(events.len()) * 320);
+    for (i, (position, e)) in (first..).zip(events.iter()).enumerate() {
+        encode_event(&mut rows, position, e);
+        let chunk = if i == last_index {
+            Some(std::mem::replace(&mut rows, CopyRows::continuation()).finish())
+        } else if (i + 1) % COPY_CHUNK_ROWS == 0 {
+            Some(rows.take())
+        } else {
+            None
+        };
+        if let Some(bytes) = chunk
+            && let Err(e) = copy.send(bytes).await
+        {
+            let _ = copy.abort("send failed").await;
+            return Err(classify(e));
+        }
+    }
+    copy.finish().await.map_err(classify)?;
+    Ok(())
+}
+
+fn classify(e: sqlx::Error) -> DbError {
+    // 23514 is check_violation; PostgreSQL raises it without a constraint name only when no
+    // partition accepts the row. Decided by SQLSTATE, never by (translatable) message text.
+    let no_partition = e
+        .as_database_error()
+        .is_some_and(|d| d.code().as_deref() == Some("23514") && d.constraint().is_none());
+    if no_partition {
+        DbError::NoPartition(e.to_string())
+    } else {
+        DbError::Database {
+            action: "COPY into the log",
+            source: e,
+        }
+    }
 }
 
 #[cfg(test)]

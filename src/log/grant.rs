@@ -11,9 +11,20 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::APPEND_CHANNEL;
-use super::append::{AppendOutcome, copy_rows};
+use super::copy::copy_rows;
 use crate::db::{DbError, db};
 use crate::model::NewEvent;
+
+/// What one append did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Events written.
+    pub appended: usize,
+    /// Positions given to them, first and last, in the batch's order.
+    pub positions: Option<(i64, i64)>,
+    /// Command ids already in the log (or twice in the batch): nothing was written for them.
+    pub duplicates: Vec<Uuid>,
+}
 
 /// What the statement hands back: the caller's check, the fresh (tenant, command id) pairs,
 /// the last position handed out, and the notify's (unused) result.

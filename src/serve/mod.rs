@@ -138,32 +138,9 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
     {
         tracing::warn!(error = %e, "could not record the accepted window; the writer keeps the one recorded before");
     }
-    let mut roles = Vec::new();
     let tracker = TaskTracker::new();
-    if config.project {
-        let role = Role::new("project");
-        roles.push(role.clone());
-        let (pool, nats, config) = (pool.clone(), nats.clone(), config.clone());
-        tracker.spawn(supervise(role, shutdown.clone(), move |role, token| {
-            project(pool.clone(), nats.clone(), config.clone(), role, token)
-        }));
-    }
-    if config.ingest {
-        let role = Role::new("ingest");
-        roles.push(role.clone());
-        let (pool, nats, config) = (ingest_pool, nats.clone(), config.clone());
-        tracker.spawn(supervise(role, shutdown.clone(), move |role, token| {
-            ingest(pool.clone(), nats.clone(), config.clone(), role, token)
-        }));
-    }
-    if let Some(api) = &config.api {
-        let role = Role::new("api");
-        roles.push(role.clone());
-        let (nats, config, api) = (nats.clone(), config.clone(), api.clone());
-        tracker.spawn(supervise(role, shutdown.clone(), move |role, token| {
-            serve_api(config.clone(), api.clone(), nats.clone(), role, token)
-        }));
-    }
+    let roles = spawn_roles(&tracker, &config, (&pool, &ingest_pool), &nats, &shutdown);
+    spawn_upkeep(&tracker, &config, &pool, &nats, &shutdown);
     let health = Health {
         pool: pool.clone(),
         nats: nats.clone(),
@@ -171,19 +148,6 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
         liveness_timeout: config.liveness_timeout,
         status: config.status_config(),
     };
-    tracker.spawn(maintain::months_ahead(
-        pool.clone(),
-        config.months_ahead,
-        config.maintenance_every,
-        shutdown.clone(),
-    ));
-    tracker.spawn(status::sample(
-        pool.clone(),
-        async_nats::jetstream::new(nats.clone()),
-        config.status_config(),
-        config.status_every,
-        shutdown.clone(),
-    ));
     let (bound, metrics) = serve_metrics(config.metrics_addr, health, shutdown.clone())
         .await
         .map_err(|source| ServeError::Metrics {
@@ -202,6 +166,66 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+/// Spawns the roles `config` asks for, each supervised; returns them for the health checks.
+fn spawn_roles(
+    tracker: &TaskTracker,
+    config: &ServeConfig,
+    (pool, ingest_pool): (&PgPool, &PgPool),
+    nats: &async_nats::Client,
+    shutdown: &CancellationToken,
+) -> Vec<Role> {
+    let mut roles = Vec::new();
+    if config.project {
+        let role = Role::new("project");
+        roles.push(role.clone());
+        let (pool, nats, config) = (pool.clone(), nats.clone(), config.clone());
+        tracker.spawn(supervise(role, shutdown.clone(), move |role, token| {
+            project(pool.clone(), nats.clone(), config.clone(), role, token)
+        }));
+    }
+    if config.ingest {
+        let role = Role::new("ingest");
+        roles.push(role.clone());
+        let (pool, nats, config) = (ingest_pool.clone(), nats.clone(), config.clone());
+        tracker.spawn(supervise(role, shutdown.clone(), move |role, token| {
+            ingest(pool.clone(), nats.clone(), config.clone(), role, token)
+        }));
+    }
+    if let Some(api) = &config.api {
+        let role = Role::new("api");
+        roles.push(role.clone());
+        let (nats, config, api) = (nats.clone(), config.clone(), api.clone());
+        tracker.spawn(supervise(role, shutdown.clone(), move |role, token| {
+            serve_api(config.clone(), api.clone(), nats.clone(), role, token)
+        }));
+    }
+    roles
+}
+
+/// Spawns the upkeep every store does beside its roles: months ahead (on the maintenance
+/// lease) and the status gauges.
+fn spawn_upkeep(
+    tracker: &TaskTracker,
+    config: &ServeConfig,
+    pool: &PgPool,
+    nats: &async_nats::Client,
+    shutdown: &CancellationToken,
+) {
+    tracker.spawn(maintain::months_ahead(
+        pool.clone(),
+        config.months_ahead,
+        config.maintenance_every,
+        shutdown.clone(),
+    ));
+    tracker.spawn(status::sample(
+        pool.clone(),
+        async_nats::jetstream::new(nats.clone()),
+        config.status_config(),
+        config.status_every,
+        shutdown.clone(),
+    ));
 }
 
 /// A pool for `role`: sessions named after it, at most `max` connections, waiting at most

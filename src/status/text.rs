@@ -17,7 +17,8 @@ fn holder(h: &Option<Holder>) -> String {
 }
 
 impl Status {
-    /// The status as lines for a terminal.
+    /// The status as lines for a terminal: the verdict and its problems, then one section
+    /// per part of the store.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         let verdict = if self.healthy() {
@@ -35,6 +36,15 @@ impl Status {
             "  open append transaction: {}",
             holder(&self.watermark)
         );
+        self.projections_text(&mut out);
+        self.ingest_text(&mut out);
+        self.partitions_text(&mut out);
+        self.dead_letters_text(&mut out);
+        self.caches_text(&mut out);
+        out
+    }
+
+    fn projections_text(&self, out: &mut String) {
         let _ = writeln!(out, "\nprojections:");
         for p in &self.projections {
             let lag = p
@@ -53,6 +63,9 @@ impl Status {
                 let _ = writeln!(out, "    rebuilding: {}", holder(&p.rebuild));
             }
         }
+    }
+
+    fn ingest_text(&self, out: &mut String) {
         let _ = writeln!(out, "\ningest:");
         for i in &self.ingest {
             let _ = writeln!(
@@ -72,6 +85,9 @@ impl Status {
                 );
             }
         }
+    }
+
+    fn partitions_text(&self, out: &mut String) {
         let _ = writeln!(out, "\npartitions:");
         for p in &self.partitions {
             let rows = if p.rows_exact {
@@ -86,22 +102,28 @@ impl Status {
                 p.name, p.bound
             );
         }
-        let _ = writeln!(out, "\ndead letters:");
+    }
+
+    fn dead_letters_text(&self, out: &mut String) {
+        let _ = writeln!(out, "\ndead letters (unresolved):");
         if self.dead_letters.is_empty() {
             let _ = writeln!(out, "  none");
         }
         for d in &self.dead_letters {
             let _ = writeln!(out, "  {:<20} {}", d.reason, d.count);
         }
-        if !self.caches.is_empty() {
-            let _ = writeln!(out, "\ncaches:");
-            for c in &self.caches {
-                let entries = c
-                    .entries
-                    .map_or("missing".into(), |e| format!("{e} entries"));
-                let _ = writeln!(out, "  {:<16} {:<24} {entries}", c.projection, c.bucket);
-            }
+    }
+
+    fn caches_text(&self, out: &mut String) {
+        if self.caches.is_empty() {
+            return;
         }
-        out
+        let _ = writeln!(out, "\ncaches:");
+        for c in &self.caches {
+            let entries = c
+                .entries
+                .map_or("missing".into(), |e| format!("{e} entries"));
+            let _ = writeln!(out, "  {:<16} {:<24} {entries}", c.projection, c.bucket);
+        }
     }
 }

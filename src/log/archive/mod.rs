@@ -146,62 +146,78 @@ pub async fn detach_before(
         if month >= before {
             continue;
         }
-        check_folded(pool, &table, month).await?;
-        db(
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "ALTER TABLE events DETACH PARTITION {table} CONCURRENTLY"
-            )))
-            .execute(pool)
-            .await,
-            "detach a month",
-        )?;
-        // Out of the log, the month obeys every erasure before anything copies it.
-        let erased_through = rescrub::scrub_table(pool, &table).await?;
-        let (rows, first, last, tenants): (i64, Option<i64>, Option<i64>, Vec<String>) = db(
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT count(*), min(position), max(position), \
-                        coalesce(array_agg(DISTINCT tenant), '{{}}') FROM {table}"
-            )))
-            .fetch_one(pool)
-            .await,
-            "read a month's rows, positions and tenants",
-        )?;
-        let positions = first.zip(last);
-        let manifest = match archive {
-            Some(dir) => Some(
-                files::write_archive(pool, &table, month, (rows, positions, erased_through), dir)
-                    .await?,
-            ),
-            None => None,
-        };
-        db(
-            sqlx::query(
-                "INSERT INTO archived_months (month, rows, first_position, last_position, archive, \
-                                              tenants, erased_through) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (month) DO UPDATE \
-                 SET rows = EXCLUDED.rows, first_position = EXCLUDED.first_position, \
-                     last_position = EXCLUDED.last_position, archive = EXCLUDED.archive, \
-                     tenants = EXCLUDED.tenants, erased_through = EXCLUDED.erased_through, \
-                     detached_at = now(), attached_at = NULL",
-            )
-            .bind(month.to_string())
-            .bind(rows)
-            .bind(first)
-            .bind(last)
-            .bind(manifest.as_ref().map(|m| m.display().to_string()))
-            .bind(&tenants)
-            .bind(erased_through)
-            .execute(pool)
-            .await,
-            "record a detached month",
-        )?;
-        out.push(Detached {
-            month,
-            rows,
-            manifest,
-        });
+        out.push(detach_month(pool, &table, month, archive).await?);
     }
     Ok(out)
+}
+
+/// Detaches `table` (the month `month`), scrubs it of erased users, writes its archive
+/// into `archive` when given, and records it in `archived_months`.
+async fn detach_month(
+    pool: &PgPool,
+    table: &str,
+    month: Month,
+    archive: Option<&Path>,
+) -> Result<Detached, ArchiveError> {
+    check_folded(pool, table, month).await?;
+    db(
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE events DETACH PARTITION {table} CONCURRENTLY"
+        )))
+        .execute(pool)
+        .await,
+        "detach a month",
+    )?;
+    // Out of the log, the month obeys every erasure before anything copies it.
+    let erased_through = rescrub::scrub_table(pool, table).await?;
+    let (rows, first, last, tenants): (i64, Option<i64>, Option<i64>, Vec<String>) = db(
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*), min(position), max(position), \
+                    coalesce(array_agg(DISTINCT tenant), '{{}}') FROM {table}"
+        )))
+        .fetch_one(pool)
+        .await,
+        "read a month's rows, positions and tenants",
+    )?;
+    let manifest = match archive {
+        Some(dir) => Some(
+            files::write_archive(
+                pool,
+                table,
+                month,
+                (rows, first.zip(last), erased_through),
+                dir,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    db(
+        sqlx::query(
+            "INSERT INTO archived_months (month, rows, first_position, last_position, archive, \
+                                          tenants, erased_through) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (month) DO UPDATE \
+             SET rows = EXCLUDED.rows, first_position = EXCLUDED.first_position, \
+                 last_position = EXCLUDED.last_position, archive = EXCLUDED.archive, \
+                 tenants = EXCLUDED.tenants, erased_through = EXCLUDED.erased_through, \
+                 detached_at = now(), attached_at = NULL",
+        )
+        .bind(month.to_string())
+        .bind(rows)
+        .bind(first)
+        .bind(last)
+        .bind(manifest.as_ref().map(|m| m.display().to_string()))
+        .bind(&tenants)
+        .bind(erased_through)
+        .execute(pool)
+        .await,
+        "record a detached month",
+    )?;
+    Ok(Detached {
+        month,
+        rows,
+        manifest,
+    })
 }
 
 pub(crate) fn month_of_table(table: &str) -> Option<Month> {
