@@ -63,15 +63,8 @@ pub async fn xact_named(
     name: &str,
     action: &'static str,
 ) -> Result<(), DbError> {
-    db(
-        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-            .bind(class)
-            .bind(name)
-            .execute(conn)
-            .await,
-        action,
-    )
-    .map(|_| ())
+    let sql = "SELECT pg_advisory_xact_lock($1, hashtext($2))";
+    named(conn, sql, (class, name), action).await
 }
 
 /// Waits for session lock (`class`, `name`), held until released or the session ends.
@@ -81,12 +74,18 @@ pub async fn session_named(
     name: &str,
     action: &'static str,
 ) -> Result<(), DbError> {
+    let sql = "SELECT pg_advisory_lock($1, hashtext($2))";
+    named(conn, sql, (class, name), action).await
+}
+
+async fn named(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    (class, name): (i32, &str),
+    action: &'static str,
+) -> Result<(), DbError> {
     db(
-        sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
-            .bind(class)
-            .bind(name)
-            .execute(conn)
-            .await,
+        sqlx::query(sql).bind(class).bind(name).execute(conn).await,
         action,
     )
     .map(|_| ())
