@@ -148,6 +148,7 @@ pub async fn up(cli: &Cli) -> Result<(), CliError> {
         rejections: cli.api.rejections_prefix.clone(),
     };
     let embedded = Embedded::start(&cli.data_dir, &subjects).await?;
+    let (api_addr, metrics_addr) = (concrete(api_addr), concrete(metrics_addr));
     let api_url = format!("http://{api_addr}");
     let metrics_url = format!("http://{metrics_addr}");
     embedded.publish_urls(&api_url, &metrics_url)?;
@@ -180,6 +181,17 @@ pub async fn up(cli: &Cli) -> Result<(), CliError> {
     let served = serve_until_signal(config).await;
     embedded.stop().await?;
     served
+}
+
+/// `addr`, with port 0 (any free port) made the free port it is now, so the URL `up` writes
+/// is one that answers.
+fn concrete(addr: SocketAddr) -> SocketAddr {
+    if addr.port() != 0 {
+        return addr;
+    }
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.local_addr())
+        .unwrap_or(addr)
 }
 
 /// Where `up` listens for `key` (`API_URL`, `METRICS_URL`): the port it used before if free,

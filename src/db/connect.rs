@@ -49,7 +49,8 @@ pub fn session(url: &str, role: &str) -> Result<PgConnectOptions, DbError> {
 
 /// A pool for `role`: at most `max` sessions, waiting at most `acquire` for one. A server
 /// that cannot be reached is [`DbError::Unreachable`], with one plain attempt's reason (the
-/// pool itself says only that it timed out).
+/// pool itself says only that it timed out); one that refuses the login is
+/// [`DbError::Refused`]. Both name where the store looked.
 pub async fn pool(url: &str, role: &str, max: u32, acquire: Duration) -> Result<PgPool, DbError> {
     let options = session(url, role)?;
     let pool = PgPoolOptions::new()
@@ -57,28 +58,27 @@ pub async fn pool(url: &str, role: &str, max: u32, acquire: Duration) -> Result<
         .acquire_timeout(acquire)
         .connect_with(options.clone())
         .await;
-    match pool {
-        Ok(pool) => Ok(pool),
-        Err(e) => {
-            let reason =
-                match <sqlx::PgConnection as sqlx::Connection>::connect_with(&options).await {
-                    // The server answered (a wrong password, no such database): its SQLSTATE
-                    // decides, as for any statement.
-                    Err(direct) if direct.as_database_error().is_some() => {
-                        return db(Err(direct), "connect to the database");
-                    }
-                    Err(direct) => direct.to_string(),
-                    Ok(_) => e.to_string(),
-                };
-            Err(DbError::Unreachable {
-                target: Target {
-                    host: options.get_host().to_string(),
-                    port: options.get_port(),
-                    database: options.get_database().map(str::to_string),
-                    user: options.get_username().to_string(),
-                },
-                reason,
-            })
+    let e = match pool {
+        Ok(pool) => return Ok(pool),
+        Err(e) => e,
+    };
+    let target = Box::new(Target {
+        host: options.get_host().to_string(),
+        port: options.get_port(),
+        database: options.get_database().map(str::to_string),
+        user: options.get_username().to_string(),
+    });
+    // One plain attempt, as long as the pool waited, says why.
+    let direct = <sqlx::PgConnection as sqlx::Connection>::connect_with(&options);
+    let reason = match tokio::time::timeout(acquire, direct).await {
+        // The server answered (a wrong password, no such database): its SQLSTATE decides,
+        // as for any statement.
+        Ok(Err(source)) if source.as_database_error().is_some() => {
+            return Err(DbError::Refused { target, source });
         }
-    }
+        Ok(Err(direct)) => direct.to_string(),
+        Ok(Ok(_)) => e.to_string(),
+        Err(_) => format!("no answer within {} s", acquire.as_secs_f64()),
+    };
+    Err(DbError::Unreachable { target, reason })
 }

@@ -22,9 +22,18 @@ pub enum DbError {
     #[error("cannot reach PostgreSQL at {target}: {reason}")]
     Unreachable {
         /// Host, port, database and user.
-        target: Target,
+        target: Box<Target>,
         /// Why the last attempt failed.
         reason: String,
+    },
+    /// The server refused a connection (a wrong password, no such database): where, and
+    /// what it said.
+    #[error("PostgreSQL at {target} refused the connection: {}", said(source))]
+    Refused {
+        /// Host, port, database and user.
+        target: Box<Target>,
+        /// The server's error.
+        source: sqlx::Error,
     },
     /// A migration could not be applied or reverted.
     #[error("migration failed: {0}")]
@@ -49,7 +58,7 @@ impl DbError {
     /// read-only replica after failover, timeouts) is the system's fault, not the message's.
     pub fn is_transient(&self) -> bool {
         match self {
-            DbError::Database { source, .. } => !sqlstate(source)
+            DbError::Database { source, .. } | DbError::Refused { source, .. } => !sqlstate(source)
                 .is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c.starts_with("54")),
             DbError::Unreachable { .. } => true,
             DbError::NoPartition(_) | DbError::Migrate(_) | DbError::Superseded { .. } => false,
@@ -62,7 +71,7 @@ impl DbError {
     /// retry in silence or dead-letter good messages.
     pub fn is_fatal(&self) -> bool {
         match self {
-            DbError::Database { source, .. } => sqlstate(source)
+            DbError::Database { source, .. } | DbError::Refused { source, .. } => sqlstate(source)
                 .is_some_and(|c| c.starts_with("42") || c.starts_with("28") || c.starts_with("3D")),
             DbError::Migrate(_) => true,
             DbError::Unreachable { .. } | DbError::NoPartition(_) | DbError::Superseded { .. } => {
@@ -74,7 +83,7 @@ impl DbError {
     /// The SQLSTATE PostgreSQL answered with, if it answered.
     pub fn code(&self) -> Option<String> {
         match self {
-            DbError::Database { source, .. } => sqlstate(source),
+            DbError::Database { source, .. } | DbError::Refused { source, .. } => sqlstate(source),
             _ => None,
         }
     }

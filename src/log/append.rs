@@ -11,8 +11,6 @@ use super::partitions::{self, Month};
 use crate::db::{DbError, db};
 use crate::model::NewEvent;
 
-/// The channel `append` notifies with the last position of each committed batch.
-pub const APPEND_CHANNEL: &str = "activity_events";
 /// How many months past the current one are created when the log is opened.
 pub const MONTHS_AHEAD: usize = 3;
 
@@ -120,8 +118,9 @@ pub async fn append_in(
     if events.is_empty() {
         return Ok(AppendOutcome::default());
     }
-    crate::db::locks::xact_appends(conn).await?;
+    // Made first, so the append's time includes its wait for the lock.
     let append = Append::new(events);
+    crate::db::locks::xact_appends(conn).await?;
     let granted = append.grant(conn).await?;
     append.copy(conn, granted).await
 }

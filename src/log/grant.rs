@@ -10,7 +10,6 @@ use std::time::Instant;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::APPEND_CHANNEL;
 use super::copy::copy_rows;
 use crate::db::{DbError, db};
 use crate::model::NewEvent;
@@ -29,6 +28,9 @@ pub struct AppendOutcome {
 /// What the statement hands back: the caller's check, the fresh (tenant, command id) pairs,
 /// the last position handed out, and the notify's (unused) result.
 pub type GrantedRow = (i64, Vec<String>, Vec<Uuid>, Option<i64>, Option<String>);
+
+/// The channel `append` notifies with the last position of each committed batch.
+pub const APPEND_CHANNEL: &str = "activity_events";
 
 /// A batch on its way into the log.
 pub struct Append<'a> {

@@ -7,5 +7,5 @@ mod grant;
 pub mod migrate;
 pub mod partitions;
 
-pub use append::{APPEND_CHANNEL, EventLog, MONTHS_AHEAD, append_in};
-pub use grant::{Append, AppendOutcome, GrantedRow};
+pub use append::{EventLog, MONTHS_AHEAD, append_in};
+pub use grant::{APPEND_CHANNEL, Append, AppendOutcome, GrantedRow};

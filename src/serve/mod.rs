@@ -141,6 +141,7 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
     let tracker = TaskTracker::new();
     let roles = spawn_roles(&tracker, &config, (&pool, &ingest_pool), &nats, &shutdown);
     spawn_upkeep(&tracker, &config, &pool, &nats, &shutdown);
+    let api_role = roles.iter().find(|r| r.name == "api").cloned();
     let health = Health {
         pool: pool.clone(),
         nats: nats.clone(),
@@ -155,8 +156,8 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
             source,
         })?;
     tracing::info!(%bound, "metrics on http://{bound}/metrics");
-    if let Some(env_file) = &config.up_file {
-        tracing::info!(env_file = %env_file.display(), "activity-store is up; Ctrl-C to stop");
+    if let Some(env_file) = config.up_file.clone() {
+        tracker.spawn(say_up(env_file, api_role, shutdown.clone()));
     }
     tracker.spawn(async move {
         if let Err(e) = metrics.await {
@@ -166,6 +167,20 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+/// Says the store is up once the API (if it serves one) listens too; the metrics endpoint
+/// already does.
+async fn say_up(env_file: std::path::PathBuf, api: Option<Role>, shutdown: CancellationToken) {
+    while let Some(role) = &api
+        && role.state() != RoleState::Running
+    {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+        }
+    }
+    tracing::info!(env_file = %env_file.display(), "activity-store is up; Ctrl-C to stop");
 }
 
 /// Spawns the roles `config` asks for, each supervised; returns them for the health checks.

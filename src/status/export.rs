@@ -9,6 +9,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Status, StatusConfig, gather};
 
+/// The dead-letter reasons this process has exported a gauge for.
+static DEAD_LETTER_REASONS: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 /// Sets the gauges from one status.
 pub fn export(s: &Status) {
     for p in &s.projections {
@@ -18,9 +22,18 @@ pub fn export(s: &Status) {
         metrics::gauge!("activity_projection_lag_seconds", "projection" => name)
             .set(p.lag_seconds.unwrap_or(0.0));
     }
+    // A reason whose letters were all resolved or purged reads 0, not its last count.
+    let mut exported = DEAD_LETTER_REASONS.lock().expect("reasons lock");
+    for reason in exported.iter() {
+        if !s.dead_letters.iter().any(|d| &d.reason == reason) {
+            metrics::gauge!("activity_dead_letters", "reason" => reason.clone()).set(0.0);
+        }
+    }
     for d in &s.dead_letters {
         metrics::gauge!("activity_dead_letters", "reason" => d.reason.clone()).set(d.count as f64);
+        exported.insert(d.reason.clone());
     }
+    drop(exported);
     let pending: u64 = s
         .ingest
         .iter()

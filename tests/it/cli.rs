@@ -121,3 +121,35 @@ async fn bad_arguments_and_no_database_are_explained() {
     assert!(!err.contains("s3cret-pw"), "{err}");
     assert!(!err.contains("pool timed out"), "{err}");
 }
+
+#[tokio::test]
+async fn a_database_out_of_reach_or_refusing_the_login_is_named_never_with_its_password() {
+    // Nothing listens on port 1.
+    let out = run(
+        &["partitions", "list"],
+        Some("postgres://nobody:secret-pw@127.0.0.1:1/none"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cannot reach PostgreSQL at 127.0.0.1:1 (database none, user nobody)")
+            && err.contains("scripts/up.sh"),
+        "{err}"
+    );
+    assert!(!err.contains("secret-pw"), "{err}");
+    // The server answers, and refuses the password.
+    let db = TestDb::migrated().await;
+    let (login, _pool) = crate::fixtures::login_in(&db, "activity_reader").await;
+    let wrong = db.url_as(&login, "not-the-pw");
+    let out = run(&["partitions", "list"], Some(&wrong));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("refused the connection") && err.contains(&format!("user {login})")),
+        "{err}"
+    );
+    assert!(
+        !err.contains("not-the-pw") && !err.contains(" at line "),
+        "{err}"
+    );
+}

@@ -377,3 +377,27 @@ async fn one_store_holds_the_maintenance_lease_and_keeps_months_created_ahead() 
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_reason_whose_dead_letters_are_all_resolved_is_exported_as_zero() {
+    let metrics = activity_store::serve::metrics::recorder();
+    let db = crate::support::TestDb::migrated().await;
+    let mut s = status::gather(&db.pool, None, &config(None)).await.unwrap();
+    let reason = crate::support::unique_name("reason");
+    let series = format!("activity_dead_letters{{reason=\"{reason}\"}}");
+    let value = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{series} ")))
+            .map(|v| v.trim().to_owned())
+    };
+    s.dead_letters = vec![status::DeadLetterCount {
+        reason: reason.clone(),
+        count: 3,
+    }];
+    status::export(&s);
+    assert_eq!(value(&metrics.render()).as_deref(), Some("3"));
+    // Resolved by a redrive, or purged: the reason is no longer listed, and reads 0.
+    s.dead_letters.clear();
+    status::export(&s);
+    assert_eq!(value(&metrics.render()).as_deref(), Some("0"));
+}
