@@ -112,19 +112,7 @@ pub async fn partitions(cli: &Cli, action: &PartitionsAction) -> Result<(), CliE
         source,
     })?;
     match action {
-        PartitionsAction::List => {
-            println!("{:<16} {:>18} {:>12}  bounds", "partition", "rows", "size");
-            for p in crate::status::partitions(&mut conn).await? {
-                // Small partitions are counted; large ones show the planner's estimate.
-                let rows = if p.rows_exact {
-                    p.rows.to_string()
-                } else {
-                    format!("~{} (est.)", p.rows)
-                };
-                let size = format!("{:.1} MiB", p.bytes as f64 / 1_048_576.0);
-                println!("{:<16} {rows:>18} {size:>12}  {}", p.name, p.bound);
-            }
-        }
+        PartitionsAction::List => list(&mut conn).await?,
         PartitionsAction::Detach { before, archive } => {
             drop(conn);
             detach(&pool, *before, archive.as_deref()).await?;
@@ -148,33 +136,57 @@ pub async fn partitions(cli: &Cli, action: &PartitionsAction) -> Result<(), CliE
             }
         }
         PartitionsAction::Ensure { months_ahead, from } => {
-            let now = Month::of(Utc::now());
-            let mut months = Month::range(now, months_ahead + 1);
-            if let Some(from) = from {
-                let mut m = *from;
-                while m < now {
-                    months.push(m);
-                    m = m.next();
-                }
-            }
-            let ensured = partitions::ensure(&mut conn, &months).await?;
-            for m in &ensured.created {
-                println!("created {}", m.table_name());
-            }
-            for m in &ensured.archived {
-                println!(
-                    "{} exists but is detached from the log: left alone; commands for {m} are refused as archived_month",
-                    m.table_name()
-                );
-            }
-            println!(
-                "{} created, {} detached, {} already there",
-                ensured.created.len(),
-                ensured.archived.len(),
-                months.len() - ensured.created.len() - ensured.archived.len()
-            );
+            ensure(&mut conn, *months_ahead, *from).await?;
         }
     }
+    Ok(())
+}
+
+/// `partitions list`: small partitions counted, large ones estimated.
+async fn list(conn: &mut sqlx::PgConnection) -> Result<(), CliError> {
+    println!("{:<16} {:>18} {:>12}  bounds", "partition", "rows", "size");
+    for p in crate::status::partitions(conn).await? {
+        let rows = if p.rows_exact {
+            p.rows.to_string()
+        } else {
+            format!("~{} (est.)", p.rows)
+        };
+        let size = format!("{:.1} MiB", p.bytes as f64 / 1_048_576.0);
+        println!("{:<16} {rows:>18} {size:>12}  {}", p.name, p.bound);
+    }
+    Ok(())
+}
+
+/// `partitions ensure [--months-ahead N] [--from M]`.
+async fn ensure(
+    conn: &mut sqlx::PgConnection,
+    months_ahead: usize,
+    from: Option<Month>,
+) -> Result<(), CliError> {
+    let now = Month::of(Utc::now());
+    let mut months = Month::range(now, months_ahead + 1);
+    if let Some(mut m) = from {
+        while m < now {
+            months.push(m);
+            m = m.next();
+        }
+    }
+    let ensured = partitions::ensure(conn, &months).await?;
+    for m in &ensured.created {
+        println!("created {}", m.table_name());
+    }
+    for m in &ensured.archived {
+        println!(
+            "{} exists but is detached from the log: left alone; commands for {m} are refused as archived_month",
+            m.table_name()
+        );
+    }
+    println!(
+        "{} created, {} detached, {} already there",
+        ensured.created.len(),
+        ensured.archived.len(),
+        months.len() - ensured.created.len() - ensured.archived.len()
+    );
     Ok(())
 }
 

@@ -71,33 +71,7 @@ pub async fn run(cli: &Cli, action: &TokenAction) -> Result<(), CliError> {
             Ok(())
         }
         TokenAction::List { tenant, json } => {
-            let all = tokens::list(&pool, tenant.as_deref()).await?;
-            if *json {
-                for t in &all {
-                    println!("{}", serde_json::to_string(t).expect("tokens serialise"));
-                }
-                return Ok(());
-            }
-            println!(
-                "{:<36}  {:<20}  {:<20}  {:<25}  state",
-                "id", "tenant", "name", "created"
-            );
-            let now = chrono::Utc::now();
-            for t in &all {
-                let state = match (t.revoked_at, t.expires_at) {
-                    (Some(r), _) => format!("revoked {}", r.to_rfc3339()),
-                    (None, Some(e)) if e <= now => format!("expired {}", e.to_rfc3339()),
-                    (None, Some(e)) => format!("valid until {}", e.to_rfc3339()),
-                    (None, None) => "valid".to_owned(),
-                };
-                println!(
-                    "{:<36}  {:<20}  {:<20}  {:<25}  {state}",
-                    t.id,
-                    t.tenant,
-                    crate::model::escape_text(&t.name),
-                    t.created_at.format("%Y-%m-%dT%H:%M:%SZ")
-                );
-            }
+            print_list(&tokens::list(&pool, tenant.as_deref()).await?, *json);
             Ok(())
         }
         TokenAction::Revoke { id } => {
@@ -108,5 +82,35 @@ pub async fn run(cli: &Cli, action: &TokenAction) -> Result<(), CliError> {
                 Err(CliError::NotFound(format!("no valid token {id}")))
             }
         }
+    }
+}
+
+/// Every token (never the token itself): a table, or one JSON object a line.
+fn print_list(all: &[tokens::TokenInfo], json: bool) {
+    if json {
+        for t in all {
+            println!("{}", serde_json::to_string(t).expect("tokens serialise"));
+        }
+        return;
+    }
+    println!(
+        "{:<36}  {:<20}  {:<20}  {:<25}  state",
+        "id", "tenant", "name", "created"
+    );
+    let now = chrono::Utc::now();
+    for t in all {
+        let state = match (t.revoked_at, t.expires_at) {
+            (Some(r), _) => format!("revoked {}", r.to_rfc3339()),
+            (None, Some(e)) if e <= now => format!("expired {}", e.to_rfc3339()),
+            (None, Some(e)) => format!("valid until {}", e.to_rfc3339()),
+            (None, None) => "valid".to_owned(),
+        };
+        println!(
+            "{:<36}  {:<20}  {:<20}  {:<25}  {state}",
+            t.id,
+            t.tenant,
+            crate::model::escape_text(&t.name),
+            t.created_at.format("%Y-%m-%dT%H:%M:%SZ")
+        );
     }
 }
