@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Instant;
 
-use activity_store::log::copy::encode_events;
+use activity_store::log::copy::{Place, encode_events};
 use activity_store::log::{EventLog, partitions};
 use activity_store::model::{EventType, Lineage, NewEvent};
 use chrono::{Duration, TimeZone, Utc};
@@ -91,7 +91,11 @@ async fn bench_append_batch(events: &[NewEvent]) -> f64 {
 }
 
 fn payload(events: &[NewEvent]) -> Vec<u8> {
-    encode_events((1..).zip(events.iter()))
+    let place = |position| Place {
+        position,
+        tenant_position: position,
+    };
+    encode_events((1..).map(place).zip(events.iter()))
 }
 
 async fn bench_same_schema_ceiling(events: &[NewEvent]) -> f64 {
@@ -114,8 +118,8 @@ async fn bench_naive(events: &[NewEvent]) -> f64 {
     let t = Instant::now();
     for (i, e) in events.iter().enumerate() {
         sqlx::query("INSERT INTO events (position, event_id, command_id, tenant, user_id, event_type, activity_type, \
-             data, occurred_at, received_at, subject, stream_seq, delivery_count) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+             data, occurred_at, received_at, subject, stream_seq, delivery_count, tenant_position) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $1)")
             .bind(i as i64 + 1).bind(e.event_id).bind(e.command_id).bind(&e.tenant).bind(&e.user_id)
             .bind(e.event_type.as_str()).bind(&e.activity_type).bind(sqlx::types::Json(&e.data))
             .bind(e.occurred_at).bind(e.received_at).bind(&e.lineage.subject)

@@ -194,7 +194,7 @@ async fn events_of(source: &PgPool) -> Vec<NewEvent> {
             command_id: r.2,
             tenant: r.3,
             user_id: r.4,
-            event_type: match r.13.as_str() {
+            event_type: match r.14.as_str() {
                 "tenant_created" => EventType::TenantCreated,
                 "user_registered" => EventType::UserRegistered,
                 _ => EventType::ActivityRecorded,
@@ -285,6 +285,7 @@ type Row = (
     Option<String>,
     Option<i64>,
     Option<i32>,
+    i64,
     String,
 );
 
@@ -298,7 +299,7 @@ async fn naive(source: &PgPool) -> f64 {
     .unwrap();
     let target = empty_log_like(source).await;
     let insert = format!(
-        "INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        "INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
     );
     let pb = bar(rows.len(), "naive INSERT + COMMIT per event");
     let t = Instant::now();
@@ -317,6 +318,7 @@ async fn naive(source: &PgPool) -> f64 {
             .bind(&r.10)
             .bind(r.11)
             .bind(r.12)
+            .bind(r.13)
             .execute(&target.pool)
             .await
             .unwrap();

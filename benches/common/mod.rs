@@ -309,9 +309,9 @@ pub async fn seed_log(n: i64) -> TestDb {
     let pb = ProgressBar::new_spinner().with_message(format!("seeding the log with {n} events"));
     pb.enable_steady_tick(Duration::from_millis(200));
     sqlx::query(
-        "INSERT INTO events (position, event_id, command_id, tenant, user_id, event_type, data, \
-         occurred_at, received_at) \
-         SELECT nextval('events_position_seq'), gen_random_uuid(), gen_random_uuid(), \
+        "INSERT INTO events (position, tenant_position, event_id, command_id, tenant, user_id, \
+         event_type, data, occurred_at, received_at) \
+         SELECT nextval('events_position_seq'), currval('events_position_seq'), gen_random_uuid(), gen_random_uuid(), \
                 't' || (j % 10), 'u' || j, 'user_registered', \
                 jsonb_build_object('email', 'u' || j || '@example.com', 'name', 'User ' || j), \
                 now(), now() \
@@ -322,9 +322,9 @@ pub async fn seed_log(n: i64) -> TestDb {
     .await
     .unwrap();
     sqlx::query(
-        "INSERT INTO events (position, event_id, command_id, tenant, user_id, event_type, \
-         activity_type, data, occurred_at, received_at) \
-         SELECT nextval('events_position_seq'), gen_random_uuid(), gen_random_uuid(), \
+        "INSERT INTO events (position, tenant_position, event_id, command_id, tenant, user_id, \
+         event_type, activity_type, data, occurred_at, received_at) \
+         SELECT nextval('events_position_seq'), currval('events_position_seq'), gen_random_uuid(), gen_random_uuid(), \
                 't' || (i % $2 % 10), 'u' || (i % $2), 'activity_recorded', \
                 (ARRAY['page.view', 'login', 'cart:add'])[1 + i % 3], \
                 jsonb_build_object('path', '/catalog/items/' || (i % 5000), 'n', i, 'tags', \

@@ -6,6 +6,7 @@ CREATE TABLE {{analytics}}.activity_feed (
     activity_type text        NOT NULL,
     occurred_at   timestamptz NOT NULL,
     metadata      jsonb       NOT NULL,
+    -- The event's position in its tenant's log.
     position      bigint      NOT NULL,
     PRIMARY KEY (tenant, event_id)
 );

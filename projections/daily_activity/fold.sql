@@ -7,13 +7,13 @@ DECLARE
     f record;
 BEGIN
     FOR f IN
-        SELECT position, tenant, user_id FROM events
+        SELECT position, tenant_position, tenant, user_id FROM events
         WHERE position > after AND position <= upto AND event_type = 'user_forgotten'
         ORDER BY position
     LOOP
         PERFORM {{state}}.fold_daily_activity_segment(lo, f.position);
         UPDATE {{state}}.daily_activity_users
-        SET user_id = '', forgotten_at = f.position
+        SET user_id = '', forgotten_at = f.tenant_position
         WHERE tenant = f.tenant AND user_id = f.user_id AND forgotten_at = 0;
         lo := f.position;
     END LOOP;

@@ -9,7 +9,7 @@ CREATE TABLE {{analytics}}.daily_activity (
 );
 
 -- Who was counted in `users`, so a user is counted once per group. On erasure the user's
--- id is replaced by the erasure's position: the count stays, the person is gone.
+-- id is replaced by the erasure's tenant position: the count stays, the person is gone.
 CREATE TABLE {{state}}.daily_activity_users (
     tenant        text   NOT NULL,
     day           date   NOT NULL,

@@ -1,5 +1,6 @@
 -- Folds the log's positions (after, upto] into analytics.user_summary, in segments that end
--- at each erasure (an erased id may be registered again later in the same window).
+-- at each erasure (an erased id may be registered again later in the same window). Rows
+-- keep tenant positions: what a reader sees is a place in its own tenant's log.
 CREATE OR REPLACE FUNCTION {{state}}.fold_user_summary(after bigint, upto bigint)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
@@ -25,14 +26,15 @@ CREATE OR REPLACE FUNCTION {{state}}.fold_user_summary_segment(lo bigint, hi big
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO {{analytics}}.user_summary (tenant, user_id, name, email, position)
-    SELECT tenant, user_id, data->>'name', data->>'email', position
+    SELECT tenant, user_id, data->>'name', data->>'email', tenant_position
     FROM events
     WHERE position > lo AND position <= hi AND event_type = 'user_registered';
 
     UPDATE {{analytics}}.user_summary s
     SET email = c.email, position = greatest(s.position, c.position)
     FROM (
-        SELECT DISTINCT ON (tenant, user_id) tenant, user_id, data->>'email' AS email, position
+        SELECT DISTINCT ON (tenant, user_id) tenant, user_id, data->>'email' AS email,
+               tenant_position AS position
         FROM events
         WHERE position > lo AND position <= hi AND event_type = 'user_email_changed'
         ORDER BY tenant, user_id, position DESC
@@ -40,7 +42,7 @@ BEGIN
     WHERE s.tenant = c.tenant AND s.user_id = c.user_id;
 
     WITH acts AS (
-        SELECT tenant, user_id, occurred_at, position, activity_type
+        SELECT tenant, user_id, occurred_at, tenant_position AS position, activity_type
         FROM events
         WHERE position > lo AND position <= hi AND event_type = 'activity_recorded'
     ), agg AS (

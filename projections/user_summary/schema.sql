@@ -8,15 +8,13 @@ CREATE TABLE {{analytics}}.user_summary (
     first_seen             timestamptz,
     last_seen              timestamptz,
     events                 bigint      NOT NULL DEFAULT 0,
-    -- Of the latest activity by occurred_at, ties broken by log position.
+    -- Of the latest activity by occurred_at, ties broken by position.
     last_activity_type     text,
     last_activity_position bigint,
-    -- The last log position this row reflects.
+    -- The last position, in the tenant's log, this row reflects.
     position               bigint      NOT NULL,
     PRIMARY KEY (tenant, user_id)
 );
--- The rows a fold changed, for the cache's write-through.
-CREATE INDEX user_summary_position ON {{analytics}}.user_summary (position);
 
 ALTER TABLE {{analytics}}.user_summary ENABLE ROW LEVEL SECURITY;
 ALTER TABLE {{analytics}}.user_summary FORCE ROW LEVEL SECURITY;

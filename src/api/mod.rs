@@ -108,10 +108,7 @@ impl ApiState {
         config: ApiConfig,
         shutdown: CancellationToken,
     ) -> ApiState {
-        let names = crate::project::projections()
-            .map(|ps| ps.into_iter().map(|p| p.name).collect())
-            .unwrap_or_default();
-        let positions = wait::Positions::watch(pool.clone(), names, shutdown);
+        let positions = wait::Positions::watch(pool.clone(), shutdown);
         ApiState(Arc::new(Inner {
             pool,
             config,

@@ -68,7 +68,11 @@ pub async fn reach(
         wanted: min,
         waited: started.elapsed(),
     };
-    match state.positions.wait_for(projection, min, deadline).await {
+    match state
+        .positions
+        .wait_for(projection, tenant, min, deadline)
+        .await
+    {
         Ok(()) => {}
         Err(NotYet::Deadline(at)) => return Err(not_reached(at)),
         Err(NotYet::Busy) => {

@@ -44,7 +44,8 @@ fn invalid() -> ApiError {
 pub struct Session {
     /// The transaction; reads go through it.
     pub tx: Transaction<'static, Postgres>,
-    /// The position the projection had folded up to, in this snapshot.
+    /// The position, in the tenant's own log, the projection had folded up to, in this
+    /// snapshot.
     pub position: i64,
     /// The projection's epoch (bumped by each rebuild's swap), in this snapshot.
     pub epoch: i64,
@@ -78,14 +79,16 @@ impl Session {
         } else {
             ""
         };
+        // The session is scoped first (the fenced subquery runs before the outer list), so
+        // the position read is the scoped tenant's, in its own log.
         let (holder, position, epoch, _): (Option<String>, Option<i64>, Option<i32>, String) =
             sqlx::query_as(
                 "SELECT analytics.token_tenant($1), analytics.projection_position($3), \
-                 analytics.projection_epoch($3), \
-                 set_config('role', 'activity_reader', true) \
-                 || set_config('activity.tenant', $2, true) \
-                 || set_config('activity.token', $1, true) \
-                 || set_config('statement_timeout', $4, true)",
+                 analytics.projection_epoch($3), s.scoped \
+                 FROM (SELECT set_config('role', 'activity_reader', true) \
+                       || set_config('activity.tenant', $2, true) \
+                       || set_config('activity.token', $1, true) \
+                       || set_config('statement_timeout', $4, true) AS scoped OFFSET 0) s",
             )
             .bind(&digest)
             .bind(scoped)

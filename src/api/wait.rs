@@ -1,10 +1,11 @@
-//! Read-your-writes: a request that asks for a position waits, bounded, until the
-//! projection it reads has folded that far. One task per process watches the projections'
-//! positions, and only while someone waits, so a thousand waiters cost one query a tick.
+//! Read-your-writes: a request that asks for a position in its tenant's log waits, bounded,
+//! until the projection it reads has folded that tenant that far. One task per process
+//! watches the (projection, tenant) pairs someone waits for, and only while someone waits,
+//! so a thousand waiters cost one query a tick.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -17,9 +18,15 @@ const TICK: Duration = Duration::from_millis(20);
 /// The most requests waiting at once; more are told to retry.
 pub const MAX_WAITERS: usize = 1024;
 
-/// The projections' positions, as last seen.
+/// A projection and a tenant.
+type Key = (String, String);
+
+/// The tenants' positions in the projections waited for, as last seen (`None`: the
+/// projection is not installed).
 pub struct Positions {
-    latest: watch::Sender<HashMap<String, i64>>,
+    latest: watch::Sender<HashMap<Key, Option<i64>>>,
+    /// How many requests wait for each pair.
+    wanted: Mutex<HashMap<Key, usize>>,
     wake: Notify,
     waiting: AtomicUsize,
     permits: Semaphore,
@@ -35,24 +42,26 @@ pub enum NotYet {
 }
 
 impl Positions {
-    /// Starts the watcher of `projections` on `pool`; it ends with `shutdown`.
-    pub fn watch(
-        pool: PgPool,
-        projections: Vec<String>,
-        shutdown: CancellationToken,
-    ) -> Arc<Positions> {
+    /// Starts the watcher on `pool`; it ends with `shutdown`.
+    pub fn watch(pool: PgPool, shutdown: CancellationToken) -> Arc<Positions> {
         let positions = Arc::new(Positions {
             latest: watch::Sender::new(HashMap::new()),
+            wanted: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             waiting: AtomicUsize::new(0),
             permits: Semaphore::new(MAX_WAITERS),
         });
         let watcher = positions.clone();
-        tokio::spawn(async move { watcher.run(pool, projections, shutdown).await });
+        tokio::spawn(async move { watcher.run(pool, shutdown).await });
         positions
     }
 
-    async fn run(&self, pool: PgPool, projections: Vec<String>, shutdown: CancellationToken) {
+    fn wanted(&self) -> (Vec<String>, Vec<String>) {
+        let wanted = self.wanted.lock().expect("waiters poisoned");
+        wanted.keys().cloned().unzip()
+    }
+
+    async fn run(&self, pool: PgPool, shutdown: CancellationToken) {
         loop {
             if self.waiting.load(Ordering::SeqCst) == 0 {
                 tokio::select! {
@@ -60,18 +69,19 @@ impl Positions {
                     _ = shutdown.cancelled() => return,
                 }
             }
-            let read: Result<Vec<(String, Option<i64>)>, _> = sqlx::query_as(
-                "SELECT p, analytics.projection_position(p) FROM unnest($1::text[]) p",
+            let (projections, tenants) = self.wanted();
+            let read: Result<Vec<(String, String, Option<i64>)>, _> = sqlx::query_as(
+                "SELECT p, t, tenant_projection_position(p, t) \
+                 FROM unnest($1::text[], $2::text[]) AS k(p, t)",
             )
             .bind(&projections)
+            .bind(&tenants)
             .fetch_all(&pool)
             .await;
             match read {
                 Ok(rows) => {
-                    let seen: HashMap<String, i64> = rows
-                        .into_iter()
-                        .map(|(p, pos)| (p, pos.unwrap_or(0)))
-                        .collect();
+                    let seen: HashMap<Key, Option<i64>> =
+                        rows.into_iter().map(|(p, t, pos)| ((p, t), pos)).collect();
                     self.latest.send_if_modified(|held| {
                         let changed = *held != seen;
                         *held = seen;
@@ -87,45 +97,61 @@ impl Positions {
         }
     }
 
-    /// Waits until `projection` has folded up to `min`, or `deadline`.
+    /// Waits until `projection` has folded `tenant`'s log up to `min`, or `deadline`.
     pub async fn wait_for(
         &self,
         projection: &str,
+        tenant: &str,
         min: i64,
         deadline: Instant,
     ) -> Result<(), NotYet> {
         let Ok(_permit) = self.permits.try_acquire() else {
             return Err(NotYet::Busy);
         };
+        let key: Key = (projection.to_owned(), tenant.to_owned());
         let mut seen = self.latest.subscribe();
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        struct Leave<'a>(&'a AtomicUsize);
-        impl Drop for Leave<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-        let _leave = Leave(&self.waiting);
+        let _leave = Waiter::enter(self, &key);
         self.wake.notify_one();
         loop {
-            let (at, known) = {
-                let map = seen.borrow_and_update();
-                (
-                    map.get(projection).copied(),
-                    map.is_empty() || map.contains_key(projection),
-                )
-            };
-            if at.is_some_and(|p| p >= min) {
-                return Ok(());
-            }
-            // The watcher has read the positions and this projection is not among them.
-            if !known {
-                return Err(NotYet::Deadline(0));
+            // `None`: not read yet; `Some(None)`: the projection is not installed.
+            let at = seen.borrow_and_update().get(&key).copied();
+            match at {
+                Some(Some(p)) if p >= min => return Ok(()),
+                Some(None) => return Err(NotYet::Deadline(0)),
+                _ => {}
             }
             match tokio::time::timeout_at(deadline, seen.changed()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => return Err(NotYet::Deadline(at.unwrap_or(0))),
+                Ok(Err(_)) | Err(_) => return Err(NotYet::Deadline(at.flatten().unwrap_or(0))),
             }
         }
+    }
+}
+
+/// One request waiting: counted, and its pair wanted, until it leaves.
+struct Waiter<'a> {
+    positions: &'a Positions,
+    key: &'a Key,
+}
+
+impl<'a> Waiter<'a> {
+    fn enter(positions: &'a Positions, key: &'a Key) -> Self {
+        let mut wanted = positions.wanted.lock().expect("waiters poisoned");
+        *wanted.entry(key.clone()).or_insert(0) += 1;
+        positions.waiting.fetch_add(1, Ordering::SeqCst);
+        Waiter { positions, key }
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let mut wanted = self.positions.wanted.lock().expect("waiters poisoned");
+        if let Some(n) = wanted.get_mut(self.key) {
+            *n -= 1;
+            if *n == 0 {
+                wanted.remove(self.key);
+            }
+        }
+        self.positions.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }

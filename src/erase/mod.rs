@@ -301,13 +301,14 @@ async fn purge_cache(
         else {
             continue;
         };
-        // The tombstone is as of where the projection is now: past the erasure, which every
-        // projection folded before this runs.
+        // The tombstone is as of where the projection is now in the tenant's log: past the
+        // erasure, which every projection folded before this runs.
         let (as_of, epoch): (Option<i64>, Option<i32>) = db(
             sqlx::query_as(
-                "SELECT analytics.projection_position($1), analytics.projection_epoch($1)",
+                "SELECT tenant_projection_position($1, $2), analytics.projection_epoch($1)",
             )
             .bind(&p.name)
+            .bind(tenant)
             .fetch_one(pool)
             .await,
             "read a projection's position",

@@ -12,8 +12,9 @@ use crate::model::NewEvent;
 
 /// The log columns a COPY fills; `recorded_at` and `tx_id` take their defaults.
 pub const EVENT_COLUMNS: &str = "position, event_id, command_id, tenant, user_id, event_type, \
-     activity_type, data, occurred_at, received_at, subject, stream_seq, delivery_count";
-const EVENT_FIELDS: i16 = 13;
+     activity_type, data, occurred_at, received_at, subject, stream_seq, delivery_count, \
+     tenant_position";
+const EVENT_FIELDS: i16 = 14;
 /// Microseconds between the Unix epoch and PostgreSQL's epoch, 2000-01-01.
 const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 
@@ -120,19 +121,28 @@ impl CopyRows {
     }
 }
 
-/// Encodes events with their positions as rows for `COPY events (EVENT_COLUMNS)`.
-pub fn encode_events<'a>(events: impl Iterator<Item = (i64, &'a NewEvent)>) -> Vec<u8> {
+/// Where an event goes: its log position and its tenant position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    /// Its place in the log.
+    pub position: i64,
+    /// Its place in its tenant's log.
+    pub tenant_position: i64,
+}
+
+/// Encodes events at their places as rows for `COPY events (EVENT_COLUMNS)`.
+pub fn encode_events<'a>(events: impl Iterator<Item = (Place, &'a NewEvent)>) -> Vec<u8> {
     let mut rows = CopyRows::with_capacity(events.size_hint().0 * 320);
-    for (position, e) in events {
-        encode_event(&mut rows, position, e);
+    for (place, e) in events {
+        encode_event(&mut rows, place, e);
     }
     rows.finish()
 }
 
 /// Appends one event's row.
-pub fn encode_event(rows: &mut CopyRows, position: i64, e: &NewEvent) {
+pub fn encode_event(rows: &mut CopyRows, place: Place, e: &NewEvent) {
     rows.row(EVENT_FIELDS);
-    rows.int8(position);
+    rows.int8(place.position);
     rows.uuid(e.event_id);
     rows.uuid(e.command_id);
     rows.text(&e.tenant);
@@ -149,18 +159,18 @@ pub fn encode_event(rows: &mut CopyRows, position: i64, e: &NewEvent) {
             .delivery_count
             .map(|d| d.min(i32::MAX as u64) as i32),
     );
+    rows.int8(place.tenant_position);
 }
 
 /// Rows encoded per COPY message: the server works on one while the next is encoded.
 const COPY_CHUNK_ROWS: usize = 1_000;
 
-/// COPYs `events` into the log at positions `first`, `first + 1`, …, in one COPY whose rows
-/// are encoded in chunks while the server works on the one before. The positions must be the
-/// ones `begin_append` handed out in this transaction.
+/// COPYs `events` into the log at their places, in one COPY whose rows are encoded in chunks
+/// while the server works on the one before. The places must be the ones `begin_append`
+/// handed out in this transaction.
 pub(super) async fn copy_rows(
     conn: &mut PgConnection,
-    events: &[&NewEvent],
-    first: i64,
+    events: &[(Place, &NewEvent)],
 ) -> Result<(), DbError> {
     let Some(last_index) = events.len().checked_sub(1) else {
         return Ok(());
@@ -171,8 +181,8 @@ pub(super) async fn copy_rows(
         "start COPY into the log",
     )?;
     let mut rows = CopyRows::with_capacity(COPY_CHUNK_ROWS.min(events.len()) * 320);
-    for (i, (position, e)) in (first..).zip(events.iter()).enumerate() {
-        encode_event(&mut rows, position, e);
+    for (i, (place, e)) in events.iter().enumerate() {
+        encode_event(&mut rows, *place, e);
         let chunk = if i == last_index {
             Some(std::mem::replace(&mut rows, CopyRows::continuation()).finish())
         } else if (i + 1) % COPY_CHUNK_ROWS == 0 {

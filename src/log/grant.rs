@@ -4,13 +4,13 @@
 //! own (ingest adds its registry, dead letters and checkpoint, so a batch costs one round
 //! trip before its COPY); then the fresh events COPYed at those positions.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::copy::copy_rows;
+use super::copy::{Place, copy_rows};
 use crate::db::{DbError, db};
 use crate::model::NewEvent;
 
@@ -25,9 +25,17 @@ pub struct AppendOutcome {
     pub duplicates: Vec<Uuid>,
 }
 
-/// What the statement hands back: the caller's check, the fresh (tenant, command id) pairs,
-/// the last position handed out, and the notify's (unused) result.
-pub type GrantedRow = (i64, Vec<String>, Vec<Uuid>, Option<i64>, Option<String>);
+/// What the statement hands back: the caller's check, the fresh (tenant, command id) pairs
+/// with each one's tenant's new head, the last position handed out, and the notify's
+/// (unused) result.
+pub type GrantedRow = (
+    i64,
+    Vec<String>,
+    Vec<Uuid>,
+    Vec<i64>,
+    Option<i64>,
+    Option<String>,
+);
 
 /// The channel `append` notifies with the last position of each committed batch.
 pub const APPEND_CHANNEL: &str = "activity_events";
@@ -76,7 +84,8 @@ impl<'a> Append<'a> {
         format!(
             "WITH {ctes}granted AS (SELECT * FROM begin_append(${t}::text[], ${c}::uuid[]))\n\
              SELECT {check}, coalesce(array_agg(g.tenant), '{{}}'), \
-             coalesce(array_agg(g.command_id), '{{}}'), max(g.last), \
+             coalesce(array_agg(g.command_id), '{{}}'), \
+             coalesce(array_agg(g.tenant_last), '{{}}'), max(g.last), \
              CASE WHEN count(*) > 0 THEN pg_notify(${n}, max(g.last)::text)::text END\n\
              FROM granted g"
         )
@@ -101,19 +110,24 @@ impl<'a> Append<'a> {
         )
     }
 
-    /// COPYs the events the ledger took, in the batch's order, at the positions handed out,
-    /// in the caller's transaction. The others were repeats or applied before: nothing is
-    /// written for them.
+    /// COPYs the events the ledger took, in the batch's order, at the positions handed out
+    /// (each tenant's run of tenant positions ending at its new head), in the caller's
+    /// transaction. The others were repeats or applied before: nothing is written for them.
     pub async fn copy(
         self,
         conn: &mut PgConnection,
-        (_, fresh_tenants, fresh_ids, last, _): GrantedRow,
+        (_, fresh_tenants, fresh_ids, heads, last, _): GrantedRow,
     ) -> Result<AppendOutcome, DbError> {
+        let mut next: HashMap<&str, i64> = HashMap::new();
         let fresh: HashSet<(&str, Uuid)> = fresh_tenants
             .iter()
             .map(String::as_str)
             .zip(fresh_ids)
             .collect();
+        for (tenant, head) in fresh_tenants.iter().zip(&heads) {
+            // Each fresh event of the tenant takes one below the head; the first is what is left.
+            *next.entry(tenant.as_str()).or_insert(head + 1) -= 1;
+        }
         let mut outcome = AppendOutcome {
             duplicates: self.repeated,
             ..AppendOutcome::default()
@@ -138,8 +152,28 @@ impl<'a> Append<'a> {
             return Ok(outcome);
         };
         let first = last - to_write.len() as i64 + 1;
-        copy_rows(conn, &to_write, first).await?;
-        outcome.appended = to_write.len();
+        let mut placed: Vec<(Place, &NewEvent)> = Vec::with_capacity(to_write.len());
+        for (position, e) in (first..).zip(to_write) {
+            let Some(at) = next.get_mut(e.tenant.as_str()) else {
+                return Err(DbError::Database {
+                    action: "place a batch's events",
+                    source: sqlx::Error::Protocol(format!(
+                        "begin_append handed out no tenant position for {}",
+                        e.tenant
+                    )),
+                });
+            };
+            placed.push((
+                Place {
+                    position,
+                    tenant_position: *at,
+                },
+                e,
+            ));
+            *at += 1;
+        }
+        copy_rows(conn, &placed).await?;
+        outcome.appended = placed.len();
         outcome.positions = Some((first, last));
         metrics::counter!("activity_events_appended_total").increment(outcome.appended as u64);
         metrics::histogram!("activity_append_seconds").record(self.started.elapsed().as_secs_f64());

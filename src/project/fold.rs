@@ -59,7 +59,7 @@ pub async fn fold_next(
     };
     db(tx.commit().await, "commit a fold")?;
     if let (Some(c), Some(rows)) = (cache, changed) {
-        write_through(c, p, rows, upto, epoch).await;
+        write_through(c, p, rows, epoch).await;
     }
     let labels = [("projection", p.name.clone())];
     metrics::gauge!("activity_projection_position", &labels).set(upto as f64);
@@ -141,20 +141,15 @@ async fn fold_window(
     Ok(())
 }
 
-/// After the fold's commit: the rows it changed into their entries, as of `upto`. A write
-/// that fails leaves its tombstone: a missing entry, which readers fill from the table.
-async fn write_through(
-    cache: &CacheEntries,
-    p: &Projection,
-    rows: Vec<ChangedRow>,
-    upto: i64,
-    epoch: i64,
-) {
+/// After the fold's commit: the rows it changed into their entries, each as of its tenant's
+/// position. A write that fails leaves its tombstone: a missing entry, which readers fill
+/// from the table.
+async fn write_through(cache: &CacheEntries, p: &Projection, rows: Vec<ChangedRow>, epoch: i64) {
     let rows: Vec<(String, String, Cached)> = rows
         .into_iter()
-        .map(|(tenant, user, row)| {
-            let as_of = upto;
-            (tenant, user, Cached::Row { row, as_of, epoch })
+        .filter_map(|(tenant, user, as_of, row)| {
+            let row = row?;
+            Some((tenant, user, Cached::Row { row, as_of, epoch }))
         })
         .collect();
     if let Err(e) = put_all(cache, rows).await {
@@ -162,10 +157,13 @@ async fn write_through(
     }
 }
 
-type ChangedRow = (String, String, serde_json::Value);
+/// A key the fold touched: tenant, user, the tenant's position at the window's end, and the
+/// row now in the table (none once the user is erased).
+type ChangedRow = (String, String, i64, Option<serde_json::Value>);
 
-/// In the fold's transaction: tombstones every key the fold changed (rows it wrote, users it
-/// erased) at the window's end, and returns the rows to write once it commits.
+/// In the fold's transaction: tombstones every key of a user with an event in the window (the
+/// rows it wrote, the users it erased), each as of its tenant's position at the window's end
+/// (its last event in the window), and returns the rows to write once it commits.
 async fn invalidate(
     tx: &mut Transaction<'_, Postgres>,
     p: &Projection,
@@ -176,40 +174,37 @@ async fn invalidate(
 ) -> Result<Vec<ChangedRow>, ProjectError> {
     let rows: Vec<ChangedRow> = db(
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT tenant, user_id, to_jsonb(t) FROM {} t WHERE position > $1 AND position <= $2",
+            "WITH w AS (SELECT tenant, user_id, tenant_position FROM events \
+                        WHERE position > $1 AND position <= $2), \
+                  heads AS (SELECT tenant, max(tenant_position) AS at FROM w GROUP BY tenant), \
+                  touched AS (SELECT DISTINCT tenant, user_id FROM w WHERE user_id IS NOT NULL) \
+             SELECT k.tenant, k.user_id, h.at, to_jsonb(t) \
+             FROM touched k JOIN heads h USING (tenant) \
+             LEFT JOIN {} t ON t.tenant = k.tenant AND t.user_id = k.user_id",
             p.table()
         )))
         .bind(after)
         .bind(upto)
         .fetch_all(&mut **tx)
         .await,
-        "read the rows a fold changed",
+        "read the keys a fold changed",
     )?;
-    let erased: Vec<(String, String)> = db(
-        sqlx::query_as(
-            "SELECT DISTINCT tenant, user_id FROM events \
-             WHERE position > $1 AND position <= $2 AND event_type = 'user_forgotten'",
-        )
-        .bind(after)
-        .bind(upto)
-        .fetch_all(&mut **tx)
-        .await,
-        "read the users a fold erased",
-    )?;
-    let tombstone = Cached::Tombstone { as_of: upto, epoch };
-    let mut tombstones: Vec<(String, String, Cached)> = Vec::with_capacity(rows.len());
-    for (t, u, _) in &rows {
-        tombstones.push((t.clone(), u.clone(), tombstone.clone()));
-    }
-    for (t, u) in erased {
-        tombstones.push((t, u, tombstone.clone()));
-    }
+    let tombstones = rows
+        .iter()
+        .map(|(t, u, as_of, _)| {
+            let tombstone = Cached::Tombstone {
+                as_of: *as_of,
+                epoch,
+            };
+            (t.clone(), u.clone(), tombstone)
+        })
+        .collect();
     put_all(cache, tombstones).await?;
     Ok(rows)
 }
 
-/// Writes every row of `p`'s table to its cache, as of the checkpoint read with the rows in
-/// one statement: after a rebuild, every entry equals its row.
+/// Writes every row of `p`'s table to its cache, each as of its tenant's position at the
+/// checkpoint read with the rows in one statement: after a rebuild, every entry equals its row.
 pub(super) async fn refill(
     pool: &PgPool,
     p: &Projection,
@@ -217,9 +212,12 @@ pub(super) async fn refill(
 ) -> Result<(), ProjectError> {
     let rows: Vec<(String, String, serde_json::Value, i64, i32)> = db(
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT tenant, user_id, to_jsonb(t), c.position, c.epoch FROM {} t \
-             CROSS JOIN (SELECT position, epoch FROM projection_checkpoints WHERE projection = $1) c",
-            p.table()
+            "WITH at AS (SELECT k.tenant, tenant_projection_position($1, k.tenant) AS at \
+                         FROM (SELECT DISTINCT tenant FROM {table}) k) \
+             SELECT t.tenant, t.user_id, to_jsonb(t), at.at, c.epoch \
+             FROM {table} t JOIN at ON at.tenant = t.tenant \
+             CROSS JOIN (SELECT epoch FROM projection_checkpoints WHERE projection = $1) c",
+            table = p.table()
         )))
         .bind(&p.name)
         .fetch_all(pool)

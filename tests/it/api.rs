@@ -141,11 +141,12 @@ async fn every_read_answers_what_the_sql_read_answers() {
     .collect();
     assert!(!days.is_empty());
     assert_eq!(a.json()["items"], serde_json::to_value(&days).unwrap());
-    // Every answer says which position it reflects: here, all that was applied.
-    let applied: i64 = sqlx::query_scalar("SELECT max(position) FROM events")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    // Every answer says which position of acme's log it reflects: here, all that was applied.
+    let applied: i64 =
+        sqlx::query_scalar("SELECT max(tenant_position) FROM events WHERE tenant = 'acme'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
     assert_eq!(a.position(), applied);
     api.stop().await;
 }
@@ -391,7 +392,7 @@ async fn a_producer_learns_the_fate_of_each_command_it_sent() {
     let applied = api.settled("acme", &acme, good).await;
     assert_eq!(applied["status"], "applied");
     let (position, event_id): (i64, uuid::Uuid) =
-        sqlx::query_as("SELECT position, event_id FROM events WHERE command_id = $1")
+        sqlx::query_as("SELECT tenant_position, event_id FROM events WHERE command_id = $1")
             .bind(good)
             .fetch_one(&api.db.pool)
             .await

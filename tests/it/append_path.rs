@@ -20,8 +20,8 @@ async fn writer() -> (TestDb, String, sqlx::PgPool) {
 }
 
 const ROW: &str = "INSERT INTO events (position, event_id, command_id, tenant, user_id, event_type, \
-    activity_type, data, occurred_at, received_at) VALUES ($1, gen_random_uuid(), $2, 'acme', 'u1', \
-    'activity_recorded', 'login', '{}', '2025-01-15T10:30:00Z', now())";
+    activity_type, data, occurred_at, received_at, tenant_position) VALUES ($1, gen_random_uuid(), $2, \
+    'acme', 'u1', 'activity_recorded', 'login', '{}', '2025-01-15T10:30:00Z', now(), $3)";
 
 #[tokio::test]
 async fn a_writer_cannot_insert_into_the_log_or_the_ledger_or_move_positions() {
@@ -32,6 +32,7 @@ async fn a_writer_cannot_insert_into_the_log_or_the_ledger_or_move_positions() {
     let direct = sqlx::query(ROW)
         .bind(1_i64)
         .bind(uuid::Uuid::new_v4())
+        .bind(1_i64)
         .execute(&mut conn)
         .await;
     assert_eq!(sqlstate(direct), "42501", "a direct INSERT into events");
@@ -60,9 +61,10 @@ async fn a_writer_cannot_insert_into_the_log_or_the_ledger_or_move_positions() {
     );
 }
 
-/// Asks `begin_append` for one command of acme; returns the position it handed out.
-async fn permit(tx: &mut sqlx::PgConnection, id: uuid::Uuid) -> i64 {
-    sqlx::query_scalar("SELECT last FROM begin_append(ARRAY['acme'], ARRAY[$1::uuid])")
+/// Asks `begin_append` for one command of acme; returns the position and the tenant
+/// position it handed out.
+async fn permit(tx: &mut sqlx::PgConnection, id: uuid::Uuid) -> (i64, i64) {
+    sqlx::query_as("SELECT last, tenant_last FROM begin_append(ARRAY['acme'], ARRAY[$1::uuid])")
         .bind(id)
         .fetch_one(tx)
         .await
@@ -75,36 +77,49 @@ async fn rows_must_be_exactly_what_begin_append_handed_out() {
     let mut conn = PgConnection::connect_with(&db.options_as(&user, "pw"))
         .await
         .unwrap();
+    // One event of acme already in the log, so a forgery can aim at its tenant position.
+    let mut tx = conn.begin().await.unwrap();
+    let earlier = uuid::Uuid::new_v4();
+    let (last, tenant_last) = permit(&mut tx, earlier).await;
+    let row = sqlx::query(ROW).bind(last).bind(earlier).bind(tenant_last);
+    row.execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
     let id = uuid::Uuid::new_v4();
-    // (position offset from the one handed out, command id) of a forged row.
+    // (position offset from the one handed out, command id, tenant position offset) of a
+    // forged row.
     let forgeries = [
-        (1_i64, id),               // a position not handed out
-        (0, uuid::Uuid::new_v4()), // a command id not recorded in the ledger
-        (-5, id),                  // an old position, to overwrite history
+        (1_i64, id, 0_i64),           // a position not handed out
+        (0, uuid::Uuid::new_v4(), 0), // a command id not recorded in the ledger
+        (-5, id, 0),                  // an old position, to overwrite history
+        (0, id, 1),                   // a tenant position not handed out
+        (0, id, -1),                  // the tenant position of the event before
     ];
-    for (offset, command) in forgeries {
+    for (offset, command, tenant_offset) in forgeries {
         let mut tx = conn.begin().await.unwrap();
-        let last = permit(&mut tx, id).await;
+        let (last, tenant_last) = permit(&mut tx, id).await;
         let r = sqlx::query(ROW)
             .bind(last + offset)
             .bind(command)
+            .bind(tenant_last + tenant_offset)
             .execute(&mut *tx)
             .await;
-        assert_eq!(sqlstate(r), "42501", "offset {offset}");
+        assert_eq!(sqlstate(r), "42501", "offsets {offset} {tenant_offset}");
         tx.rollback().await.unwrap();
     }
     // Two rows for one permit: the second statement has no permit left.
     let mut tx = conn.begin().await.unwrap();
-    let last = permit(&mut tx, id).await;
+    let (last, tenant_last) = permit(&mut tx, id).await;
     sqlx::query(ROW)
         .bind(last)
         .bind(id)
+        .bind(tenant_last)
         .execute(&mut *tx)
         .await
         .expect("the row begin_append allowed");
     let again = sqlx::query(ROW)
         .bind(last + 1_000)
         .bind(id)
+        .bind(tenant_last + 1)
         .execute(&mut *tx)
         .await;
     assert_eq!(sqlstate(again), "42501");

@@ -125,16 +125,16 @@ async fn forget_user_removes_the_entry_and_its_personal_data() {
 async fn keys_carry_the_projection_version_so_a_bump_misses() {
     let c = with_ann(Duration::from_secs(60)).await;
     c.read("ann").await;
-    assert!(
-        c.entries()
-            .key("acme", "ann")
-            .starts_with("user_summary.v1.acme.")
-    );
     let mut bumped = projections()
         .unwrap()
         .into_iter()
         .find(|p| p.name == "user_summary")
         .unwrap();
+    let key = c.entries().key("acme", "ann");
+    assert!(
+        key.starts_with(&format!("user_summary.v{}.acme.", bumped.version)),
+        "{key}"
+    );
     bumped.version += 1;
     let mac = activity_store::cache::CacheMac::load(&c.r.db.pool)
         .await

@@ -59,6 +59,8 @@ pub async fn insert_raw(
     let mut cols: Map<String, Value> = Map::new();
     for (k, v) in [
         ("position", "nextval('events_position_seq')"),
+        // Evaluated after `position` (the columns go in name order).
+        ("tenant_position", "currval('events_position_seq')"),
         ("event_id", "gen_random_uuid()"),
         ("command_id", "gen_random_uuid()"),
         ("tenant", "'acme'"),

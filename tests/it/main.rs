@@ -60,6 +60,7 @@ mod schema;
 mod schema_privileges;
 mod status;
 mod stream_reset;
+mod tenant_positions;
 pub mod up;
 mod up_nats;
 mod version_change;

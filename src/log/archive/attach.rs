@@ -5,8 +5,8 @@ use std::path::Path;
 
 use sqlx::PgPool;
 
-use super::files::{copy_in_gz, read_manifest};
-use super::rescrub::{STAGE, stage};
+use super::files::read_manifest;
+use super::rescrub::{STAGE, restore};
 use super::{ArchiveError, Attached, io, month_of_table};
 use crate::db::db;
 
@@ -29,8 +29,7 @@ pub async fn attach(pool: &PgPool, path: &Path) -> Result<Attached, ArchiveError
         return Err(ArchiveError::Exists(manifest.table));
     }
     let mut tx = db(pool.begin().await, "begin an attach")?;
-    stage(&mut tx).await?;
-    let rows = copy_in_gz(&mut tx, STAGE, &data_path).await?;
+    let rows = restore(&mut tx, &manifest, &data_path).await?;
     if rows != manifest.rows {
         return Err(io(
             &data_path,

@@ -24,6 +24,17 @@ pub(super) async fn write_archive(
     let file = format!("{table}.copy.gz");
     let data_path = dir.join(&file);
     let mut conn = db(pool.acquire().await, "connect to archive a month")?;
+    // A month detached before the log had tenant positions lacks the column.
+    let tenant_positions: bool = db(
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = $1::regclass \
+             AND attname = 'tenant_position' AND NOT attisdropped)",
+        )
+        .bind(table)
+        .fetch_one(&mut *conn)
+        .await,
+        "read a month's columns",
+    )?;
     let sha256 = copy_out_gz(
         &mut conn,
         &format!("COPY (SELECT * FROM {table} ORDER BY position) TO STDOUT (FORMAT binary)"),
@@ -39,6 +50,7 @@ pub(super) async fn write_archive(
         sha256,
         written_at: chrono::Utc::now(),
         erased_through,
+        tenant_positions,
     };
     let manifest_path = dir.join(format!("{table}.manifest.json"));
     write_manifest(&manifest_path, &manifest)?;

@@ -95,6 +95,11 @@ pub struct Manifest {
     /// erasures were recorded with them.
     #[serde(default)]
     pub erased_through: i64,
+    /// Whether its rows carry tenant positions; archives written before the log had them
+    /// do not (each event's tenant position is then its position, as the upgrade gave the
+    /// events still in the log).
+    #[serde(default)]
+    pub tenant_positions: bool,
 }
 
 /// A month detached.

@@ -24,6 +24,39 @@ pub(super) async fn stage(conn: &mut PgConnection) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Stages an archive's rows (see [`stage`]); returns the rows restored. An archive written
+/// before tenant positions gets each event's position as its tenant position, as the
+/// upgrade gave the events still in the log.
+pub(super) async fn restore(
+    conn: &mut PgConnection,
+    manifest: &super::Manifest,
+    data_path: &Path,
+) -> Result<i64, ArchiveError> {
+    stage(conn).await?;
+    if manifest.tenant_positions {
+        return copy_in_gz(conn, STAGE, data_path).await;
+    }
+    let before = format!("ALTER TABLE {STAGE} DROP COLUMN tenant_position");
+    db(
+        sqlx::raw_sql(sqlx::AssertSqlSafe(before))
+            .execute(&mut *conn)
+            .await,
+        "stage an archive without tenant positions",
+    )?;
+    let rows = copy_in_gz(conn, STAGE, data_path).await?;
+    let after = format!(
+        "ALTER TABLE {STAGE} ADD COLUMN tenant_position bigint; \
+         UPDATE {STAGE} SET tenant_position = position"
+    );
+    db(
+        sqlx::raw_sql(sqlx::AssertSqlSafe(after))
+            .execute(&mut *conn)
+            .await,
+        "give an archive's events their tenant positions",
+    )?;
+    Ok(rows)
+}
+
 /// Applies every erasure to `table` (out of the log); returns the last erasure's id.
 pub(super) async fn scrub_table(pool: &PgPool, table: &str) -> Result<i64, DbError> {
     db(
@@ -135,8 +168,7 @@ pub async fn rescrub(pool: &PgPool, dir: &Path) -> Result<Vec<Rescrubbed>, Archi
 async fn rescrub_one(pool: &PgPool, path: &Path) -> Result<Rescrubbed, ArchiveError> {
     let (manifest_path, mut manifest, data_path) = read_manifest(path)?;
     let mut tx = db(pool.begin().await, "begin a rescrub")?;
-    stage(&mut tx).await?;
-    let rows = copy_in_gz(&mut tx, STAGE, &data_path).await?;
+    let rows = restore(&mut tx, &manifest, &data_path).await?;
     let (scrubbed, through): (i64, i64) = db(
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT n, coalesce((SELECT max(id) FROM erasures), 0) \
@@ -157,6 +189,7 @@ async fn rescrub_one(pool: &PgPool, path: &Path) -> Result<Rescrubbed, ArchiveEr
         .await?;
         manifest.file = file;
         manifest.written_at = chrono::Utc::now();
+        manifest.tenant_positions = true;
     }
     manifest.erased_through = manifest.erased_through.max(through);
     write_manifest(&manifest_path, &manifest)?;

@@ -1,0 +1,259 @@
+//! Positions that belong to the tenant: every event has a place in its tenant's own log, and
+//! everything a tenant sees (read tables, X-Activity-Position, min-position waits, command
+//! status, cache entries, SQL) is one, so no tenant can learn how much another writes.
+
+use activity_store::log::{EventLog, migrate};
+use serde_json::json;
+
+use crate::api_support::{Api, activity, register, tenant};
+use crate::fixtures::{insert_raw, login, login_in, sqlstate};
+use crate::project_support::{self as ps, ReadSide};
+use crate::support::TestDb;
+
+async fn tenant_positions(pool: &sqlx::PgPool, tenant: &str) -> Vec<i64> {
+    sqlx::query_scalar("SELECT tenant_position FROM events WHERE tenant = $1 ORDER BY position")
+        .bind(tenant)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn each_tenant_numbers_its_events_from_one_in_log_order() {
+    let db = TestDb::migrated().await;
+    let log = EventLog::open(db.pool.clone()).await.unwrap();
+    let mut batch = vec![login("acme", "u1"), login("globex", "g1")];
+    batch.extend((0..300).map(|i| login("globex", &format!("g{i}"))));
+    batch.push(login("acme", "u2"));
+    let repeat = batch[0].clone();
+    batch.push(repeat.clone());
+    log.append_batch(&batch).await.unwrap();
+    // A duplicate takes no position; a later batch goes on from the tenant's head.
+    let again = log
+        .append_batch(&[repeat, login("acme", "u3"), login("initech", "i1")])
+        .await
+        .unwrap();
+    assert_eq!(again.appended, 2);
+    assert_eq!(tenant_positions(&db.pool, "acme").await, vec![1, 2, 3]);
+    assert_eq!(
+        tenant_positions(&db.pool, "globex").await,
+        (1..=301).collect::<Vec<i64>>()
+    );
+    assert_eq!(tenant_positions(&db.pool, "initech").await, vec![1]);
+    let heads: Vec<(String, i64)> =
+        sqlx::query_as("SELECT tenant, head FROM tenant_heads ORDER BY tenant")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let want = [("acme", 3), ("globex", 301), ("initech", 1)];
+    let want: Vec<(String, i64)> = want.iter().map(|(t, h)| (t.to_string(), *h)).collect();
+    assert_eq!(heads, want);
+}
+
+#[tokio::test]
+async fn read_tables_hold_each_tenants_own_positions() {
+    let rs = ReadSide::new().await;
+    rs.apply(&[ps::tenant("acme"), ps::tenant("globex")]).await;
+    let noise: Vec<_> = (0..50)
+        .map(|i| ps::register("globex", &format!("g{i}"), "G"))
+        .collect();
+    rs.apply(&noise).await;
+    rs.apply(&[
+        ps::register("acme", "u1", "Ann"),
+        ps::activity("acme", "u1", "login", "2025-01-15T10:00:00Z"),
+    ])
+    .await;
+    rs.catch_up().await;
+    let row: (i64, Option<i64>) = sqlx::query_as(
+        "SELECT position, last_activity_position FROM analytics.user_summary \
+         WHERE tenant = 'acme' AND user_id = 'u1'",
+    )
+    .fetch_one(&rs.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        row,
+        (3, Some(3)),
+        "acme's third event, whatever globex wrote"
+    );
+    let feed: i64 =
+        sqlx::query_scalar("SELECT position FROM analytics.activity_feed WHERE tenant = 'acme'")
+            .fetch_one(&rs.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(feed, 3);
+}
+
+#[tokio::test]
+async fn a_reader_sees_its_tenants_position_and_cannot_ask_for_another() {
+    let rs = ReadSide::new().await;
+    rs.apply(&[ps::tenant("acme"), ps::tenant("globex")]).await;
+    let noise: Vec<_> = (0..40)
+        .map(|i| ps::register("globex", &format!("g{i}"), "G"))
+        .collect();
+    rs.apply(&noise).await;
+    rs.apply(&[ps::register("acme", "u1", "Ann")]).await;
+    rs.catch_up().await;
+    let (login, pool) = login_in(&rs.db, "activity_reader").await;
+    sqlx::query("INSERT INTO reader_tenants (login, tenant) VALUES ($1, 'acme')")
+        .bind(&login)
+        .execute(&rs.db.pool)
+        .await
+        .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let unscoped: Option<i64> =
+        sqlx::query_scalar("SELECT analytics.projection_position('user_summary')")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(unscoped, None, "no tenant set: no position");
+    sqlx::query("SET activity.tenant = 'acme'")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let mine: Option<i64> =
+        sqlx::query_scalar("SELECT analytics.projection_position('user_summary')")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(mine, Some(2), "acme's own log: created, then u1");
+    // Another tenant set on the session: row-level security's rule, so no position.
+    sqlx::query("SET activity.tenant = 'globex'")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let theirs: Option<i64> =
+        sqlx::query_scalar("SELECT analytics.projection_position('user_summary')")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(theirs, None);
+    let direct = sqlx::query("SELECT tenant_projection_position('user_summary', 'globex')")
+        .execute(&mut *conn)
+        .await;
+    assert_eq!(
+        sqlstate(direct),
+        "42501",
+        "readers cannot ask about a tenant"
+    );
+    let global = sqlx::query("SELECT position FROM projection_checkpoints")
+        .execute(&mut *conn)
+        .await;
+    assert_eq!(sqlstate(global), "42501", "nor read the log's positions");
+}
+
+#[tokio::test]
+async fn over_http_every_position_is_the_tenants_own() {
+    let api = Api::start().await;
+    let (acme, globex) = (api.token("acme").await, api.token("globex").await);
+    let first = api
+        .apply("acme", &acme, vec![tenant("acme"), register("acme", "u1")])
+        .await;
+    assert_eq!(first, 2, "command status: acme's second event");
+    let mut noise = vec![tenant("globex")];
+    noise.extend((0..200).map(|i| register("globex", &format!("g{i}"))));
+    api.apply("globex", &globex, noise).await;
+    let at = "2025-01-15T10:00:00Z";
+    let third = api
+        .apply(
+            "acme",
+            &acme,
+            vec![activity("acme", "u1", "login", at, json!({}))],
+        )
+        .await;
+    assert_eq!(third, 3, "globex's 201 events moved nothing of acme's");
+    let summary = api
+        .get(
+            "/v1/tenants/acme/users/u1/summary?min_position=3",
+            Some(&acme),
+        )
+        .await;
+    assert_eq!(summary.status, 200, "{}", summary.text);
+    assert_eq!(summary.position(), 3, "X-Activity-Position");
+    assert_eq!(summary.json()["position"], 3);
+    assert_eq!(summary.json()["last_activity_position"], 3);
+    let feed = api.get("/v1/tenants/acme/activities", Some(&acme)).await;
+    assert_eq!(feed.position(), 3);
+    let daily = api.get("/v1/tenants/acme/daily", Some(&acme)).await;
+    assert_eq!(daily.position(), 3);
+    // Past acme's head: not reached, however far globex's log goes.
+    let ahead = api
+        .get("/v1/tenants/acme/daily?min_position=4", Some(&acme))
+        .await;
+    assert_eq!(ahead.status, 503, "{}", ahead.text);
+    let theirs = api.get("/v1/tenants/globex/daily", Some(&globex)).await;
+    assert_eq!(theirs.position(), 201);
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn the_upgrade_keeps_old_positions_and_goes_on_past_them() {
+    let db = TestDb::migrated().await;
+    EventLog::open(db.pool.clone()).await.unwrap();
+    migrate::down(&db.pool, 1).await.unwrap();
+    // A log from before tenant positions: acme and globex interleaved.
+    for (tenant, position) in [("acme", 1), ("globex", 2), ("acme", 3), ("globex", 4)] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO events (position, event_id, command_id, tenant, user_id, event_type, \
+             activity_type, data, occurred_at, received_at) VALUES ({position}, \
+             gen_random_uuid(), gen_random_uuid(), '{tenant}', 'u1', 'activity_recorded', \
+             'login', '{{}}', now(), now())"
+        )))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query("SELECT setval('events_position_seq', 4)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    migrate::up(&db.pool).await.unwrap();
+    assert_eq!(tenant_positions(&db.pool, "acme").await, vec![1, 3]);
+    let log = EventLog::open(db.pool.clone()).await.unwrap();
+    log.append_batch(&[login("acme", "u1"), login("newco", "n1")])
+        .await
+        .unwrap();
+    assert_eq!(tenant_positions(&db.pool, "acme").await, vec![1, 3, 4]);
+    assert_eq!(
+        tenant_positions(&db.pool, "newco").await,
+        vec![1],
+        "a tenant created after the upgrade starts at one"
+    );
+    // The owner may still write fixtures directly.
+    insert_raw(&db.pool, &[("tenant", "'initech'")])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_tenants_position_is_one_index_probe_a_month() {
+    // 200 tenants of 30 events each: the log's own index would be walked past the others'.
+    let db = TestDb::migrated().await;
+    EventLog::open(db.pool.clone()).await.unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO events (position, tenant_position, event_id, command_id, tenant, user_id, \
+         event_type, activity_type, data, occurred_at, received_at) \
+         SELECT nextval('events_position_seq'), currval('events_position_seq'), \
+                gen_random_uuid(), gen_random_uuid(), 't' || (i % 200), 'u' || (i % 50), \
+                'activity_recorded', 'login', '{}', now(), now() \
+         FROM generate_series(1, 6000) i; ANALYZE events",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT e.tenant_position FROM events e \
+         WHERE e.tenant = 't1' AND e.position <= 3000 ORDER BY e.position DESC LIMIT 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("Index Only Scan Backward using events_p")
+            && plan.contains("_tenant_position_")
+            && !plan.contains("pkey")
+            && !plan.contains("Sort  ("),
+        "{plan}"
+    );
+}
