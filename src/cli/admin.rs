@@ -220,9 +220,10 @@ async fn detach(
 
 /// `status [--json]`: prints the status; degraded is an error (exit code 1), after the
 /// document is printed.
-pub async fn status(cli: &Cli, json: bool) -> Result<(), CliError> {
+pub async fn status(cli: &Cli, json: bool, tenant: Option<String>) -> Result<(), CliError> {
     let pool = connect(cli).await?;
     let config = StatusConfig {
+        tenant,
         stream: cli.stream.clone(),
         bucket_prefix: cli.cache_config().bucket_prefix,
         max_lag: Duration::from_secs(cli.max_lag_secs),

@@ -206,6 +206,9 @@ pub enum Command {
         /// With --verify: swap even if they differ.
         #[arg(long, requires = "verify")]
         force: bool,
+        /// Rebuild this tenant only, from its own log: every other tenant's rows stay.
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// Read the read models of one tenant (as activity_reader, under row-level security).
     Query {
@@ -235,6 +238,9 @@ pub enum Command {
         /// The status as one JSON document.
         #[arg(long)]
         json: bool,
+        /// Also how far every projection is behind this tenant's own log.
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// List, show, redrive or purge dead letters: refused commands and their reasons.
     DeadLetters {
@@ -318,7 +324,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             projection,
             verify,
             force,
-        } => rebuild::rebuild(&cli, projection, *verify, *force).await,
+            tenant,
+        } => match tenant {
+            Some(t) => rebuild::rebuild_tenant(&cli, projection, t, *verify, *force).await,
+            None => rebuild::rebuild(&cli, projection, *verify, *force).await,
+        },
         Command::Publish { input, rate } => {
             let report =
                 publish::publish(&cli.resolve_nats_url()?, &cli.subject_prefix, input, *rate)
@@ -334,7 +344,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Migrate { action } => admin::migrate(&cli, action).await,
         Command::Partitions { action } => admin::partitions(&cli, action).await,
-        Command::Status { json } => admin::status(&cli, *json).await,
+        Command::Status { json, tenant } => admin::status(&cli, *json, tenant.clone()).await,
         Command::DeadLetters { action } => dead_letters::run(&cli, action).await,
         Command::Readers { action } => readers::run(&cli, action).await,
         Command::Forget {

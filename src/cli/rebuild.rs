@@ -10,6 +10,59 @@ use crate::project::{ProjectConfig, Projector};
 /// positions/s and ETA on a terminal, a plain line every few seconds otherwise. An interrupted
 /// rebuild leaves the live tables as they were.
 pub async fn rebuild(cli: &Cli, name: &str, verify: bool, force: bool) -> Result<(), CliError> {
+    let projector = projector(cli).await?;
+    let progress = Progress::new(name, "positions");
+    let report = |upto: i64, last: i64| progress.show(upto, last);
+    if !verify {
+        let position = projector.rebuild(name, report).await?;
+        progress.done();
+        println!("rebuilt {name} from the whole log, up to position {position}");
+        return Ok(());
+    }
+    let (verified, swapped) = projector.rebuild_verified(name, report, force).await?;
+    progress.done();
+    print_verified(&verified);
+    match swapped {
+        Some(position) => {
+            println!("rebuilt {name} from the whole log, up to position {position}");
+            Ok(())
+        }
+        None => Err(CliError::Unverified(name.to_owned())),
+    }
+}
+
+/// `rebuild <projection> --tenant T [--verify [--force]]`: refolds one tenant from its own
+/// log and replaces its rows; every other tenant's rows stay. Progress in the tenant's events.
+pub async fn rebuild_tenant(
+    cli: &Cli,
+    name: &str,
+    tenant: &str,
+    verify: bool,
+    force: bool,
+) -> Result<(), CliError> {
+    let projector = projector(cli).await?;
+    let progress = Progress::new(&format!("{name} for {tenant}"), "events");
+    let report = |done: i64, total: i64| progress.show(done, total);
+    let (verified, swapped) = projector
+        .rebuild_tenant(name, tenant, report, (verify, force))
+        .await?;
+    progress.done();
+    if let Some(v) = &verified {
+        print_verified(v);
+    }
+    match swapped {
+        Some(position) => {
+            println!(
+                "rebuilt {name} for tenant {tenant} from its log, up to its position {position}"
+            );
+            Ok(())
+        }
+        None => Err(CliError::Unverified(format!("{name} (tenant {tenant})"))),
+    }
+}
+
+/// A projector for rebuilds, with caches when NATS is configured.
+async fn projector(cli: &Cli) -> Result<Projector, CliError> {
     let pool = super::admin::connect(cli).await?;
     warn_if_partial(&pool).await?;
     let mut projector = Projector::start(pool, ProjectConfig::default()).await?;
@@ -20,16 +73,10 @@ pub async fn rebuild(cli: &Cli, name: &str, verify: bool, force: bool) -> Result
         let js = async_nats::jetstream::new(client);
         projector.attach_caches(&js, &cli.cache_config()).await?;
     }
-    let progress = Progress::new(name);
-    let report = |upto: i64, last: i64| progress.show(upto, last);
-    if !verify {
-        let position = projector.rebuild(name, report).await?;
-        progress.done();
-        println!("rebuilt {name} from the whole log, up to position {position}");
-        return Ok(());
-    }
-    let (verified, swapped) = projector.rebuild_verified(name, report, force).await?;
-    progress.done();
+    Ok(projector)
+}
+
+fn print_verified(verified: &crate::project::verify::Verified) {
     for d in &verified.differences {
         println!(
             "{}: {} rows only live, {} only rebuilt",
@@ -44,13 +91,6 @@ pub async fn rebuild(cli: &Cli, name: &str, verify: bool, force: bool) -> Result
             "verified: the rebuilt tables match the live ones at position {} ({} rows)",
             verified.position, verified.rows
         );
-    }
-    match swapped {
-        Some(position) => {
-            println!("rebuilt {name} from the whole log, up to position {position}");
-            Ok(())
-        }
-        None => Err(CliError::Unverified(name.to_owned())),
     }
 }
 
@@ -78,17 +118,18 @@ async fn warn_if_partial(pool: &sqlx::PgPool) -> Result<(), CliError> {
 struct Progress {
     bar: Option<ProgressBar>,
     name: String,
+    unit: &'static str,
     last_line: std::sync::Mutex<std::time::Instant>,
 }
 
 impl Progress {
-    fn new(name: &str) -> Progress {
+    fn new(name: &str, unit: &'static str) -> Progress {
         use std::io::IsTerminal;
         // Drawn from the first report on, when the length is known (never `0/0`).
         let bar = std::io::stderr().is_terminal().then(|| {
-            let style = ProgressStyle::with_template(
-                "{msg} [{bar:30}] {pos}/{len} positions {rate} ETA {eta}",
-            )
+            let style = ProgressStyle::with_template(&format!(
+                "{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{rate}} ETA {{eta}}"
+            ))
             .expect("a valid template")
             .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
                 let _ = write!(w, "{:.0}/s", s.per_sec());
@@ -101,6 +142,7 @@ impl Progress {
         Progress {
             bar,
             name: name.to_owned(),
+            unit,
             last_line: std::sync::Mutex::new(std::time::Instant::now()),
         }
     }
@@ -117,7 +159,7 @@ impl Progress {
             None => {
                 let mut at = self.last_line.lock().expect("progress lock");
                 if at.elapsed() >= std::time::Duration::from_secs(5) || upto >= last {
-                    eprintln!("rebuilding {}: {upto} of {last} positions", self.name);
+                    eprintln!("rebuilding {}: {upto} of {last} {}", self.name, self.unit);
                     *at = std::time::Instant::now();
                 }
             }

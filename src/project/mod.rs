@@ -6,6 +6,7 @@ mod install;
 mod registry;
 pub mod shadow;
 mod tables;
+pub mod tenant;
 pub mod verify;
 mod worker;
 

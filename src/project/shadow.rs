@@ -18,6 +18,8 @@ pub struct Shadow {
     position: i64,
     /// Holds the rebuild lock; every shadow fold runs on it, so a lost lock fails the fold.
     conn: PgConnection,
+    /// The one tenant it holds, for a rebuild of one tenant (see `super::tenant`).
+    tenant: Option<String>,
 }
 
 impl Shadow {
@@ -29,6 +31,20 @@ impl Shadow {
     /// The last log position folded into it.
     pub fn position(&self) -> i64 {
         self.position
+    }
+
+    /// The one tenant it holds, if it is a rebuild of one tenant.
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+
+    /// Drops it unswapped: releases the rebuild lock at once (rather than when the server
+    /// notices the closed connection), so the next rebuild can start.
+    pub async fn discard(mut self) {
+        let _ = sqlx::query("SELECT pg_advisory_unlock_all()")
+            .execute(&mut self.conn)
+            .await;
+        let _ = sqlx::Connection::close(self.conn).await;
     }
 
     /// Puts the position back after a fold that was rolled back.
@@ -48,7 +64,7 @@ pub(super) async fn fold_in(
     fold(tx, p, shadow, upto).await
 }
 
-async fn exec(
+pub(super) async fn exec(
     conn: &mut PgConnection,
     sql: String,
     action: &'static str,
@@ -69,7 +85,7 @@ async fn last_visible(conn: &mut PgConnection) -> Result<i64, ProjectError> {
     )?)
 }
 
-async fn fold(
+pub(super) async fn fold(
     conn: &mut PgConnection,
     p: &Projection,
     shadow: &mut Shadow,
@@ -95,6 +111,20 @@ pub async fn prepare(
     window: i64,
     progress: impl Fn(i64, i64),
 ) -> Result<Shadow, ProjectError> {
+    let mut shadow = create(pool, p, format!("rebuild_{}", p.name), None).await?;
+    catch_up(p, &mut shadow, window, &progress).await?;
+    Ok(shadow)
+}
+
+/// Takes `p`'s rebuild lock and creates its tables and fold, empty, in `schema`; for a
+/// rebuild of one tenant, `tenant` is the tenant and the SQL that scopes the schema to it,
+/// run in the same transaction.
+pub(super) async fn create(
+    pool: &PgPool,
+    p: &Projection,
+    schema: String,
+    tenant: Option<(&str, String)>,
+) -> Result<Shadow, ProjectError> {
     let mut guard = db(pool.acquire().await, "connect for a rebuild lock")?.detach();
     let free = locks::try_session_named(&mut guard, locks::REBUILD, &p.name, "take a rebuild lock")
         .await?;
@@ -102,11 +132,11 @@ pub async fn prepare(
         return Err(ProjectError::RebuildBusy(p.name.clone()));
     }
     let mut shadow = Shadow {
-        schema: format!("rebuild_{}", p.name),
+        schema: schema.clone(),
         position: 0,
         conn: guard,
+        tenant: tenant.as_ref().map(|(t, _)| (*t).to_owned()),
     };
-    let schema = shadow.schema.clone();
     let mut tx = db(
         sqlx::Connection::begin(&mut shadow.conn).await,
         "begin a shadow",
@@ -117,9 +147,16 @@ pub async fn prepare(
     let tables = p.schema_sql(&schema, &schema);
     exec(&mut tx, tables, "create shadow tables").await?;
     install_fold(&mut tx, p, &schema, &schema).await?;
+    if let Some((_, extra)) = tenant {
+        exec(&mut tx, extra, "scope a shadow to one tenant").await?;
+    }
     db(tx.commit().await, "commit a shadow")?;
-    catch_up(p, &mut shadow, window, &progress).await?;
     Ok(shadow)
+}
+
+/// The connection holding the rebuild lock, on which the shadow folds.
+pub(super) fn conn(shadow: &mut Shadow) -> &mut PgConnection {
+    &mut shadow.conn
 }
 
 /// Folds the shadow up to the log's last visible position, on the connection that holds the
@@ -168,11 +205,11 @@ async fn catch_up(
 }
 
 /// How long the swap's locks may wait for readers before it gives way and tries again.
-const SWAP_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+pub(super) const SWAP_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// How many times the swap tries before it gives up (and the rebuild is retried later).
-const SWAP_ATTEMPTS: u32 = 30;
+pub(super) const SWAP_ATTEMPTS: u32 = 30;
 
-fn lock_not_available(e: &crate::db::DbError) -> bool {
+pub(super) fn lock_not_available(e: &crate::db::DbError) -> bool {
     matches!(e, crate::db::DbError::Database { source, .. }
         if source.as_database_error().and_then(|d| d.code()).as_deref() == Some("55P03"))
 }

@@ -80,9 +80,17 @@ async fn compare(
     }
     let mut rows = 0;
     let mut differences = Vec::new();
-    for table in &p.tables {
-        let (_, name) = table.split_once('.').expect("tables are schema-qualified");
+    for live_table in &p.tables {
+        let (_, name) = live_table
+            .split_once('.')
+            .expect("tables are schema-qualified");
         let rebuilt = format!("{}.{name}", shadow.schema());
+        // A shadow of one tenant is compared with that tenant's live rows (a slug: safe
+        // between quotes).
+        let table = match shadow.tenant() {
+            Some(t) => format!("(SELECT * FROM {live_table} WHERE tenant = '{t}') l"),
+            None => live_table.clone(),
+        };
         let sql = format!(
             "SELECT (SELECT count(*) FROM {table}), \
                     (SELECT count(*) FROM (SELECT * FROM {table} EXCEPT ALL SELECT * FROM {rebuilt}) a), \
@@ -101,7 +109,7 @@ async fn compare(
         rows += count;
         if only_live + only_rebuilt > 0 {
             differences.push(Difference {
-                table: table.clone(),
+                table: live_table.clone(),
                 only_live,
                 only_rebuilt,
                 examples,

@@ -159,9 +159,39 @@ impl Projector {
         let verified = super::verify::verify(&self.pool, p, &mut shadow).await?;
         if !verified.differences.is_empty() && !force {
             // Dropped unswapped: the live tables serve on, untouched.
+            shadow.discard().await;
             return Ok((verified, None));
         }
         let position = self.swap(p, shadow).await?;
+        Ok((verified, Some(position)))
+    }
+
+    /// Rebuilds projection `name` for `tenant` alone (see `super::tenant`), calling
+    /// `progress(events folded, events)`: every other tenant's rows stay as they are. With
+    /// `verify`, compares first and swaps only if the rows match or `force`. Returns what the
+    /// comparison found and, if it swapped, the tenant's position.
+    pub async fn rebuild_tenant(
+        &self,
+        name: &str,
+        tenant: &str,
+        progress: impl Fn(i64, i64),
+        (verify, force): (bool, bool),
+    ) -> Result<(Option<Verified>, Option<i64>), ProjectError> {
+        let p = self.rebuildable(name)?;
+        let mut shadow = super::tenant::prepare(&self.pool, p, tenant, progress).await?;
+        let verified = match verify {
+            true => Some(super::verify::verify(&self.pool, p, &mut shadow).await?),
+            false => None,
+        };
+        if verified.as_ref().is_some_and(|v| !v.differences.is_empty()) && !force {
+            shadow.discard().await;
+            return Ok((verified, None));
+        }
+        let position = super::tenant::swap_in(&self.pool, p, shadow).await?;
+        if let Some(cache) = self.caches.get(&p.name) {
+            cache.clear().await?;
+            refill(&self.pool, p, cache).await?;
+        }
         Ok((verified, Some(position)))
     }
 

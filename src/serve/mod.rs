@@ -77,7 +77,7 @@ impl ServeConfig {
             bucket_prefix: self.cache.bucket_prefix.clone(),
             max_lag: self.max_lag,
             max_append: self.max_append,
-            count_partitions: true,
+            ..StatusConfig::default()
         }
     }
 }

@@ -29,7 +29,7 @@ pub(super) async fn read(
         problems: Vec::new(),
         last_position,
         watermark,
-        projections: projections(conn, last_position).await?,
+        projections: projections(conn, last_position, config.name_lagging_tenants).await?,
         ingest: ingest(conn).await?,
         partitions: if config.count_partitions {
             partitions(conn).await?
@@ -38,6 +38,10 @@ pub(super) async fn read(
         },
         dead_letters: dead_letters(conn).await?,
         caches: Vec::new(),
+        tenant: match &config.tenant {
+            Some(t) => Some(super::tenants::of_tenant(conn, t).await?),
+            None => None,
+        },
     };
     if !status.ingest.iter().any(|i| i.stream == config.stream) {
         // Not started yet: shown, so its stream and consumer are read too.
@@ -57,6 +61,7 @@ pub(super) async fn read(
 async fn projections(
     conn: &mut PgConnection,
     last_position: i64,
+    name_lagging: bool,
 ) -> Result<Vec<ProjectionStatus>, DbError> {
     let rows: Vec<(String, i32, i64, Option<f64>)> = db(
         sqlx::query_as(
@@ -71,7 +76,13 @@ async fn projections(
     )?;
     let mut out = Vec::with_capacity(rows.len());
     for (name, version, position, lag_seconds) in rows {
+        let lagging_tenants = if name_lagging && position < last_position {
+            super::tenants::most_lagging(conn, &name, position).await?
+        } else {
+            Vec::new()
+        };
         out.push(ProjectionStatus {
+            lagging_tenants,
             lease: named_holder(conn, locks::LEASE, &name).await?,
             rebuild: named_holder(conn, locks::REBUILD, &name).await?,
             lag_events: (last_position - position).max(0),

@@ -58,6 +58,7 @@ pub async fn sample(
 ) {
     let config = StatusConfig {
         count_partitions: false,
+        name_lagging_tenants: false,
         ..config
     };
     loop {

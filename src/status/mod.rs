@@ -5,11 +5,13 @@
 mod db;
 mod export;
 mod nats;
+mod tenants;
 mod text;
 
 pub use crate::db::locks::Holder;
 pub use db::partitions;
 pub use export::{export, sample};
+pub use tenants::{LAG_SCAN, MOST_LAGGING, TenantLag};
 
 use std::time::Duration;
 
@@ -35,6 +37,10 @@ pub struct StatusConfig {
     pub max_append: Duration,
     /// Whether to list (and count) the log's partitions.
     pub count_partitions: bool,
+    /// Whether to name each projection's most-lagging tenants.
+    pub name_lagging_tenants: bool,
+    /// A tenant whose lag to show in every projection.
+    pub tenant: Option<String>,
 }
 
 impl Default for StatusConfig {
@@ -46,6 +52,8 @@ impl Default for StatusConfig {
             max_lag: Duration::from_secs(60),
             max_append: Duration::from_secs(10),
             count_partitions: true,
+            name_lagging_tenants: true,
+            tenant: None,
         }
     }
 }
@@ -67,6 +75,8 @@ pub struct ProjectionStatus {
     pub lease: Option<Holder>,
     /// A rebuild in progress: its session names how far it has folded.
     pub rebuild: Option<Holder>,
+    /// The tenants most behind in it, most first (none when it is up to date).
+    pub lagging_tenants: Vec<TenantLag>,
 }
 
 /// The stream's side of ingest, read through NATS.
@@ -162,6 +172,9 @@ pub struct Status {
     pub dead_letters: Vec<DeadLetterCount>,
     /// Cache buckets, when NATS was asked.
     pub caches: Vec<CacheStatus>,
+    /// The tenant asked for (`status --tenant`), in every projection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<Vec<TenantLag>>,
 }
 
 impl Status {
@@ -200,8 +213,18 @@ fn judge(s: &mut Status, config: &StatusConfig) {
     let mut problems = Vec::new();
     for p in &s.projections {
         if let Some(lag) = p.lag_seconds.filter(|l| *l > config.max_lag.as_secs_f64()) {
+            let most: Vec<&str> = p
+                .lagging_tenants
+                .iter()
+                .map(|t| t.tenant.as_str())
+                .collect();
+            let most = if most.is_empty() {
+                String::new()
+            } else {
+                format!("; most behind: {}", most.join(", "))
+            };
             problems.push(format!(
-                "projection {} is {lag:.0} s ({} events) behind the log",
+                "projection {} is {lag:.0} s ({} events) behind the log{most}",
                 p.name, p.lag_events
             ));
         }

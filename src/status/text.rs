@@ -62,6 +62,33 @@ impl Status {
             if p.rebuild.is_some() {
                 let _ = writeln!(out, "    rebuilding: {}", holder(&p.rebuild));
             }
+            if !p.lagging_tenants.is_empty() {
+                let most: Vec<String> = p
+                    .lagging_tenants
+                    .iter()
+                    .map(|t| format!("{} ({} events)", t.tenant, t.lag_events))
+                    .collect();
+                let _ = writeln!(out, "    most behind: {}", most.join(", "));
+            }
+        }
+        if let Some(lags) = &self.tenant {
+            let tenant = lags.first().map_or("", |t| t.tenant.as_str());
+            let head = lags.first().map_or(0, |t| t.head);
+            let _ = writeln!(
+                out,
+                "
+tenant {tenant}: last position {head}"
+            );
+            for t in lags {
+                let lag = t
+                    .lag_seconds
+                    .map_or_else(|| "up to date".into(), |s| format!("{s:.1} s behind"));
+                let _ = writeln!(
+                    out,
+                    "  {:<16} at {} ({} events, {lag})",
+                    t.projection, t.position, t.lag_events
+                );
+            }
         }
     }
 

@@ -51,6 +51,7 @@ mod raw_nats;
 pub mod readers;
 mod readers_hardening;
 mod rebuild;
+mod rebuild_tenant;
 mod rebuild_verify;
 mod recovery;
 mod replay;

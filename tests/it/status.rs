@@ -401,3 +401,65 @@ async fn a_reason_whose_dead_letters_are_all_resolved_is_exported_as_zero() {
     status::export(&s);
     assert_eq!(value(&metrics.render()).as_deref(), Some("0"));
 }
+
+#[tokio::test]
+async fn lag_is_shown_per_tenant_and_the_most_lagging_tenants_are_named() {
+    let side = ReadSide::new().await;
+    side.apply(&[
+        create_tenant("acme"),
+        create_tenant("globex"),
+        register("acme", "u1"),
+        register("globex", "g1"),
+    ])
+    .await;
+    side.catch_up().await;
+    let mut more: Vec<_> = (0..7).map(|_| activity("globex", "g1")).collect();
+    more.extend((0..2).map(|_| activity("acme", "u1")));
+    side.apply(&more).await;
+    let asked = StatusConfig {
+        tenant: Some("acme".into()),
+        ..config(None)
+    };
+    let s = status::gather(&side.db.pool, None, &asked).await.unwrap();
+    let feed = s
+        .projections
+        .iter()
+        .find(|p| p.name == "activity_feed")
+        .unwrap();
+    let named: Vec<(&str, i64)> = feed
+        .lagging_tenants
+        .iter()
+        .map(|t| (t.tenant.as_str(), t.lag_events))
+        .collect();
+    assert_eq!(named, vec![("globex", 7), ("acme", 2)]);
+    let acme = s.tenant.as_ref().expect("the tenant asked for");
+    let acme_feed = acme
+        .iter()
+        .find(|t| t.projection == "activity_feed")
+        .unwrap();
+    assert_eq!(
+        (acme_feed.position, acme_feed.head, acme_feed.lag_events),
+        (2, 4, 2),
+        "acme's own log: 2 folded of 4"
+    );
+    assert!(acme_feed.lag_seconds.is_some());
+    let text = s.to_text();
+    assert!(
+        text.contains("most behind: globex (7 events), acme (2 events)"),
+        "{text}"
+    );
+    assert!(text.contains("tenant acme: last position 4"), "{text}");
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["tenant"][0]["tenant"], "acme");
+
+    side.catch_up().await;
+    let s = status::gather(&side.db.pool, None, &asked).await.unwrap();
+    assert!(s.projections.iter().all(|p| p.lagging_tenants.is_empty()));
+    let caught_up = s.tenant.unwrap();
+    assert!(
+        caught_up
+            .iter()
+            .all(|t| (t.position, t.lag_events, t.lag_seconds) == (4, 0, None)),
+        "{caught_up:?}"
+    );
+}

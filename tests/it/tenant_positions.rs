@@ -257,3 +257,40 @@ async fn a_tenants_position_is_one_index_probe_a_month() {
         "{plan}"
     );
 }
+
+#[tokio::test]
+async fn an_archive_from_before_the_upgrade_attaches_without_a_collision() {
+    use activity_store::log::archive;
+    use activity_store::log::partitions::Month;
+    use chrono::TimeZone;
+    let db = TestDb::migrated().await;
+    let log = EventLog::open(db.pool.clone()).await.unwrap();
+    let january = Month::of(chrono::Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap());
+    log.ensure_months(&[january]).await.unwrap();
+    migrate::down(&db.pool, 1).await.unwrap();
+    // acme's three events of January 2025, appended (ledger and all) before the upgrade.
+    sqlx::raw_sql(
+        "INSERT INTO events (position, event_id, command_id, tenant, user_id, event_type, \
+         activity_type, data, occurred_at, received_at) \
+         SELECT i, gen_random_uuid(), gen_random_uuid(), 'acme', 'u1', 'activity_recorded', \
+                'login', '{}', '2025-01-15T10:00:00Z', now() FROM generate_series(1, 3) i; \
+         INSERT INTO command_ledger (tenant, command_id) SELECT tenant, command_id FROM events; \
+         SELECT setval('events_position_seq', 3)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let dir = std::env::temp_dir().join(crate::support::unique_name("archive"));
+    let detached = archive::detach_before(&db.pool, january.next(), Some(&dir))
+        .await
+        .unwrap();
+    let manifest = detached[0].manifest.clone().expect("archived");
+    migrate::up(&db.pool).await.unwrap();
+    let log = EventLog::open(db.pool.clone()).await.unwrap();
+    let now = crate::fixtures::activity("acme", "u1", chrono::Utc::now(), json!({}));
+    log.append_batch(&[now]).await.unwrap();
+    let attached = archive::attach(&db.pool, &manifest).await.unwrap();
+    assert_eq!(attached.rows, 3);
+    assert_eq!(tenant_positions(&db.pool, "acme").await, vec![1, 2, 3, 4]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,209 @@
+//! Rebuilding one tenant: its rows are refolded from its own log into a shadow schema while
+//! every tenant, this one included, keeps serving from the live tables; then, in one short
+//! transaction, the tenant's live rows are replaced by the shadow's. Nothing else moves:
+//! the checkpoint stays, and other tenants' rows are not touched.
+//!
+//! The shadow schema holds the projection's tables and fold, and a view `events` of the
+//! tenant's events only; the fold runs with that schema first on its search path, so the
+//! projection's own SQL folds one tenant unchanged, through the (tenant, position) index.
+
+use sqlx::PgPool;
+
+use super::shadow::{self, SWAP_ATTEMPTS, SWAP_LOCK_TIMEOUT, Shadow, exec, lock_not_available};
+use super::tables::lock_projection;
+use super::{ProjectError, Projection};
+use crate::db::db;
+
+/// The most of the tenant's events one shadow transaction folds.
+pub const TENANT_WINDOW: i64 = 10_000;
+
+/// Creates `p`'s shadow for `tenant` and folds the tenant's log into it up to the live
+/// checkpoint, calling `progress(events folded, events)`.
+pub async fn prepare(
+    pool: &PgPool,
+    p: &Projection,
+    tenant: &str,
+    progress: impl Fn(i64, i64),
+) -> Result<Shadow, ProjectError> {
+    crate::model::fields::tenant_slug("tenant", tenant).map_err(|r| ProjectError::Invalid {
+        name: p.name.clone(),
+        problem: format!(
+            "cannot rebuild tenant `{}`: {}",
+            crate::model::escape_text(tenant),
+            r.message
+        ),
+    })?;
+    let schema = format!("rebuild_{}_tenant", p.name);
+    // The slug is [a-z0-9_-]: safe between quotes.
+    let scope = format!(
+        "CREATE VIEW {schema}.events AS SELECT * FROM public.events WHERE tenant = '{tenant}'; \
+         ALTER FUNCTION {schema}.fold_{name}(bigint, bigint) SET search_path = {schema}, public",
+        name = p.name
+    );
+    let mut shadow = shadow::create(pool, p, schema, Some((tenant, scope))).await?;
+    catch_up(pool, p, &mut shadow, &progress).await?;
+    Ok(shadow)
+}
+
+/// Folds the shadow up to the live checkpoint, [`TENANT_WINDOW`] of the tenant's events a
+/// transaction, naming its session with how far it has come (`status` shows it).
+async fn catch_up(
+    pool: &PgPool,
+    p: &Projection,
+    shadow: &mut Shadow,
+    progress: &impl Fn(i64, i64),
+) -> Result<(), ProjectError> {
+    let tenant = shadow.tenant().unwrap_or_default().to_owned();
+    let mut done = 0;
+    loop {
+        let (live, left): (i64, i64) = db(
+            sqlx::query_as(
+                "SELECT c.position, (SELECT count(*) FROM events e \
+                 WHERE e.tenant = $2 AND e.position > $3 AND e.position <= c.position) \
+                 FROM projection_checkpoints c WHERE c.projection = $1",
+            )
+            .bind(&p.name)
+            .bind(&tenant)
+            .bind(shadow.position())
+            .fetch_one(pool)
+            .await,
+            "read how much of a tenant is left to rebuild",
+        )?;
+        let total = done + left;
+        let name = format!(
+            "activity-store rebuild {} for {tenant}: folded {done} of {total} events",
+            p.name
+        );
+        let (from, call) = (shadow.position(), p.fold_call(shadow.schema()));
+        let conn = shadow::conn(shadow);
+        db(
+            sqlx::query("SELECT set_config('application_name', $1, false)")
+                .bind(name)
+                .execute(&mut *conn)
+                .await,
+            "name a rebuild's session",
+        )?;
+        progress(done, total);
+        if left == 0 {
+            shadow.set_position(shadow.position().max(live));
+            return Ok(());
+        }
+        let (upto, n): (Option<i64>, i64) = db(
+            sqlx::query_as(
+                "SELECT max(position), count(*) FROM (SELECT position FROM events \
+                 WHERE tenant = $1 AND position > $2 AND position <= $3 \
+                 ORDER BY position LIMIT $4) w",
+            )
+            .bind(&tenant)
+            .bind(from)
+            .bind(live)
+            .bind(TENANT_WINDOW)
+            .fetch_one(&mut *conn)
+            .await,
+            "find a tenant's next window",
+        )?;
+        let upto = upto.unwrap_or(live);
+        let mut tx = db(
+            sqlx::Connection::begin(&mut *conn).await,
+            "begin a shadow fold",
+        )?;
+        db(
+            sqlx::query(sqlx::AssertSqlSafe(call))
+                .bind(from)
+                .bind(upto)
+                .execute(&mut *tx)
+                .await,
+            "fold a tenant's window into a shadow",
+        )?;
+        db(tx.commit().await, "commit a shadow fold")?;
+        shadow.set_position(upto);
+        done += n;
+    }
+}
+
+/// Replaces the tenant's live rows with the shadow's, in one transaction: with the
+/// checkpoint locked (live folds wait), the shadow is folded up to it, the tenant's rows are
+/// deleted from each live table and the shadow's inserted. A cached projection's epoch is
+/// bumped, so no entry read before the swap is served after it. Returns the tenant's
+/// position.
+pub async fn swap_in(
+    pool: &PgPool,
+    p: &Projection,
+    mut shadow: Shadow,
+) -> Result<i64, ProjectError> {
+    let mut attempt = 1;
+    let position = loop {
+        let before = shadow.position();
+        match swap_tx(pool, p, &mut shadow).await {
+            Err(ProjectError::Log(e)) if lock_not_available(&e) && attempt < SWAP_ATTEMPTS => {
+                shadow.set_position(before);
+                tracing::warn!(projection = %p.name, attempt, "the tenant's swap waited too long for readers; trying again");
+                tokio::time::sleep(SWAP_LOCK_TIMEOUT).await;
+                attempt += 1;
+            }
+            Err(e) => {
+                shadow.set_position(before);
+                return Err(e);
+            }
+            Ok(position) => break position,
+        }
+    };
+    let cleanup = format!("DROP SCHEMA IF EXISTS {} CASCADE", shadow.schema());
+    if let Ok(mut conn) = pool.acquire().await {
+        let _ = exec(&mut conn, cleanup, "drop a shadow schema").await;
+    }
+    Ok(position)
+}
+
+async fn swap_tx(pool: &PgPool, p: &Projection, shadow: &mut Shadow) -> Result<i64, ProjectError> {
+    let tenant = shadow.tenant().unwrap_or_default().to_owned();
+    let mut tx = db(pool.begin().await, "begin a tenant's swap")?;
+    let timeout = format!(
+        "SET LOCAL lock_timeout = '{}ms'",
+        SWAP_LOCK_TIMEOUT.as_millis()
+    );
+    exec(&mut tx, timeout, "bound the swap's lock waits").await?;
+    lock_projection(&mut tx, p).await?;
+    let live: i64 = db(
+        sqlx::query_scalar(
+            "SELECT position FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
+        )
+        .bind(&p.name)
+        .fetch_one(&mut *tx)
+        .await,
+        "lock a projection's checkpoint",
+    )?;
+    if live > shadow.position() {
+        shadow::fold(&mut tx, p, shadow, live).await?;
+    }
+    for table in &p.tables {
+        let (_, name) = table.split_once('.').expect("tables are schema-qualified");
+        let replace = format!(
+            "DELETE FROM {table} WHERE tenant = '{tenant}'; \
+             INSERT INTO {table} SELECT * FROM {}.{name}",
+            shadow.schema()
+        );
+        exec(&mut tx, replace, "replace a tenant's rows").await?;
+    }
+    if p.cache.is_some() {
+        db(
+            sqlx::query(
+                "UPDATE projection_checkpoints SET epoch = epoch + 1 WHERE projection = $1",
+            )
+            .bind(&p.name)
+            .execute(&mut *tx)
+            .await,
+            "bump a projection's epoch",
+        )?;
+    }
+    let position: Option<i64> = db(
+        sqlx::query_scalar("SELECT tenant_projection_position($1, $2)")
+            .bind(&p.name)
+            .bind(&tenant)
+            .fetch_one(&mut *tx)
+            .await,
+        "read the tenant's position",
+    )?;
+    db(tx.commit().await, "commit a tenant's swap")?;
+    Ok(position.unwrap_or(0))
+}
