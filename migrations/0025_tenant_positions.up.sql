@@ -21,15 +21,20 @@ ALTER TABLE events
 -- partition, read from the index alone.
 CREATE INDEX events_tenant_position ON events (tenant, position) INCLUDE (tenant_position);
 
--- The last tenant position handed out, per tenant; written only by begin_append.
+-- Per tenant, the last tenant position handed out (`head`) and a log position at or after
+-- the tenant's last event (`at`, the last position of the batch that held it): once a
+-- projection has folded past `at`, the tenant's position in it is `head`, read without
+-- touching the log. Written by begin_append, and by the log's owner's direct writes.
 CREATE TABLE tenant_heads (
     tenant text   PRIMARY KEY,
     head   bigint NOT NULL,
+    at     bigint NOT NULL,
     CONSTRAINT tenant_heads_head_positive CHECK (head > 0)
 );
 REVOKE ALL ON tenant_heads FROM PUBLIC;
-INSERT INTO tenant_heads (tenant, head)
-SELECT k.tenant, greatest(coalesce(e.top, 0), coalesce(a.top, 0), 1)
+INSERT INTO tenant_heads (tenant, head, at)
+SELECT k.tenant, greatest(coalesce(e.top, 0), coalesce(a.top, 0), 1),
+       greatest(coalesce(e.top, 0), coalesce(a.top, 0), 1)
 FROM (SELECT tenant FROM events UNION SELECT tenant FROM command_ledger WHERE tenant <> ''
       UNION SELECT tenant FROM tenants) k
 LEFT JOIN (SELECT tenant, max(position) AS top FROM events GROUP BY tenant) e USING (tenant)
@@ -81,8 +86,9 @@ BEGIN
     WITH counts AS (
         SELECT t AS tenant, count(*) AS n FROM unnest(fresh_tenants) t GROUP BY t ORDER BY t
     ), moved AS (
-        INSERT INTO tenant_heads AS h (tenant, head) SELECT c.tenant, c.n FROM counts c
-        ON CONFLICT ON CONSTRAINT tenant_heads_pkey DO UPDATE SET head = h.head + EXCLUDED.head
+        INSERT INTO tenant_heads AS h (tenant, head, at) SELECT c.tenant, c.n, top FROM counts c
+        ON CONFLICT ON CONSTRAINT tenant_heads_pkey
+        DO UPDATE SET head = h.head + EXCLUDED.head, at = EXCLUDED.at
         RETURNING h.tenant, h.head
     )
     SELECT array_agg(m.tenant), array_agg(m.head) INTO new_tenants, new_heads FROM moved m;
@@ -115,8 +121,13 @@ DECLARE
 BEGIN
     DELETE FROM append_permits WHERE tx_id = pg_current_xact_id() RETURNING * INTO permit;
     -- The log's owner (and superusers) may write directly: migrations, repairs, fixtures.
-    -- This runs as the owner, so the writer is the session's login.
+    -- This runs as the owner, so the writer is the session's login. Its rows still move
+    -- their tenants' heads, so a tenant's position never misses them.
     IF pg_has_role(session_user, (SELECT relowner FROM pg_class WHERE oid = 'events'::regclass), 'USAGE') THEN
+        INSERT INTO tenant_heads AS h (tenant, head, at)
+        SELECT a.tenant, max(a.tenant_position), max(a.position) FROM appended a GROUP BY a.tenant
+        ON CONFLICT ON CONSTRAINT tenant_heads_pkey
+        DO UPDATE SET head = greatest(h.head, EXCLUDED.head), at = greatest(h.at, EXCLUDED.at);
         RETURN NULL;
     END IF;
     IF permit IS NULL THEN
@@ -153,15 +164,30 @@ $$;
 -- For the store itself (the HTTP API's position watcher, erasure): `tenant`'s position in
 -- `name`. Not granted to readers, who could otherwise ask about any tenant.
 CREATE FUNCTION tenant_projection_position(name text, tenant text) RETURNS bigint
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp
     AS $$
-        SELECT coalesce((
-            SELECT e.tenant_position FROM events e
-            WHERE e.tenant = tenant_projection_position.tenant AND e.position <= c.position
-            ORDER BY e.position DESC LIMIT 1), 0)
-        FROM projection_checkpoints c
-        WHERE c.projection = name AND tenant_projection_position.tenant IS NOT NULL
-    $$;
+DECLARE
+    folded bigint;
+    h tenant_heads;
+BEGIN
+    IF tenant_projection_position.tenant IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT c.position INTO folded FROM projection_checkpoints c WHERE c.projection = name;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO h FROM tenant_heads t WHERE t.tenant = tenant_projection_position.tenant;
+    -- Folded past the tenant's last batch: its head, without touching the log.
+    IF FOUND AND h.at <= folded THEN
+        RETURN h.head;
+    END IF;
+    RETURN coalesce((
+        SELECT e.tenant_position FROM events e
+        WHERE e.tenant = tenant_projection_position.tenant AND e.position <= folded
+        ORDER BY e.position DESC LIMIT 1), 0);
+END
+$$;
 REVOKE EXECUTE ON FUNCTION tenant_projection_position(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenant_projection_position(text, text) TO activity_http_reader;
 

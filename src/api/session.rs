@@ -79,11 +79,11 @@ impl Session {
         } else {
             ""
         };
-        // The session is scoped first (the fenced subquery runs before the outer list), so
-        // the position read is the scoped tenant's, in its own log.
+        // The position is the asked tenant's, in its own log (the API's login may ask for
+        // any tenant's; it is answered only when the token holds that tenant).
         let (holder, position, epoch, _): (Option<String>, Option<i64>, Option<i32>, String) =
             sqlx::query_as(
-                "SELECT analytics.token_tenant($1), analytics.projection_position($3), \
+                "SELECT analytics.token_tenant($1), tenant_projection_position($3, $2), \
                  analytics.projection_epoch($3), s.scoped \
                  FROM (SELECT set_config('role', 'activity_reader', true) \
                        || set_config('activity.tenant', $2, true) \

@@ -294,3 +294,22 @@ async fn an_archive_from_before_the_upgrade_attaches_without_a_collision() {
     assert_eq!(tenant_positions(&db.pool, "acme").await, vec![1, 2, 3, 4]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn the_owners_direct_writes_move_the_tenants_head_too() {
+    let db = TestDb::migrated().await;
+    let log = EventLog::open(db.pool.clone()).await.unwrap();
+    log.append_batch(&[login("acme", "u1"), login("acme", "u2")])
+        .await
+        .unwrap();
+    // A repair or a fixture, past begin_append: position 3, tenant position 3.
+    insert_raw(&db.pool, &[]).await.unwrap();
+    let head: (i64, i64) =
+        sqlx::query_as("SELECT head, at FROM tenant_heads WHERE tenant = 'acme'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(head, (3, 3));
+    log.append_batch(&[login("acme", "u3")]).await.unwrap();
+    assert_eq!(tenant_positions(&db.pool, "acme").await, vec![1, 2, 3, 4]);
+}
