@@ -186,22 +186,33 @@ async fn catch_up(
         if upto <= shadow.position {
             return Ok(());
         }
-        let (call, from) = (p.fold_call(&shadow.schema), shadow.position);
-        let mut tx = db(
-            sqlx::Connection::begin(&mut shadow.conn).await,
-            "begin a shadow fold",
-        )?;
-        db(
-            sqlx::query(sqlx::AssertSqlSafe(call))
-                .bind(from)
-                .bind(upto)
-                .execute(&mut *tx)
-                .await,
-            "fold a window into a shadow",
-        )?;
-        db(tx.commit().await, "commit a shadow fold")?;
-        shadow.position = upto;
+        fold_committed(p, shadow, upto).await?;
     }
+}
+
+/// Folds the shadow up to `upto` in a transaction of its own, on the connection that holds
+/// the rebuild lock.
+pub(super) async fn fold_committed(
+    p: &Projection,
+    shadow: &mut Shadow,
+    upto: i64,
+) -> Result<(), ProjectError> {
+    let (call, from) = (p.fold_call(&shadow.schema), shadow.position);
+    let mut tx = db(
+        sqlx::Connection::begin(&mut shadow.conn).await,
+        "begin a shadow fold",
+    )?;
+    db(
+        sqlx::query(sqlx::AssertSqlSafe(call))
+            .bind(from)
+            .bind(upto)
+            .execute(&mut *tx)
+            .await,
+        "fold a window into a shadow",
+    )?;
+    db(tx.commit().await, "commit a shadow fold")?;
+    shadow.position = upto;
+    Ok(())
 }
 
 /// How long the swap's locks may wait for readers before it gives way and tries again.

@@ -74,7 +74,7 @@ async fn catch_up(
             "activity-store rebuild {} for {tenant}: folded {done} of {total} events",
             p.name
         );
-        let (from, call) = (shadow.position(), p.fold_call(shadow.schema()));
+        let from = shadow.position();
         let conn = shadow::conn(shadow);
         db(
             sqlx::query("SELECT set_config('application_name', $1, false)")
@@ -102,21 +102,7 @@ async fn catch_up(
             .await,
             "find a tenant's next window",
         )?;
-        let upto = upto.unwrap_or(live);
-        let mut tx = db(
-            sqlx::Connection::begin(&mut *conn).await,
-            "begin a shadow fold",
-        )?;
-        db(
-            sqlx::query(sqlx::AssertSqlSafe(call))
-                .bind(from)
-                .bind(upto)
-                .execute(&mut *tx)
-                .await,
-            "fold a tenant's window into a shadow",
-        )?;
-        db(tx.commit().await, "commit a shadow fold")?;
-        shadow.set_position(upto);
+        shadow::fold_committed(p, shadow, upto.unwrap_or(live)).await?;
         done += n;
     }
 }
