@@ -1,4 +1,7 @@
 -- Back to one position for everyone: the functions as 0008, 0020 and 0022 left them.
+-- Positions a client was given since the upgrade are tenant positions and mean other events
+-- after this; and archives written meanwhile carry a column the older store cannot restore
+-- (their manifests say `tenant_positions`).
 CREATE OR REPLACE FUNCTION analytics.command_status(command uuid)
 RETURNS TABLE (status text, "position" bigint, event_id uuid, event_type text,
                reason text, field text, message text, at timestamptz)
@@ -35,6 +38,7 @@ $$;
 CREATE OR REPLACE FUNCTION analytics.projection_position(name text) RETURNS bigint
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
     AS $$ SELECT position FROM projection_checkpoints WHERE projection = name $$;
+DROP FUNCTION analytics.token_position(text, text);
 DROP FUNCTION tenant_projection_position(text, text);
 
 CREATE OR REPLACE FUNCTION events_check_append() RETURNS trigger

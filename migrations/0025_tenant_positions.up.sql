@@ -32,13 +32,18 @@ CREATE TABLE tenant_heads (
     CONSTRAINT tenant_heads_head_positive CHECK (head > 0)
 );
 REVOKE ALL ON tenant_heads FROM PUBLIC;
+-- A tenant's archived months count with their last position (their tenants are recorded;
+-- a month archived before that was recorded counts for every tenant).
 INSERT INTO tenant_heads (tenant, head, at)
 SELECT k.tenant, greatest(coalesce(e.top, 0), coalesce(a.top, 0), 1),
        greatest(coalesce(e.top, 0), coalesce(a.top, 0), 1)
 FROM (SELECT tenant FROM events UNION SELECT tenant FROM command_ledger WHERE tenant <> ''
-      UNION SELECT tenant FROM tenants) k
+      UNION SELECT tenant FROM tenants
+      UNION SELECT unnest(tenants) FROM archived_months WHERE attached_at IS NULL) k
 LEFT JOIN (SELECT tenant, max(position) AS top FROM events GROUP BY tenant) e USING (tenant)
-CROSS JOIN (SELECT max(last_position) AS top FROM archived_months) a;
+LEFT JOIN LATERAL (
+    SELECT max(m.last_position) AS top FROM archived_months m
+    WHERE m.attached_at IS NULL AND (m.tenants IS NULL OR k.tenant = ANY (m.tenants))) a ON true;
 
 -- A permit now also holds each tenant's new head.
 ALTER TABLE append_permits
@@ -189,7 +194,19 @@ BEGIN
 END
 $$;
 REVOKE EXECUTE ON FUNCTION tenant_projection_position(text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION tenant_projection_position(text, text) TO activity_http_reader;
+
+-- For the HTTP API: the tenant of the token whose SHA-256 is `digest` (as
+-- analytics.token_tenant checks it) and its position in `name`; no row for a token that is
+-- not valid. The API's login learns a tenant's position only with that tenant's token.
+CREATE FUNCTION analytics.token_position(name text, digest text)
+RETURNS TABLE (tenant text, "position" bigint)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$
+        SELECT t.tenant, tenant_projection_position(name, t.tenant)
+        FROM (SELECT analytics.token_tenant(digest) AS tenant) t WHERE t.tenant IS NOT NULL
+    $$;
+REVOKE EXECUTE ON FUNCTION analytics.token_position(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION analytics.token_position(text, text) TO activity_reader;
 
 -- For readers: the position the projection has folded the session's tenant's log up to
 -- (0 before its first event); NULL without a tenant, or for a projection not installed.

@@ -68,9 +68,10 @@ pub async fn reach(
         wanted: min,
         waited: started.elapsed(),
     };
+    let digest = super::tokens::digest(token);
     match state
         .positions
-        .wait_for(projection, tenant, min, deadline)
+        .wait_for(projection, (tenant, &digest), min, deadline)
         .await
     {
         Ok(()) => {}

@@ -79,16 +79,16 @@ impl Session {
         } else {
             ""
         };
-        // The position is the asked tenant's, in its own log (the API's login may ask for
-        // any tenant's; it is answered only when the token holds that tenant).
+        // The token's tenant and its position in its own log, checked by the database: the
+        // API's login learns a tenant's position only with that tenant's token.
         let (holder, position, epoch, _): (Option<String>, Option<i64>, Option<i32>, String) =
             sqlx::query_as(
-                "SELECT analytics.token_tenant($1), tenant_projection_position($3, $2), \
-                 analytics.projection_epoch($3), s.scoped \
+                "SELECT t.tenant, t.position, analytics.projection_epoch($3), s.scoped \
                  FROM (SELECT set_config('role', 'activity_reader', true) \
                        || set_config('activity.tenant', $2, true) \
                        || set_config('activity.token', $1, true) \
-                       || set_config('statement_timeout', $4, true) AS scoped OFFSET 0) s",
+                       || set_config('statement_timeout', $4, true) AS scoped OFFSET 0) s \
+                 LEFT JOIN analytics.token_position($3, $1) t ON true",
             )
             .bind(&digest)
             .bind(scoped)

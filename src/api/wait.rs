@@ -25,8 +25,9 @@ type Key = (String, String);
 /// projection is not installed).
 pub struct Positions {
     latest: watch::Sender<HashMap<Key, Option<i64>>>,
-    /// How many requests wait for each pair.
-    wanted: Mutex<HashMap<Key, usize>>,
+    /// How many requests wait for each pair, and the digest of one of their tokens: the
+    /// database tells a tenant's position only against its token.
+    wanted: Mutex<HashMap<Key, (usize, String)>>,
     wake: Notify,
     waiting: AtomicUsize,
     permits: Semaphore,
@@ -56,9 +57,15 @@ impl Positions {
         positions
     }
 
-    fn wanted(&self) -> (Vec<String>, Vec<String>) {
+    fn wanted(&self) -> (Vec<String>, Vec<String>, Vec<String>) {
         let wanted = self.wanted.lock().expect("waiters poisoned");
-        wanted.keys().cloned().unzip()
+        let mut columns = (Vec::new(), Vec::new(), Vec::new());
+        for ((projection, tenant), (_, digest)) in wanted.iter() {
+            columns.0.push(projection.clone());
+            columns.1.push(tenant.clone());
+            columns.2.push(digest.clone());
+        }
+        columns
     }
 
     async fn run(&self, pool: PgPool, shutdown: CancellationToken) {
@@ -69,13 +76,15 @@ impl Positions {
                     _ = shutdown.cancelled() => return,
                 }
             }
-            let (projections, tenants) = self.wanted();
+            let (projections, tenants, digests) = self.wanted();
             let read: Result<Vec<(String, String, Option<i64>)>, _> = sqlx::query_as(
-                "SELECT p, t, tenant_projection_position(p, t) \
-                 FROM unnest($1::text[], $2::text[]) AS k(p, t)",
+                "SELECT k.p, k.t, CASE WHEN tp.tenant = k.t THEN tp.position END \
+                 FROM unnest($1::text[], $2::text[], $3::text[]) AS k(p, t, d) \
+                 LEFT JOIN LATERAL analytics.token_position(k.p, k.d) tp ON true",
             )
             .bind(&projections)
             .bind(&tenants)
+            .bind(&digests)
             .fetch_all(&pool)
             .await;
             match read {
@@ -97,11 +106,12 @@ impl Positions {
         }
     }
 
-    /// Waits until `projection` has folded `tenant`'s log up to `min`, or `deadline`.
+    /// Waits until `projection` has folded `tenant`'s log up to `min`, or `deadline`; `digest`
+    /// is the SHA-256 of the request's token for `tenant`.
     pub async fn wait_for(
         &self,
         projection: &str,
-        tenant: &str,
+        (tenant, digest): (&str, &str),
         min: i64,
         deadline: Instant,
     ) -> Result<(), NotYet> {
@@ -110,7 +120,7 @@ impl Positions {
         };
         let key: Key = (projection.to_owned(), tenant.to_owned());
         let mut seen = self.latest.subscribe();
-        let _leave = Waiter::enter(self, &key);
+        let _leave = Waiter::enter(self, &key, digest);
         self.wake.notify_one();
         loop {
             // `None`: not read yet; `Some(None)`: the projection is not installed.
@@ -135,9 +145,12 @@ struct Waiter<'a> {
 }
 
 impl<'a> Waiter<'a> {
-    fn enter(positions: &'a Positions, key: &'a Key) -> Self {
+    fn enter(positions: &'a Positions, key: &'a Key, digest: &str) -> Self {
         let mut wanted = positions.wanted.lock().expect("waiters poisoned");
-        *wanted.entry(key.clone()).or_insert(0) += 1;
+        let entry = wanted
+            .entry(key.clone())
+            .or_insert_with(|| (0, digest.to_owned()));
+        entry.0 += 1;
         positions.waiting.fetch_add(1, Ordering::SeqCst);
         Waiter { positions, key }
     }
@@ -146,7 +159,7 @@ impl<'a> Waiter<'a> {
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         let mut wanted = self.positions.wanted.lock().expect("waiters poisoned");
-        if let Some(n) = wanted.get_mut(self.key) {
+        if let Some((n, _)) = wanted.get_mut(self.key) {
             *n -= 1;
             if *n == 0 {
                 wanted.remove(self.key);

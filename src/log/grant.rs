@@ -37,7 +37,8 @@ pub type GrantedRow = (
     Option<String>,
 );
 
-/// The channel `append` notifies with the last position of each committed batch.
+/// The channel each committed batch notifies, with no payload: any login may LISTEN, and
+/// the log's positions are the store's alone.
 pub const APPEND_CHANNEL: &str = "activity_events";
 
 /// A batch on its way into the log.
@@ -86,7 +87,7 @@ impl<'a> Append<'a> {
              SELECT {check}, coalesce(array_agg(g.tenant), '{{}}'), \
              coalesce(array_agg(g.command_id), '{{}}'), \
              coalesce(array_agg(g.tenant_last), '{{}}'), max(g.last), \
-             CASE WHEN count(*) > 0 THEN pg_notify(${n}, max(g.last)::text)::text END\n\
+             CASE WHEN count(*) > 0 THEN pg_notify(${n}, '')::text END\n\
              FROM granted g"
         )
     }

@@ -33,6 +33,31 @@ pub async fn prepare(
             r.message
         ),
     })?;
+    let (installed, known): (Option<i32>, bool) = db(
+        sqlx::query_as(
+            "SELECT (SELECT version FROM projection_checkpoints WHERE projection = $1), \
+                    EXISTS (SELECT 1 FROM tenant_heads WHERE tenant = $2)",
+        )
+        .bind(&p.name)
+        .bind(tenant)
+        .fetch_one(pool)
+        .await,
+        "check a tenant's rebuild",
+    )?;
+    let refuse = |problem: String| ProjectError::Invalid {
+        name: p.name.clone(),
+        problem,
+    };
+    if installed != Some(p.version) {
+        return Err(refuse(format!(
+            "version {} is not the one installed ({installed:?}): let the whole rebuild to it \
+             finish first",
+            p.version
+        )));
+    }
+    if !known {
+        return Err(refuse(format!("the log holds no tenant `{tenant}`")));
+    }
     let schema = format!("rebuild_{}_tenant", p.name);
     // The slug is [a-z0-9_-]: safe between quotes.
     let scope = format!(
@@ -54,9 +79,11 @@ async fn catch_up(
     progress: &impl Fn(i64, i64),
 ) -> Result<(), ProjectError> {
     let tenant = shadow.tenant().unwrap_or_default().to_owned();
-    let mut done = 0;
+    // Events counted once: the tenant's up to the checkpoint, then what each new checkpoint
+    // adds.
+    let (mut done, mut total, mut counted) = (0, 0, shadow.position());
     loop {
-        let (live, left): (i64, i64) = db(
+        let (live, more): (i64, i64) = db(
             sqlx::query_as(
                 "SELECT c.position, (SELECT count(*) FROM events e \
                  WHERE e.tenant = $2 AND e.position > $3 AND e.position <= c.position) \
@@ -64,12 +91,14 @@ async fn catch_up(
             )
             .bind(&p.name)
             .bind(&tenant)
-            .bind(shadow.position())
+            .bind(counted)
             .fetch_one(pool)
             .await,
             "read how much of a tenant is left to rebuild",
         )?;
-        let total = done + left;
+        total += more;
+        counted = counted.max(live);
+        let left = total - done;
         let name = format!(
             "activity-store rebuild {} for {tenant}: folded {done} of {total} events",
             p.name

@@ -77,6 +77,8 @@ impl ServeConfig {
             bucket_prefix: self.cache.bucket_prefix.clone(),
             max_lag: self.max_lag,
             max_append: self.max_append,
+            // `/status` answers on the metrics port without a login: no tenant is named.
+            name_lagging_tenants: false,
             ..StatusConfig::default()
         }
     }

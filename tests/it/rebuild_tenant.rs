@@ -165,6 +165,27 @@ async fn a_tenant_shadow_catches_up_at_the_swap_and_holds_the_rebuild_lock() {
         .rebuild_tenant("activity_feed", "Acme'; DROP", |_, _| {}, (false, false))
         .await;
     assert!(matches!(odd, Err(ProjectError::Invalid { .. })), "{odd:?}");
+    let unknown = r
+        .projector
+        .rebuild_tenant("activity_feed", "initech", |_, _| {}, (false, false))
+        .await;
+    assert!(
+        matches!(&unknown, Err(ProjectError::Invalid { problem, .. }) if problem.contains("no tenant")),
+        "{unknown:?}"
+    );
+    // An older version installed (its rebuild to this one not finished): refused.
+    sqlx::query("UPDATE projection_checkpoints SET version = version - 1 WHERE projection = 'activity_feed'")
+        .execute(&r.db.pool)
+        .await
+        .unwrap();
+    let outdated = r
+        .projector
+        .rebuild_tenant("activity_feed", "acme", |_, _| {}, (false, false))
+        .await;
+    assert!(
+        matches!(&outdated, Err(ProjectError::Invalid { problem, .. }) if problem.contains("not the one installed")),
+        "{outdated:?}"
+    );
 }
 
 #[tokio::test]

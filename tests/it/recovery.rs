@@ -189,6 +189,14 @@ async fn postgres_stopped_and_restarted_under_load_loses_and_duplicates_nothing(
 
 #[tokio::test]
 async fn nats_restarted_under_load_loses_and_duplicates_nothing() {
+    // The ingestor's log, shown if the test fails (it once stalled after the restart on a
+    // loaded machine, and left nothing to say why).
+    let _logs = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("activity_store=info")
+            .finish(),
+    );
     let dir = private_dir("natsrestart");
     let nats_config = |port| NatsConfig {
         store_dir: dir.join("nats"),

@@ -140,6 +140,31 @@ async fn a_reader_sees_its_tenants_position_and_cannot_ask_for_another() {
         .execute(&mut *conn)
         .await;
     assert_eq!(sqlstate(global), "42501", "nor read the log's positions");
+
+    // Any login may LISTEN: the append's notification carries no position.
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .unwrap();
+    listener.listen("activity_events").await.unwrap();
+    rs.apply(&[ps::register("globex", "g99", "G")]).await;
+    let note = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+        .await
+        .expect("notified")
+        .unwrap();
+    assert_eq!(note.payload(), "");
+
+    // The API's login asks for positions only through a tenant's token.
+    let (_, api) = login_in(&rs.db, "activity_http_reader").await;
+    let direct = sqlx::query("SELECT tenant_projection_position('user_summary', 'globex')")
+        .execute(&api)
+        .await;
+    assert_eq!(sqlstate(direct), "42501");
+    let forged: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT * FROM analytics.token_position('user_summary', repeat('a', 64))")
+            .fetch_all(&api)
+            .await
+            .unwrap();
+    assert!(forged.is_empty(), "no token, no position: {forged:?}");
 }
 
 #[tokio::test]
