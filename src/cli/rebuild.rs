@@ -88,7 +88,7 @@ fn print_verified(verified: &crate::project::verify::Verified) {
     }
     if verified.differences.is_empty() {
         println!(
-            "verified: the rebuilt tables match the live ones at position {} ({} rows)",
+            "verified: the rebuilt tables match the live ones at log position {} ({} rows)",
             verified.position, verified.rows
         );
     }
