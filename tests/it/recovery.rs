@@ -229,7 +229,12 @@ async fn nats_restarted_under_load_loses_and_duplicates_nothing() {
     let nats = NatsServer::start(&nats_config(Some(port))).await.unwrap();
 
     publisher.await.unwrap();
-    wait_for_ledger(&db.pool, commands.len() as i64, Duration::from_secs(90)).await;
+    let mut ingest = ingest;
+    // An ingestor whose loop ended (it has no supervisor here) says why at once.
+    tokio::select! {
+        _ = wait_for_ledger(&db.pool, commands.len() as i64, Duration::from_secs(90)) => {}
+        ended = &mut ingest => panic!("the ingestor stopped after NATS came back: {ended:?}"),
+    }
     assert_exactly_once_in_order(&db.pool, commands.len(), 0).await;
     stop.cancel();
     ingest
