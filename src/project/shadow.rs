@@ -53,17 +53,6 @@ impl Shadow {
     }
 }
 
-/// Folds the shadow up to `upto` inside the caller's transaction (which may roll back: the
-/// caller then puts the position back).
-pub(super) async fn fold_in(
-    tx: &mut sqlx::PgConnection,
-    p: &Projection,
-    shadow: &mut Shadow,
-    upto: i64,
-) -> Result<(), ProjectError> {
-    fold(tx, p, shadow, upto).await
-}
-
 pub(super) async fn exec(
     conn: &mut PgConnection,
     sql: String,
@@ -85,6 +74,8 @@ async fn last_visible(conn: &mut PgConnection) -> Result<i64, ProjectError> {
     )?)
 }
 
+/// Folds the shadow up to `upto` inside the caller's transaction (which may roll back: the
+/// caller then puts the position back).
 pub(super) async fn fold(
     conn: &mut PgConnection,
     p: &Projection,

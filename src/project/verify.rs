@@ -66,7 +66,7 @@ async fn compare(
     )?;
     let position = live.max(shadow.position());
     if shadow.position() < position {
-        super::shadow::fold_in(tx, p, shadow, position).await?;
+        super::shadow::fold(tx, p, shadow, position).await?;
     }
     if live < position {
         db(
