@@ -18,7 +18,12 @@ use crate::status::{StatusConfig, StatusError, gather};
 #[derive(Debug, Subcommand)]
 pub enum MigrateAction {
     /// Apply every pending migration.
-    Up,
+    Up {
+        /// Shards of the log: a new store gets 4 unless told; a store that holds tenants
+        /// keeps its count unless told (it can grow; a shard holding a tenant stays).
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..=1024))]
+        shards: Option<i32>,
+    },
     /// Revert the last N applied migrations.
     Down {
         /// How many to revert.
@@ -85,9 +90,10 @@ pub(super) async fn connect(cli: &Cli) -> Result<PgPool, CliError> {
 pub async fn migrate(cli: &Cli, action: &MigrateAction) -> Result<(), CliError> {
     let pool = connect(cli).await?;
     match action {
-        MigrateAction::Up => {
+        MigrateAction::Up { shards } => {
             migrations::up(&pool).await?;
-            println!("all migrations applied");
+            let n = crate::log::shards::install(&pool, *shards).await?;
+            println!("all migrations applied; the log has {n} shards");
         }
         MigrateAction::Down { steps } => {
             for version in migrations::down(&pool, *steps).await? {

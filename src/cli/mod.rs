@@ -176,7 +176,7 @@ pub struct Cli {
 impl Command {
     /// Whether it runs the store until stopped (`up`, `run`), rather than print and end.
     pub fn serves(&self) -> bool {
-        matches!(self, Command::Up | Command::Run { .. })
+        matches!(self, Command::Up { .. } | Command::Run { .. })
     }
 }
 
@@ -185,7 +185,12 @@ impl Command {
 pub enum Command {
     /// Start a private PostgreSQL and NATS under --data-dir, migrate, then ingest and project
     /// until Ctrl-C.
-    Up,
+    Up {
+        /// Shards of the log: a new store gets 4 unless told; a store that holds tenants
+        /// keeps its count unless told (it can grow; a shard holding a tenant stays).
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..=1024))]
+        shards: Option<i32>,
+    },
     /// Run the store's roles against existing servers until Ctrl-C or SIGTERM.
     Run {
         /// Ingest commands from NATS into the log.
@@ -305,7 +310,7 @@ impl Cli {
 /// Runs a parsed command line to completion.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match &cli.command {
-        Command::Up => run::up(&cli).await,
+        Command::Up { shards } => run::up(&cli, *shards).await,
         Command::Run { ingest, project } => {
             if !ingest && !project && cli.api.api_addr.is_none() {
                 return Err(CliError::NoRole);

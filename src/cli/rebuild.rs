@@ -16,7 +16,7 @@ pub async fn rebuild(cli: &Cli, name: &str, verify: bool, force: bool) -> Result
     if !verify {
         let position = projector.rebuild(name, report).await?;
         progress.done();
-        println!("rebuilt {name} from the whole log, up to position {position}");
+        println!("rebuilt {name} from the whole log, up to {position}");
         return Ok(());
     }
     let (verified, swapped) = projector.rebuild_verified(name, report, force).await?;
@@ -24,7 +24,7 @@ pub async fn rebuild(cli: &Cli, name: &str, verify: bool, force: bool) -> Result
     print_verified(&verified);
     match swapped {
         Some(position) => {
-            println!("rebuilt {name} from the whole log, up to position {position}");
+            println!("rebuilt {name} from the whole log, up to {position}");
             Ok(())
         }
         None => Err(CliError::Unverified(name.to_owned())),
@@ -88,7 +88,7 @@ fn print_verified(verified: &crate::project::verify::Verified) {
     }
     if verified.differences.is_empty() {
         println!(
-            "verified: the rebuilt tables match the live ones at log position {} ({} rows)",
+            "verified: the rebuilt tables match the live ones at {} ({} rows)",
             verified.position, verified.rows
         );
     }
@@ -106,7 +106,7 @@ async fn warn_if_partial(pool: &sqlx::PgPool) -> Result<(), CliError> {
         _ => format!("{} are", detached.months.join(", ")),
     };
     eprintln!(
-        "warning: the log starts at position {} and {months} detached: a rebuild folds only the \
+        "warning: the log starts at position {} (of a shard) and {months} detached: a rebuild folds only the \
          months still attached, so the rebuilt views will not count what was detached; attach \
          their archives first (`partitions attach`) to rebuild everything",
         detached.first_position.unwrap_or(0)

@@ -133,7 +133,7 @@ pub struct Roles {
 /// The metrics endpoint's port unless told otherwise.
 const METRICS_PORT: u16 = 9464;
 
-pub async fn up(cli: &Cli) -> Result<(), CliError> {
+pub async fn up(cli: &Cli, shards: Option<i32>) -> Result<(), CliError> {
     // Before the servers start: starting rewrites the env file that names the ports used last.
     let env_file = cli.data_dir.join("env");
     let api_addr = cli
@@ -147,7 +147,7 @@ pub async fn up(cli: &Cli) -> Result<(), CliError> {
         commands: cli.subject_prefix.clone(),
         rejections: cli.api.rejections_prefix.clone(),
     };
-    let embedded = Embedded::start(&cli.data_dir, &subjects).await?;
+    let embedded = Embedded::start(&cli.data_dir, &subjects, shards).await?;
     let (api_addr, metrics_addr) = (concrete(api_addr), concrete(metrics_addr));
     let api_url = format!("http://{api_addr}");
     let metrics_url = format!("http://{metrics_addr}");

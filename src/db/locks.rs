@@ -40,21 +40,28 @@ pub async fn xact(conn: &mut PgConnection, key: i64, action: &'static str) -> Re
     .map(|_| ())
 }
 
-/// Takes the append lock until the caller's transaction ends: whoever holds it may read the
-/// ledger and registry knowing no other append can change them. A wait behind a stuck
-/// append ends (SQLSTATE 55P03, retried like any outage) rather than hang, so a shutdown or
-/// a liveness probe is never stuck behind it for ever.
-pub async fn xact_appends(conn: &mut PgConnection) -> Result<(), DbError> {
+/// Bounds the caller's transaction's lock waits: an append waits for its shards' append
+/// locks (which `begin_append` and `ingest_view` take) at most `APPEND_LOCK_TIMEOUT`. A wait
+/// behind a stuck append ends (SQLSTATE 55P03, retried like any outage) rather than hang, so
+/// a shutdown or a liveness probe is never stuck behind it for ever.
+pub async fn bound_lock_waits(conn: &mut PgConnection) -> Result<(), DbError> {
     db(
-        sqlx::query("SELECT set_config('lock_timeout', $2, true), pg_advisory_xact_lock($1)")
-            .bind(APPEND)
+        sqlx::query("SELECT set_config('lock_timeout', $1, true)")
             .bind(APPEND_LOCK_TIMEOUT)
             .execute(conn)
             .await,
-        "take the append lock",
+        "bound an append's lock waits",
     )
     .map(|_| ())
 }
+
+/// The append lock of shard `shard`: shard 0's is the one the log always had.
+pub fn append_shard(shard: i32) -> i64 {
+    APPEND + i64::from(shard)
+}
+
+/// Most shards a store may have (the migrations' `log_shards` holds to it).
+pub const MAX_SHARDS: i32 = 1024;
 
 /// Takes transaction-scoped lock (`class`, `name`) until the transaction ends.
 pub async fn xact_named(
@@ -146,7 +153,8 @@ SELECT a.pid, coalesce(a.application_name, ''), host(a.client_addr),
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND l.classid::bigint = ($1::bigint & 4294967295) AND l.objid::bigint = ($2::bigint & 4294967295)
+  AND l.classid::bigint = ($1::bigint & 4294967295)
+  AND l.objid::bigint BETWEEN ($2::bigint & 4294967295) AND ($2::bigint & 4294967295) + $4
   AND l.objsubid = $3
 ORDER BY a.xact_start NULLS LAST
 LIMIT 1";
@@ -158,12 +166,14 @@ async fn holder_of(
     high: i64,
     low: i64,
     keys: i16,
+    span: i64,
 ) -> Result<Option<Holder>, DbError> {
     let row: Option<HolderRow> = db(
         sqlx::query_as(HOLDER)
             .bind(high)
             .bind(low)
             .bind(keys)
+            .bind(span)
             .fetch_optional(conn)
             .await,
         "read who holds a lock",
@@ -180,7 +190,13 @@ async fn holder_of(
 
 /// The holder of lock `key` (of one bigint), the longest-running when several hold it.
 pub async fn holder(conn: &mut PgConnection, key: i64) -> Result<Option<Holder>, DbError> {
-    holder_of(conn, key >> 32, key & 0xffff_ffff, 1).await
+    holder_of(conn, key >> 32, key & 0xffff_ffff, 1, 0).await
+}
+
+/// The longest-running holder of any shard's append lock.
+pub async fn append_holder(conn: &mut PgConnection) -> Result<Option<Holder>, DbError> {
+    let span = i64::from(MAX_SHARDS - 1);
+    holder_of(conn, APPEND >> 32, APPEND & 0xffff_ffff, 1, span).await
 }
 
 /// The holder of lock (`class`, `hashtext(name)`).
@@ -196,14 +212,14 @@ pub async fn named_holder(
             .await,
         "hash a lock's name",
     )?;
-    holder_of(conn, i64::from(class), i64::from(hash), 2).await
+    holder_of(conn, i64::from(class), i64::from(hash), 2, 0).await
 }
 
-/// How long the transaction now holding the append lock has been open, in seconds (0 when
-/// none is): how long every projector's safe position has been held back.
+/// How long the oldest transaction now holding a shard's append lock has been open, in
+/// seconds (0 when none is): how long that shard's projectors have been held back.
 pub async fn appends_held_back_for(pool: &PgPool) -> Result<f64, DbError> {
     let mut conn = db(pool.acquire().await, "connect to measure the append lock")?;
-    let held = holder(&mut conn, APPEND).await?;
+    let held = append_holder(&mut conn).await?;
     Ok(held.and_then(|h| h.seconds).unwrap_or(0.0))
 }
 
@@ -224,7 +240,9 @@ mod tests {
                 let rest = &sql[i..];
                 let open = rest.find('(').expect("a call");
                 let args = &rest[open + 1..open + rest[open..].find(')').expect("closed")];
-                let first = args.split(',').next().expect("an argument").trim();
+                let first = args.split(',').next().expect("an argument");
+                // A shard's append lock is written `APPEND + shard`.
+                let first = first.split('+').next().expect("a key").trim();
                 let key: i64 = first.parse().unwrap_or_else(|_| {
                     panic!("{}: lock key `{first}` is not a literal", path.display())
                 });

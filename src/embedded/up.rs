@@ -54,8 +54,13 @@ pub struct Embedded {
 
 impl Embedded {
     /// Starts (or restarts, reusing its data) the servers under `data_dir`, creates and
-    /// migrates the database, and writes `DATABASE_URL` and `NATS_URL` to `data_dir/env`.
-    pub async fn start(data_dir: &Path, subjects: &ProducerSubjects) -> Result<Embedded, UpError> {
+    /// migrates the database (a new store gets `shards`, or the default), and writes
+    /// `DATABASE_URL` and `NATS_URL` to `data_dir/env`.
+    pub async fn start(
+        data_dir: &Path,
+        subjects: &ProducerSubjects,
+        shards: Option<i32>,
+    ) -> Result<Embedded, UpError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| UpError::DataDir(format!("cannot create {}: {e}", data_dir.display())))?;
         let data_dir = data_dir
@@ -105,14 +110,14 @@ impl Embedded {
             api_password: password_in(&data_dir, "pg-api-password")?,
             superuser_password,
         };
-        if let Err(e) = embedded.prepare().await {
+        if let Err(e) = embedded.prepare(shards).await {
             let _ = embedded.stop().await;
             return Err(e);
         }
         Ok(embedded)
     }
 
-    async fn prepare(&mut self) -> Result<(), UpError> {
+    async fn prepare(&mut self, shards: Option<i32>) -> Result<(), UpError> {
         let db = |source| DbError::Database {
             action: "create the store's database",
             source,
@@ -156,6 +161,7 @@ impl Embedded {
             .await
             .map_err(db)?;
         migrate::up(&pool).await?;
+        crate::log::shards::install(&pool, shards).await?;
         EventLog::open(pool.clone()).await?;
         pool.close().await;
         write_private(&self.env_file, &self.env(None))?;

@@ -108,7 +108,7 @@ async fn unfinished(pool: &PgPool, tenant: &str, user: &str) -> Result<Option<i6
     )
 }
 
-/// Waits until every projection has folded past `position`: only then may the events be
+/// Waits until every projection has folded past `position` (in its shard): only then may the events be
 /// scrubbed, or a fold could still read the user's id before the erasure.
 pub(super) async fn folded_past(
     pool: &PgPool,
@@ -118,10 +118,13 @@ pub(super) async fn folded_past(
     let started = Instant::now();
     loop {
         let behind: Vec<String> = db(
-            sqlx::query_scalar("SELECT projection FROM projection_checkpoints WHERE position < $1")
-                .bind(position)
-                .fetch_all(pool)
-                .await,
+            sqlx::query_scalar(
+                "SELECT projection FROM shard_checkpoints WHERE shard = $2 AND position < $1",
+            )
+            .bind(position)
+            .bind(crate::project::shard_of(position))
+            .fetch_all(pool)
+            .await,
             "read the projection checkpoints",
         )?;
         if behind.is_empty() {

@@ -107,7 +107,8 @@ impl EventLog {
 /// The one append path: appends `events` inside the caller's transaction, after
 /// `EventLog::prepare`. The tests, the benches and this log's `append_batch` call it; ingest
 /// and redrive run the same [`Append`] with their own writes in its statement. It takes the
-/// append lock (waiting at most `APPEND_LOCK_TIMEOUT`) until that transaction ends; records
+/// append locks of its tenants' shards (waiting at most `APPEND_LOCK_TIMEOUT`) until that
+/// transaction ends; records
 /// each command id in the ledger, once for ever (a command applied before, or twice in the
 /// batch, is a duplicate and writes nothing); COPYs the fresh events at the positions handed
 /// out; and notifies the projectors. Nothing is durable before the caller commits.
@@ -120,7 +121,7 @@ pub async fn append_in(
     }
     // Made first, so the append's time includes its wait for the lock.
     let append = Append::new(events);
-    crate::db::locks::xact_appends(conn).await?;
+    crate::db::locks::bound_lock_waits(conn).await?;
     let granted = append.grant(conn).await?;
     append.copy(conn, granted).await
 }

@@ -19,21 +19,22 @@ use crate::model::NewEvent;
 pub struct AppendOutcome {
     /// Events written.
     pub appended: usize,
-    /// Positions given to them, first and last, in the batch's order.
+    /// The least and the greatest position given to them (a batch of one shard's tenants
+    /// takes every position between).
     pub positions: Option<(i64, i64)>,
     /// Command ids already in the log (or twice in the batch): nothing was written for them.
     pub duplicates: Vec<Uuid>,
 }
 
 /// What the statement hands back: the caller's check, the fresh (tenant, command id) pairs
-/// with each one's tenant's new head, the last position handed out, and the notify's
-/// (unused) result.
+/// with each one's tenant's new head and the last position handed out on its tenant's shard,
+/// and the notify's (unused) result.
 pub type GrantedRow = (
     i64,
     Vec<String>,
     Vec<Uuid>,
     Vec<i64>,
-    Option<i64>,
+    Vec<i64>,
     Option<String>,
 );
 
@@ -86,7 +87,7 @@ impl<'a> Append<'a> {
             "WITH {ctes}granted AS (SELECT * FROM begin_append(${t}::text[], ${c}::uuid[]))\n\
              SELECT {check}, coalesce(array_agg(g.tenant), '{{}}'), \
              coalesce(array_agg(g.command_id), '{{}}'), \
-             coalesce(array_agg(g.tenant_last), '{{}}'), max(g.last), \
+             coalesce(array_agg(g.tenant_last), '{{}}'), coalesce(array_agg(g.last), '{{}}'), \
              CASE WHEN count(*) > 0 THEN pg_notify(${n}, '')::text END\n\
              FROM granted g"
         )
@@ -112,22 +113,24 @@ impl<'a> Append<'a> {
     }
 
     /// COPYs the events the ledger took, in the batch's order, at the positions handed out
-    /// (each tenant's run of tenant positions ending at its new head), in the caller's
-    /// transaction. The others were repeats or applied before: nothing is written for them.
+    /// (each shard's run of positions ending at its last, each tenant's run of tenant
+    /// positions ending at its new head), in the caller's transaction. The others were
+    /// repeats or applied before: nothing is written for them.
     pub async fn copy(
         self,
         conn: &mut PgConnection,
-        (_, fresh_tenants, fresh_ids, heads, last, _): GrantedRow,
+        (_, fresh_tenants, fresh_ids, heads, lasts, _): GrantedRow,
     ) -> Result<AppendOutcome, DbError> {
-        let mut next: HashMap<&str, i64> = HashMap::new();
+        // Per tenant: its next tenant position and its shard's last position.
+        let mut next: HashMap<&str, (i64, i64)> = HashMap::new();
         let fresh: HashSet<(&str, Uuid)> = fresh_tenants
             .iter()
             .map(String::as_str)
             .zip(fresh_ids)
             .collect();
-        for (tenant, head) in fresh_tenants.iter().zip(&heads) {
+        for ((tenant, head), last) in fresh_tenants.iter().zip(&heads).zip(&lasts) {
             // Each fresh event of the tenant takes one below the head; the first is what is left.
-            *next.entry(tenant.as_str()).or_insert(head + 1) -= 1;
+            next.entry(tenant.as_str()).or_insert((head + 1, *last)).0 -= 1;
         }
         let mut outcome = AppendOutcome {
             duplicates: self.repeated,
@@ -149,35 +152,45 @@ impl<'a> Append<'a> {
                 fresh.contains(&key) && first_seen.insert(key)
             })
             .collect();
-        let Some(last) = last.filter(|_| !to_write.is_empty()) else {
+        if to_write.is_empty() {
             return Ok(outcome);
-        };
-        let first = last - to_write.len() as i64 + 1;
+        }
+        // Per shard (named by its last position): its next position, its run's first.
+        let mut shards: HashMap<i64, i64> = HashMap::new();
+        for e in &to_write {
+            let last = next.get(e.tenant.as_str()).map(|(_, last)| *last);
+            let last = last.ok_or_else(|| unplaced(&e.tenant))?;
+            *shards.entry(last).or_insert(last + 1) -= 1;
+        }
         let mut placed: Vec<(Place, &NewEvent)> = Vec::with_capacity(to_write.len());
-        for (position, e) in (first..).zip(to_write) {
-            let Some(at) = next.get_mut(e.tenant.as_str()) else {
-                return Err(DbError::Database {
-                    action: "place a batch's events",
-                    source: sqlx::Error::Protocol(format!(
-                        "begin_append handed out no tenant position for {}",
-                        e.tenant
-                    )),
-                });
-            };
+        for e in to_write {
+            let (at, last) = next
+                .get_mut(e.tenant.as_str())
+                .ok_or_else(|| unplaced(&e.tenant))?;
+            let position = shards.get_mut(last).ok_or_else(|| unplaced(&e.tenant))?;
             placed.push((
                 Place {
-                    position,
+                    position: *position,
                     tenant_position: *at,
                 },
                 e,
             ));
             *at += 1;
+            *position += 1;
         }
         copy_rows(conn, &placed).await?;
         outcome.appended = placed.len();
-        outcome.positions = Some((first, last));
+        let positions = placed.iter().map(|(p, _)| p.position);
+        outcome.positions = positions.clone().min().zip(positions.max());
         metrics::counter!("activity_events_appended_total").increment(outcome.appended as u64);
         metrics::histogram!("activity_append_seconds").record(self.started.elapsed().as_secs_f64());
         Ok(outcome)
+    }
+}
+
+fn unplaced(tenant: &str) -> DbError {
+    DbError::Database {
+        action: "place a batch's events",
+        source: sqlx::Error::Protocol(format!("begin_append handed out no position for {tenant}")),
     }
 }

@@ -6,6 +6,7 @@ pub mod copy;
 mod grant;
 pub mod migrate;
 pub mod partitions;
+pub mod shards;
 
 pub use append::{EventLog, MONTHS_AHEAD, append_in};
 pub use grant::{APPEND_CHANNEL, Append, AppendOutcome, GrantedRow};

@@ -1,11 +1,13 @@
 //! Folding one window of the log into a projection: the window's changes and the checkpoint
 //! commit in one transaction, and the cache is written through.
 //!
-//! Appends are serialised by the append lock, which is released only after an append's rows
-//! are visible. So once position `m` is visible, every position below it has committed or
-//! was never used: folding up to the largest visible position never passes over an event
-//! that is still to come. An append transaction left open holds every later append (and so
-//! the projectors) back; `db::locks::appends_held_back_for` measures that.
+//! The log is folded shard by shard, each shard with its own checkpoint. A shard's appends
+//! are serialised by its append lock, which is released only after an append's rows are
+//! visible. So once position `m` of a shard is visible, every position of that shard below
+//! it has committed or was never used: folding a shard up to its largest visible position
+//! never passes over an event that is still to come. An append transaction left open holds
+//! every later append to its shards (and so their folds) back;
+//! `db::locks::appends_held_back_for` measures that.
 
 use std::time::Instant;
 
@@ -17,7 +19,29 @@ use super::{ProjectError, Projection};
 use crate::cache::{CacheEntries, CacheError, Cached};
 use crate::db::db;
 
-/// What one fold did: it folded positions `(after, upto]`; nothing when they are equal.
+/// The first position past shard `shard`'s.
+pub fn shard_end(shard: i32) -> i64 {
+    super::frontier::shard_base(shard + 1)
+}
+
+/// The shards `p` has checkpoints for, in order.
+pub(super) async fn shards_of(
+    conn: impl sqlx::PgExecutor<'_>,
+    p: &Projection,
+) -> Result<Vec<i32>, ProjectError> {
+    Ok(db(
+        sqlx::query_scalar(
+            "SELECT shard FROM shard_checkpoints WHERE projection = $1 ORDER BY shard",
+        )
+        .bind(&p.name)
+        .fetch_all(conn)
+        .await,
+        "read a projection's shards",
+    )?)
+}
+
+/// What one fold did: it folded positions `(after, upto]` of one shard; nothing when they
+/// are equal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FoldOutcome {
     /// The checkpoint before.
@@ -33,26 +57,28 @@ impl FoldOutcome {
     }
 }
 
-/// Folds the next window of at most `max_window` positions into `p`, with its checkpoint, in
-/// one transaction. The checkpoint row is locked first, so two folders of one projection
-/// (a lease lost unnoticed) take turns rather than fold a window twice.
+/// Folds the next window of at most `max_window` positions of `shard` into `p`, with the
+/// shard's checkpoint, in one transaction. The shard's checkpoint row is locked first, so
+/// two folders of one shard (a lease lost unnoticed) take turns rather than fold a window
+/// twice; the projection's row is shared, so a swap (which locks it) waits for every shard.
 ///
 /// With `cache`, the keys the fold changes get tombstones before the commit and their new
 /// rows after it (see `crate::cache`).
 pub async fn fold_next(
     pool: &PgPool,
     p: &Projection,
+    shard: i32,
     max_window: i64,
     cache: Option<&CacheEntries>,
 ) -> Result<FoldOutcome, ProjectError> {
     let started = Instant::now();
     let mut tx = db(pool.begin().await, "begin a fold")?;
-    let (after, epoch) = lock_checkpoint(&mut tx, p).await?;
-    let upto = window_end(&mut tx, after, max_window).await?;
+    let (after, epoch) = lock_checkpoint(&mut tx, p, shard).await?;
+    let upto = window_end(&mut tx, shard, after, max_window).await?;
     if upto <= after {
         return Ok(FoldOutcome { after, upto: after });
     }
-    fold_window(&mut tx, p, after, upto).await?;
+    fold_window(&mut tx, p, shard, after, upto).await?;
     let changed = match cache {
         Some(c) => Some(invalidate(&mut tx, p, c, after, upto, epoch).await?),
         None => None,
@@ -61,8 +87,9 @@ pub async fn fold_next(
     if let (Some(c), Some(rows)) = (cache, changed) {
         write_through(c, p, rows, epoch).await;
     }
-    let labels = [("projection", p.name.clone())];
-    metrics::gauge!("activity_projection_position", &labels).set(upto as f64);
+    let labels = [("projection", p.name.clone()), ("shard", shard.to_string())];
+    let within = upto - super::frontier::shard_base(shard);
+    metrics::gauge!("activity_projection_position", &labels).set(within as f64);
     metrics::counter!("activity_projection_folded_positions_total", &labels)
         .increment((upto - after) as u64);
     metrics::histogram!("activity_projection_fold_seconds", &labels)
@@ -70,16 +97,21 @@ pub async fn fold_next(
     Ok(FoldOutcome { after, upto })
 }
 
-/// Locks `p`'s checkpoint row; its position and epoch, if this version is installed.
+/// Locks `p`'s checkpoint of `shard` (and shares its projection's row); its position and
+/// the projection's epoch, if this version is installed.
 async fn lock_checkpoint(
     tx: &mut Transaction<'_, Postgres>,
     p: &Projection,
+    shard: i32,
 ) -> Result<(i64, i64), ProjectError> {
     let row: Option<(i64, i32, i32)> = db(
         sqlx::query_as(
-            "SELECT position, version, epoch FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
+            "SELECT s.position, c.version, c.epoch \
+             FROM projection_checkpoints c JOIN shard_checkpoints s USING (projection) \
+             WHERE c.projection = $1 AND s.shard = $2 FOR UPDATE OF s FOR SHARE OF c",
         )
         .bind(&p.name)
+        .bind(shard)
         .fetch_optional(&mut **tx)
         .await,
         "lock a projection's checkpoint",
@@ -90,33 +122,43 @@ async fn lock_checkpoint(
         }
         _ => Err(ProjectError::Invalid {
             name: p.name.clone(),
-            problem: format!("version {} is not installed", p.version),
+            problem: format!(
+                "version {} is not installed (with shard {shard})",
+                p.version
+            ),
         }),
     }
 }
 
-/// The end of the next window: the largest visible position, at most `max_window` past
-/// `after`.
+/// The end of the next window: the shard's largest visible position, at most `max_window`
+/// past `after`.
 async fn window_end(
     tx: &mut Transaction<'_, Postgres>,
+    shard: i32,
     after: i64,
     max_window: i64,
 ) -> Result<i64, ProjectError> {
     let visible: Option<i64> = db(
-        sqlx::query_scalar("SELECT max(position) FROM events")
-            .fetch_one(&mut **tx)
-            .await,
-        "read the log's last position",
+        sqlx::query_scalar(
+            "SELECT max(position) FROM events WHERE position > $1 AND position < $2",
+        )
+        .bind(after)
+        .bind(shard_end(shard))
+        .fetch_one(&mut **tx)
+        .await,
+        "read a shard's last position",
     )?;
     Ok(visible
-        .unwrap_or(0)
+        .unwrap_or(after)
         .min(after.saturating_add(max_window.max(1))))
 }
 
-/// Runs `p`'s fold over positions `(after, upto]` and moves its checkpoint to `upto`.
+/// Runs `p`'s fold over positions `(after, upto]` and moves its checkpoint of `shard` to
+/// `upto`.
 async fn fold_window(
     tx: &mut Transaction<'_, Postgres>,
     p: &Projection,
+    shard: i32,
     after: i64,
     upto: i64,
 ) -> Result<(), ProjectError> {
@@ -130,9 +172,11 @@ async fn fold_window(
     )?;
     db(
         sqlx::query(
-            "UPDATE projection_checkpoints SET position = $2, updated_at = now() WHERE projection = $1",
+            "UPDATE shard_checkpoints SET position = $3, updated_at = now() \
+             WHERE projection = $1 AND shard = $2",
         )
         .bind(&p.name)
+        .bind(shard)
         .bind(upto)
         .execute(&mut **tx)
         .await,

@@ -3,6 +3,7 @@
 
 use sqlx::{PgPool, Postgres, Transaction};
 
+use super::frontier::Frontier;
 use super::tables::{
     LIVE_ANALYTICS, LIVE_STATE, drop_tables, install_fold, installed_version, lock_projection,
     set_checkpoint,
@@ -104,5 +105,5 @@ async fn reinstall_in(
         "create a projection's tables",
     )?;
     install_fold(tx, p, LIVE_ANALYTICS, LIVE_STATE).await?;
-    set_checkpoint(tx, p, 0).await
+    set_checkpoint(tx, p, &Frontier::default()).await
 }

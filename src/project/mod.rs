@@ -1,7 +1,9 @@
 //! The read side's engine: projections (found in `projections/`), installed and folded over
-//! windows of log positions, each window and its checkpoint in one transaction.
+//! windows of each shard's log positions, each window and its shard's checkpoint in one
+//! transaction.
 
 mod fold;
+mod frontier;
 mod install;
 mod registry;
 pub mod shadow;
@@ -11,6 +13,7 @@ pub mod verify;
 mod worker;
 
 pub use fold::{FoldOutcome, fold_next};
+pub use frontier::{Frontier, SHARD_BITS, shard_base, shard_of};
 pub use install::{Installed, install, rebuild_to_current, reinstall};
 pub use registry::{CacheSpec, Projection, ProjectionSource, projections};
 pub use worker::{CacheConfig, ProjectConfig, Projector};

@@ -4,6 +4,7 @@
 
 use sqlx::{PgConnection, PgPool};
 
+use super::frontier::Frontier;
 use super::tables::{
     LIVE_ANALYTICS, LIVE_STATE, drop_tables, install_fold, lock_projection, set_checkpoint,
 };
@@ -15,7 +16,7 @@ use crate::db::{db, locks};
 #[derive(Debug)]
 pub struct Shadow {
     schema: String,
-    position: i64,
+    position: Frontier,
     /// Holds the rebuild lock; every shadow fold runs on it, so a lost lock fails the fold.
     conn: PgConnection,
     /// The one tenant it holds, for a rebuild of one tenant (see `super::tenant`).
@@ -28,9 +29,9 @@ impl Shadow {
         &self.schema
     }
 
-    /// The last log position folded into it.
-    pub fn position(&self) -> i64 {
-        self.position
+    /// The last position of each shard folded into it.
+    pub fn position(&self) -> &Frontier {
+        &self.position
     }
 
     /// The one tenant it holds, if it is a rebuild of one tenant.
@@ -48,7 +49,7 @@ impl Shadow {
     }
 
     /// Puts the position back after a fold that was rolled back.
-    pub(super) fn set_position(&mut self, position: i64) {
+    pub(super) fn set_position(&mut self, position: Frontier) {
         self.position = position;
     }
 }
@@ -65,32 +66,40 @@ pub(super) async fn exec(
     Ok(())
 }
 
-async fn last_visible(conn: &mut PgConnection) -> Result<i64, ProjectError> {
-    Ok(db(
-        sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
-            .fetch_one(conn)
-            .await,
-        "read the log's last position",
-    )?)
-}
-
-/// Folds the shadow up to `upto` inside the caller's transaction (which may roll back: the
-/// caller then puts the position back).
+/// Folds the shadow up to `upto`, shard by shard, inside the caller's transaction (which
+/// may roll back: the caller then puts the position back).
 pub(super) async fn fold(
     conn: &mut PgConnection,
     p: &Projection,
     shadow: &mut Shadow,
-    upto: i64,
+    upto: &Frontier,
 ) -> Result<(), ProjectError> {
-    db(
-        sqlx::query(sqlx::AssertSqlSafe(p.fold_call(&shadow.schema)))
-            .bind(shadow.position)
-            .bind(upto)
-            .execute(conn)
-            .await,
-        "fold a window into a shadow",
-    )?;
-    shadow.position = upto;
+    let call = p.fold_call(&shadow.schema);
+    fold_into(conn, &call, &mut shadow.position, upto).await
+}
+
+/// Runs fold `call` from `position` up to `upto`, shard by shard, moving `position`.
+async fn fold_into(
+    conn: &mut PgConnection,
+    call: &str,
+    position: &mut Frontier,
+    upto: &Frontier,
+) -> Result<(), ProjectError> {
+    for (shard, to) in upto.iter() {
+        let from = position.get(shard);
+        if to <= from {
+            continue;
+        }
+        db(
+            sqlx::query(sqlx::AssertSqlSafe(call.to_owned()))
+                .bind(from)
+                .bind(to)
+                .execute(&mut *conn)
+                .await,
+            "fold a window into a shadow",
+        )?;
+        position.set(shard, to);
+    }
     Ok(())
 }
 
@@ -122,9 +131,10 @@ pub(super) async fn create(
     if !free {
         return Err(ProjectError::RebuildBusy(p.name.clone()));
     }
+    let position = Frontier::empty(&mut guard).await?;
     let mut shadow = Shadow {
         schema: schema.clone(),
-        position: 0,
+        position,
         conn: guard,
         tenant: tenant.as_ref().map(|(t, _)| (*t).to_owned()),
     };
@@ -150,8 +160,9 @@ pub(super) fn conn(shadow: &mut Shadow) -> &mut PgConnection {
     &mut shadow.conn
 }
 
-/// Folds the shadow up to the log's last visible position, on the connection that holds the
-/// rebuild lock: if that session is lost, the fold fails rather than run unprotected.
+/// Folds the shadow up to each shard's last visible position, on the connection that holds
+/// the rebuild lock: if that session is lost, the fold fails rather than run unprotected.
+/// Progress is in positions over every shard.
 async fn catch_up(
     p: &Projection,
     shadow: &mut Shadow,
@@ -159,11 +170,12 @@ async fn catch_up(
     progress: &impl Fn(i64, i64),
 ) -> Result<(), ProjectError> {
     loop {
-        let last = last_visible(&mut shadow.conn).await?;
+        let last = Frontier::visible(&mut shadow.conn).await?;
+        let (done, total) = (shadow.position.folded(), last.folded());
         // The session says how far it has come: `status` shows the rebuild lock's holder.
         let name = format!(
-            "activity-store rebuild {}: folded {} of {last}",
-            p.name, shadow.position
+            "activity-store rebuild {}: folded {done} of {total}",
+            p.name
         );
         db(
             sqlx::query("SELECT set_config('application_name', $1, false)")
@@ -172,12 +184,19 @@ async fn catch_up(
                 .await,
             "name a rebuild's session",
         )?;
-        progress(shadow.position, last);
-        let upto = last.min(shadow.position.saturating_add(window.max(1)));
-        if upto <= shadow.position {
+        progress(done, total);
+        // The next window of each shard behind.
+        let mut upto = Frontier::default();
+        for (shard, to) in last.iter() {
+            let from = shadow.position.get(shard);
+            if to > from {
+                upto.set(shard, to.min(from.saturating_add(window.max(1))));
+            }
+        }
+        if upto.iter().next().is_none() {
             return Ok(());
         }
-        fold_committed(p, shadow, upto).await?;
+        fold_committed(p, shadow, &upto).await?;
     }
 }
 
@@ -186,23 +205,17 @@ async fn catch_up(
 pub(super) async fn fold_committed(
     p: &Projection,
     shadow: &mut Shadow,
-    upto: i64,
+    upto: &Frontier,
 ) -> Result<(), ProjectError> {
-    let (call, from) = (p.fold_call(&shadow.schema), shadow.position);
+    let call = p.fold_call(&shadow.schema);
+    let mut position = shadow.position.clone();
     let mut tx = db(
         sqlx::Connection::begin(&mut shadow.conn).await,
         "begin a shadow fold",
     )?;
-    db(
-        sqlx::query(sqlx::AssertSqlSafe(call))
-            .bind(from)
-            .bind(upto)
-            .execute(&mut *tx)
-            .await,
-        "fold a window into a shadow",
-    )?;
+    fold_into(&mut tx, &call, &mut position, upto).await?;
     db(tx.commit().await, "commit a shadow fold")?;
-    shadow.position = upto;
+    shadow.position = position;
     Ok(())
 }
 
@@ -218,9 +231,13 @@ pub(super) fn lock_not_available(e: &crate::db::DbError) -> bool {
 
 /// Swaps the shadow in, in one transaction: with the projection's checkpoint locked (live
 /// folds wait), it folds what the log gained since, drops the live tables, moves the shadow
-/// ones into their schemas, reinstalls the live fold and sets the checkpoint. Returns the
-/// position the projection now stands at.
-pub async fn swap_in(pool: &PgPool, p: &Projection, shadow: Shadow) -> Result<i64, ProjectError> {
+/// ones into their schemas, reinstalls the live fold and sets the checkpoints. Returns the
+/// positions the projection now stands at.
+pub async fn swap_in(
+    pool: &PgPool,
+    p: &Projection,
+    shadow: Shadow,
+) -> Result<Frontier, ProjectError> {
     swap_in_with(pool, p, shadow, |_, _| {}).await
 }
 
@@ -230,7 +247,7 @@ pub async fn swap_in_with(
     p: &Projection,
     mut shadow: Shadow,
     progress: impl Fn(i64, i64),
-) -> Result<i64, ProjectError> {
+) -> Result<Frontier, ProjectError> {
     // Most of what arrived while it was built, outside the swap's transaction.
     catch_up(p, &mut shadow, i64::MAX / 4, &progress).await?;
     for table in &p.tables {
@@ -246,7 +263,8 @@ pub async fn swap_in_with(
             Err(ProjectError::Log(e)) if lock_not_available(&e) && attempt < SWAP_ATTEMPTS => {
                 tracing::warn!(projection = %p.name, attempt, "the swap waited too long for readers; trying again");
                 metrics::counter!("activity_projection_swap_retries_total", "projection" => p.name.clone()).increment(1);
-                progress(shadow.position, shadow.position);
+                let done = shadow.position.folded();
+                progress(done, done);
                 tokio::time::sleep(SWAP_LOCK_TIMEOUT).await;
                 attempt += 1;
             }
@@ -258,13 +276,13 @@ pub async fn swap_in_with(
     if let Ok(mut conn) = pool.acquire().await {
         let _ = exec(&mut conn, cleanup, "drop a shadow schema").await;
     }
-    Ok(shadow.position)
+    Ok(shadow.position.clone())
 }
 
 /// One try at the swap; on failure the shadow's position is what it was, since the fold
 /// the swap made inside its transaction rolled back with it.
 async fn swap_once(pool: &PgPool, p: &Projection, shadow: &mut Shadow) -> Result<(), ProjectError> {
-    let before = shadow.position;
+    let before = shadow.position.clone();
     let swapped = swap_tx(pool, p, shadow).await;
     if swapped.is_err() {
         shadow.position = before;
@@ -298,17 +316,9 @@ async fn swap_tx(pool: &PgPool, p: &Projection, shadow: &mut Shadow) -> Result<(
             problem: format!("{tables} belong to another role: rebuild as their owner"),
         });
     }
-    db(
-        sqlx::query("SELECT position FROM projection_checkpoints WHERE projection = $1 FOR UPDATE")
-            .bind(&p.name)
-            .fetch_optional(&mut *tx)
-            .await,
-        "lock a projection's checkpoint",
-    )?;
-    let last = last_visible(&mut tx).await?;
-    if last > shadow.position {
-        fold(&mut tx, p, shadow, last).await?;
-    }
+    Frontier::checkpoints(&mut tx, &p.name, true).await?;
+    let last = Frontier::visible(&mut tx).await?;
+    fold(&mut tx, p, shadow, &last).await?;
     drop_tables(&mut tx, p).await?;
     for table in &p.tables {
         let (schema, name) = table.split_once('.').expect("tables are schema-qualified");
@@ -316,6 +326,6 @@ async fn swap_tx(pool: &PgPool, p: &Projection, shadow: &mut Shadow) -> Result<(
         exec(&mut tx, to, "move a shadow table into place").await?;
     }
     install_fold(&mut tx, p, LIVE_ANALYTICS, LIVE_STATE).await?;
-    set_checkpoint(&mut tx, p, shadow.position).await?;
+    set_checkpoint(&mut tx, p, &shadow.position).await?;
     Ok(db(tx.commit().await, "commit a swap")?)
 }

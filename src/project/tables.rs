@@ -3,6 +3,7 @@
 
 use sqlx::{Postgres, Transaction};
 
+use super::frontier::Frontier;
 use super::{ProjectError, Projection};
 use crate::db::{db, locks};
 
@@ -72,22 +73,33 @@ pub(super) async fn install_fold(
     Ok(())
 }
 
-/// Records `p` as installed at its version and folded up to `position`.
+/// Records `p` as installed at its version and folded up to `position` (every shard it
+/// does not name: nothing folded).
 pub(super) async fn set_checkpoint(
     tx: &mut Transaction<'_, Postgres>,
     p: &Projection,
-    position: i64,
+    position: &Frontier,
 ) -> Result<(), ProjectError> {
+    let (shards, positions) = position.columns();
     db(
         sqlx::query(
-            "INSERT INTO projection_checkpoints (projection, version, position) VALUES ($1, $2, $3) \
-             ON CONFLICT (projection) DO UPDATE \
-             SET version = EXCLUDED.version, position = EXCLUDED.position, updated_at = now(), \
-                 epoch = projection_checkpoints.epoch + 1",
+            "WITH c AS ( \
+                 INSERT INTO projection_checkpoints (projection, version) VALUES ($1, $2) \
+                 ON CONFLICT (projection) DO UPDATE \
+                 SET version = EXCLUDED.version, updated_at = now(), \
+                     epoch = projection_checkpoints.epoch + 1 \
+                 RETURNING projection) \
+             INSERT INTO shard_checkpoints AS s (projection, shard, position) \
+             SELECT c.projection, l.shard, coalesce(k.position, l.shard::bigint << 48) \
+             FROM c CROSS JOIN log_shards l \
+             LEFT JOIN unnest($3::int4[], $4::int8[]) AS k(shard, position) ON k.shard = l.shard \
+             ON CONFLICT (projection, shard) DO UPDATE \
+             SET position = EXCLUDED.position, updated_at = now()",
         )
         .bind(&p.name)
         .bind(p.version)
-        .bind(position)
+        .bind(shards)
+        .bind(positions)
         .execute(&mut **tx)
         .await,
         "set a projection's checkpoint",

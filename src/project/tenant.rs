@@ -9,6 +9,7 @@
 
 use sqlx::PgPool;
 
+use super::frontier::Frontier;
 use super::shadow::{self, SWAP_ATTEMPTS, SWAP_LOCK_TIMEOUT, Shadow, exec, lock_not_available};
 use super::tables::lock_projection;
 use super::{ProjectError, Projection};
@@ -33,10 +34,10 @@ pub async fn prepare(
             r.message
         ),
     })?;
-    let (installed, known): (Option<i32>, bool) = db(
+    let (installed, shard): (Option<i32>, Option<i32>) = db(
         sqlx::query_as(
             "SELECT (SELECT version FROM projection_checkpoints WHERE projection = $1), \
-                    EXISTS (SELECT 1 FROM tenant_heads WHERE tenant = $2)",
+                    (SELECT shard FROM tenant_heads WHERE tenant = $2)",
         )
         .bind(&p.name)
         .bind(tenant)
@@ -55,9 +56,9 @@ pub async fn prepare(
             p.version
         )));
     }
-    if !known {
+    let Some(shard) = shard else {
         return Err(refuse(format!("the log holds no tenant `{tenant}`")));
-    }
+    };
     let schema = format!("rebuild_{}_tenant", p.name);
     // The slug is [a-z0-9_-]: safe between quotes.
     let scope = format!(
@@ -66,32 +67,35 @@ pub async fn prepare(
         name = p.name
     );
     let mut shadow = shadow::create(pool, p, schema, Some((tenant, scope))).await?;
-    catch_up(pool, p, &mut shadow, &progress).await?;
+    catch_up(pool, p, &mut shadow, shard, &progress).await?;
     Ok(shadow)
 }
 
-/// Folds the shadow up to the live checkpoint, [`TENANT_WINDOW`] of the tenant's events a
-/// transaction, naming its session with how far it has come (`status` shows it).
+/// Folds the shadow up to the live checkpoint of the tenant's shard, [`TENANT_WINDOW`] of
+/// the tenant's events a transaction, naming its session with how far it has come (`status`
+/// shows it).
 async fn catch_up(
     pool: &PgPool,
     p: &Projection,
     shadow: &mut Shadow,
+    shard: i32,
     progress: &impl Fn(i64, i64),
 ) -> Result<(), ProjectError> {
     let tenant = shadow.tenant().unwrap_or_default().to_owned();
     // Events counted once: the tenant's up to the checkpoint, then what each new checkpoint
     // adds.
-    let (mut done, mut total, mut counted) = (0, 0, shadow.position());
+    let (mut done, mut total, mut counted) = (0, 0, shadow.position().get(shard));
     loop {
         let (live, more): (i64, i64) = db(
             sqlx::query_as(
                 "SELECT c.position, (SELECT count(*) FROM events e \
                  WHERE e.tenant = $2 AND e.position > $3 AND e.position <= c.position) \
-                 FROM projection_checkpoints c WHERE c.projection = $1",
+                 FROM shard_checkpoints c WHERE c.projection = $1 AND c.shard = $4",
             )
             .bind(&p.name)
             .bind(&tenant)
             .bind(counted)
+            .bind(shard)
             .fetch_one(pool)
             .await,
             "read how much of a tenant is left to rebuild",
@@ -103,7 +107,7 @@ async fn catch_up(
             "activity-store rebuild {} for {tenant}: folded {done} of {total} events",
             p.name
         );
-        let from = shadow.position();
+        let from = shadow.position().get(shard);
         let conn = shadow::conn(shadow);
         db(
             sqlx::query("SELECT set_config('application_name', $1, false)")
@@ -114,7 +118,8 @@ async fn catch_up(
         )?;
         progress(done, total);
         if left == 0 {
-            shadow.set_position(shadow.position().max(live));
+            let at = shadow.position().max(&Frontier::single(shard, live));
+            shadow.set_position(at);
             return Ok(());
         }
         let (upto, n): (Option<i64>, i64) = db(
@@ -131,7 +136,8 @@ async fn catch_up(
             .await,
             "find a tenant's next window",
         )?;
-        shadow::fold_committed(p, shadow, upto.unwrap_or(live)).await?;
+        let upto = Frontier::single(shard, upto.unwrap_or(live));
+        shadow::fold_committed(p, shadow, &upto).await?;
         done += n;
     }
 }
@@ -148,7 +154,7 @@ pub async fn swap_in(
 ) -> Result<i64, ProjectError> {
     let mut attempt = 1;
     let position = loop {
-        let before = shadow.position();
+        let before = shadow.position().clone();
         match swap_tx(pool, p, &mut shadow).await {
             Err(ProjectError::Log(e)) if lock_not_available(&e) && attempt < SWAP_ATTEMPTS => {
                 shadow.set_position(before);
@@ -179,18 +185,8 @@ async fn swap_tx(pool: &PgPool, p: &Projection, shadow: &mut Shadow) -> Result<i
     );
     exec(&mut tx, timeout, "bound the swap's lock waits").await?;
     lock_projection(&mut tx, p).await?;
-    let live: i64 = db(
-        sqlx::query_scalar(
-            "SELECT position FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
-        )
-        .bind(&p.name)
-        .fetch_one(&mut *tx)
-        .await,
-        "lock a projection's checkpoint",
-    )?;
-    if live > shadow.position() {
-        shadow::fold(&mut tx, p, shadow, live).await?;
-    }
+    let live = Frontier::checkpoints(&mut tx, &p.name, true).await?;
+    shadow::fold(&mut tx, p, shadow, &live).await?;
     for table in &p.tables {
         let (_, name) = table.split_once('.').expect("tables are schema-qualified");
         let replace = format!(

@@ -1,10 +1,11 @@
 //! `rebuild --verify`: before a swap, the shadow tables are compared with the live ones at
-//! the same log position, inside a transaction that is rolled back, so verifying changes
+//! the same positions, inside a transaction that is rolled back, so verifying changes
 //! nothing. The live checkpoint row is locked meanwhile: the live projector waits.
 
 use sqlx::{Postgres, Transaction};
 
 use super::Projection;
+use super::frontier::Frontier;
 use super::shadow::Shadow;
 use super::tables::LIVE_STATE;
 use crate::db::db;
@@ -26,8 +27,8 @@ pub struct Difference {
 /// What a verification found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
-    /// The log position both sides were compared at.
-    pub position: i64,
+    /// The positions (of each shard) both sides were compared at.
+    pub position: Frontier,
     /// Rows compared, live side, all tables.
     pub rows: i64,
     /// The tables that differ; empty when they all match.
@@ -41,7 +42,7 @@ pub async fn verify(
     p: &Projection,
     shadow: &mut Shadow,
 ) -> Result<Verified, ProjectError> {
-    let before = shadow.position();
+    let before = shadow.position().clone();
     let mut tx = db(pool.begin().await, "begin a verification")?;
     let verified = compare(&mut tx, p, shadow).await;
     // Nothing a verification folded may stay: neither side moved.
@@ -55,24 +56,18 @@ async fn compare(
     p: &Projection,
     shadow: &mut Shadow,
 ) -> Result<Verified, ProjectError> {
-    let live: i64 = db(
-        sqlx::query_scalar(
-            "SELECT position FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
-        )
-        .bind(&p.name)
-        .fetch_one(&mut **tx)
-        .await,
-        "lock a projection's checkpoint",
-    )?;
+    let live = Frontier::checkpoints(tx, &p.name, true).await?;
     let position = live.max(shadow.position());
-    if shadow.position() < position {
-        super::shadow::fold(tx, p, shadow, position).await?;
-    }
-    if live < position {
+    super::shadow::fold(tx, p, shadow, &position).await?;
+    for (shard, upto) in position.iter() {
+        let from = live.get(shard);
+        if from >= upto {
+            continue;
+        }
         db(
             sqlx::query(sqlx::AssertSqlSafe(p.fold_call(LIVE_STATE)))
-                .bind(live)
-                .bind(position)
+                .bind(from)
+                .bind(upto)
                 .execute(&mut **tx)
                 .await,
             "fold the live tables up to the rebuilt ones",

@@ -10,7 +10,8 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use super::fold::{fold_next, refill};
+use super::fold::{fold_next, refill, shards_of};
+use super::frontier::Frontier;
 use super::install::{Installed, install, rebuild_to_current};
 use super::shadow;
 use super::verify::Verified;
@@ -134,12 +135,12 @@ impl Projector {
 
     /// Rebuilds projection `name` from the whole log without taking reads down: folds it into
     /// shadow tables (calling `progress(folded, last)`) while the live ones serve, swaps them
-    /// in, then clears and refills its cache bucket. Returns the position it stands at.
+    /// in, then clears and refills its cache bucket. Returns the positions it stands at.
     pub async fn rebuild(
         &self,
         name: &str,
         progress: impl Fn(i64, i64),
-    ) -> Result<i64, ProjectError> {
+    ) -> Result<Frontier, ProjectError> {
         let p = self.rebuildable(name)?;
         let shadow = shadow::prepare(&self.pool, p, self.config.window, progress).await?;
         self.swap(p, shadow).await
@@ -153,7 +154,7 @@ impl Projector {
         name: &str,
         progress: impl Fn(i64, i64),
         force: bool,
-    ) -> Result<(Verified, Option<i64>), ProjectError> {
+    ) -> Result<(Verified, Option<Frontier>), ProjectError> {
         let p = self.rebuildable(name)?;
         let mut shadow = shadow::prepare(&self.pool, p, self.config.window, progress).await?;
         let verified = super::verify::verify(&self.pool, p, &mut shadow).await?;
@@ -212,7 +213,7 @@ impl Projector {
         Ok(p)
     }
 
-    async fn swap(&self, p: &Projection, shadow: shadow::Shadow) -> Result<i64, ProjectError> {
+    async fn swap(&self, p: &Projection, shadow: shadow::Shadow) -> Result<Frontier, ProjectError> {
         let position = shadow::swap_in(&self.pool, p, shadow).await?;
         if let Some(cache) = self.caches.get(&p.name) {
             cache.clear().await?;
@@ -241,10 +242,20 @@ impl Projector {
             // Another process is building this version: nothing to fold until it swaps.
             return Ok(0);
         }
+        // Every shard at once, each on a connection of its own.
+        let shards = shards_of(&self.pool, p).await?;
+        let folds = shards
+            .into_iter()
+            .map(|shard| self.catch_up_shard(p, shard));
+        let folded = futures_util::future::try_join_all(folds).await?;
+        Ok(folded.into_iter().sum())
+    }
+
+    async fn catch_up_shard(&self, p: &Projection, shard: i32) -> Result<i64, ProjectError> {
         let mut folded = 0;
         loop {
             let cache = self.caches.get(&p.name);
-            let outcome = fold_next(&self.pool, p, self.config.window, cache).await?;
+            let outcome = fold_next(&self.pool, p, shard, self.config.window, cache).await?;
             if outcome.caught_up() {
                 return Ok(folded);
             }

@@ -4,7 +4,8 @@
 use sqlx::PgConnection;
 
 use super::{
-    DeadLetterCount, IngestStatus, PartitionStatus, ProjectionStatus, Status, StatusConfig,
+    DeadLetterCount, IngestStatus, PartitionStatus, ProjectionStatus, ShardLag, Status,
+    StatusConfig,
 };
 use crate::db::locks::{self, named_holder};
 use crate::db::{DbError, db};
@@ -17,19 +18,28 @@ pub(super) async fn read(
     conn: &mut PgConnection,
     config: &StatusConfig,
 ) -> Result<Status, DbError> {
-    let (at, last_position): (chrono::DateTime<chrono::Utc>, i64) = db(
-        sqlx::query_as("SELECT now(), coalesce((SELECT max(position) FROM events), 0)")
+    let at: chrono::DateTime<chrono::Utc> = db(
+        sqlx::query_scalar("SELECT now()")
             .fetch_one(&mut *conn)
             .await,
-        "read the log's last position",
+        "read the time",
     )?;
-    let watermark = locks::holder(conn, locks::APPEND).await?;
+    let shards: Vec<(i32, i64)> = db(
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT shard, last - (shard::bigint << 48) FROM ({SHARD_LASTS}) l ORDER BY shard"
+        )))
+        .fetch_all(&mut *conn)
+        .await,
+        "read each shard's last position",
+    )?;
+    let watermark = locks::append_holder(conn).await?;
     let mut status = Status {
         at,
         problems: Vec::new(),
-        last_position,
+        last_position: shards.iter().map(|(_, last)| last).sum(),
+        shards,
         watermark,
-        projections: projections(conn, last_position, config.name_lagging_tenants).await?,
+        projections: projections(conn, config.name_lagging_tenants).await?,
         ingest: ingest(conn).await?,
         partitions: if config.count_partitions {
             partitions(conn).await?
@@ -58,39 +68,65 @@ pub(super) async fn read(
     Ok(status)
 }
 
+/// Each shard's last visible position.
+const SHARD_LASTS: &str = "\
+SELECT s.shard, coalesce((SELECT max(e.position) FROM events e
+    WHERE e.position > s.shard::bigint << 48 AND e.position < (s.shard::bigint + 1) << 48),
+    s.shard::bigint << 48) AS last
+FROM log_shards s";
+
 async fn projections(
     conn: &mut PgConnection,
-    last_position: i64,
     name_lagging: bool,
 ) -> Result<Vec<ProjectionStatus>, DbError> {
-    let rows: Vec<(String, i32, i64, Option<f64>)> = db(
-        sqlx::query_as(
-            "SELECT c.projection, c.version, c.position, \
+    type Row = (String, i32, i32, i64, i64, Option<f64>);
+    let rows: Vec<Row> = db(
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT c.projection, c.version, k.shard, k.position, l.last, \
                     (SELECT extract(epoch FROM now() - e.recorded_at)::float8 FROM events e \
-                     WHERE e.position > c.position ORDER BY e.position LIMIT 1) \
-             FROM projection_checkpoints c ORDER BY c.projection",
-        )
+                     WHERE e.position > k.position AND e.position < (k.shard::bigint + 1) << 48 \
+                     ORDER BY e.position LIMIT 1) \
+             FROM projection_checkpoints c JOIN shard_checkpoints k USING (projection) \
+             JOIN ({SHARD_LASTS}) l USING (shard) ORDER BY c.projection, k.shard"
+        )))
         .fetch_all(&mut *conn)
         .await,
         "read the projection checkpoints",
     )?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (name, version, position, lag_seconds) in rows {
-        let lagging_tenants = if name_lagging && position < last_position {
-            super::tenants::most_lagging(conn, &name, position).await?
-        } else {
-            Vec::new()
+    let mut out: Vec<ProjectionStatus> = Vec::new();
+    for (name, version, shard, position, last, lag_seconds) in rows {
+        let base = crate::project::shard_base(shard);
+        let lag = ShardLag {
+            shard,
+            position: position - base,
+            lag_events: (last - position).max(0),
         };
-        out.push(ProjectionStatus {
-            lagging_tenants,
-            lease: named_holder(conn, locks::LEASE, &name).await?,
-            rebuild: named_holder(conn, locks::REBUILD, &name).await?,
-            lag_events: (last_position - position).max(0),
-            lag_seconds: lag_seconds.map(|s| s.max(0.0)),
-            name,
-            version,
-            position,
-        });
+        match out.last_mut().filter(|p| p.name == name) {
+            Some(p) => {
+                p.position += lag.position;
+                p.lag_events += lag.lag_events;
+                let older = lag_seconds.map(|s| s.max(0.0));
+                p.lag_seconds = match (p.lag_seconds, older) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                p.shards.push(lag);
+            }
+            None => out.push(ProjectionStatus {
+                lagging_tenants: Vec::new(),
+                lease: named_holder(conn, locks::LEASE, &name).await?,
+                rebuild: named_holder(conn, locks::REBUILD, &name).await?,
+                position: lag.position,
+                lag_events: lag.lag_events,
+                shards: vec![lag],
+                lag_seconds: lag_seconds.map(|s| s.max(0.0)),
+                name,
+                version,
+            }),
+        }
+    }
+    for p in out.iter_mut().filter(|p| name_lagging && p.lag_events > 0) {
+        p.lagging_tenants = super::tenants::most_lagging(conn, &p.name).await?;
     }
     Ok(out)
 }

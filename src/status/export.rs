@@ -41,7 +41,10 @@ pub fn export(s: &Status) {
         .map(|n| n.pending + n.ack_pending)
         .sum();
     metrics::gauge!("activity_ingest_pending").set(pending as f64);
-    metrics::gauge!("activity_log_last_position").set(s.last_position as f64);
+    for (shard, last) in &s.shards {
+        metrics::gauge!("activity_log_last_position", "shard" => shard.to_string())
+            .set(*last as f64);
+    }
     let held = s.watermark.as_ref().and_then(|h| h.seconds).unwrap_or(0.0);
     metrics::gauge!("activity_append_open_seconds").set(held);
     metrics::gauge!("activity_store_healthy").set(if s.healthy() { 1.0 } else { 0.0 });

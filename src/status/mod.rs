@@ -58,6 +58,17 @@ impl Default for StatusConfig {
     }
 }
 
+/// One shard of one projection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShardLag {
+    /// The shard.
+    pub shard: i32,
+    /// Its positions folded (counted within the shard).
+    pub position: i64,
+    /// Its events logged past it.
+    pub lag_events: i64,
+}
+
 /// One projection.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProjectionStatus {
@@ -65,10 +76,12 @@ pub struct ProjectionStatus {
     pub name: String,
     /// The version installed.
     pub version: i32,
-    /// The last log position folded.
+    /// Positions folded, over every shard (with S = 1, the last log position folded).
     pub position: i64,
     /// Events logged past it.
     pub lag_events: i64,
+    /// Each shard: its checkpoint and the events past it.
+    pub shards: Vec<ShardLag>,
     /// Age of the oldest event not folded yet; none when up to date.
     pub lag_seconds: Option<f64>,
     /// The projector holding its lease, if any.
@@ -157,8 +170,10 @@ pub struct Status {
     pub at: DateTime<Utc>,
     /// Why the store is degraded; empty when healthy.
     pub problems: Vec<String>,
-    /// The log's last position.
+    /// The log's positions, over every shard (with S = 1, its last position).
     pub last_position: i64,
+    /// Each shard's last position, counted within the shard.
+    pub shards: Vec<(i32, i64)>,
     /// The append transaction open now, if any: projectors see nothing it appends, nor
     /// anything after it, until it ends.
     pub watermark: Option<Holder>,

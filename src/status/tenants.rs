@@ -56,7 +56,9 @@ pub(super) async fn of_tenant(
                     (SELECT count(*) FROM events e WHERE e.tenant = $1 AND e.position > c.position), \
                     (SELECT extract(epoch FROM now() - e.recorded_at)::float8 FROM events e \
                      WHERE e.tenant = $1 AND e.position > c.position ORDER BY e.position LIMIT 1) \
-             FROM projection_checkpoints c ORDER BY c.projection",
+             FROM shard_checkpoints c \
+             WHERE c.shard = coalesce((SELECT h.shard FROM tenant_heads h WHERE h.tenant = $1), 0) \
+             ORDER BY c.projection",
         )
         .bind(tenant)
         .fetch_all(conn)
@@ -66,24 +68,25 @@ pub(super) async fn of_tenant(
     Ok(rows.into_iter().map(lag).collect())
 }
 
-/// The tenants with the most events past `projection`'s checkpoint (at most
-/// [`MOST_LAGGING`], most first), among its next [`LAG_SCAN`] unfolded events.
+/// The tenants with the most events past `projection`'s checkpoints (at most
+/// [`MOST_LAGGING`], most first), among each shard's next [`LAG_SCAN`] unfolded events.
 pub(super) async fn most_lagging(
     conn: &mut PgConnection,
     projection: &str,
-    checkpoint: i64,
 ) -> Result<Vec<TenantLag>, DbError> {
     let rows: Vec<Row> = db(
         sqlx::query_as(
             "SELECT w.tenant, $1::text, tenant_projection_position($1, w.tenant), \
                     coalesce((SELECT h.head FROM tenant_heads h WHERE h.tenant = w.tenant), 0), \
                     count(*), extract(epoch FROM now() - min(w.recorded_at))::float8 \
-             FROM (SELECT tenant, recorded_at FROM events WHERE position > $2 \
-                   ORDER BY position LIMIT $3) w \
-             GROUP BY w.tenant ORDER BY count(*) DESC, w.tenant LIMIT $4",
+             FROM shard_checkpoints c CROSS JOIN LATERAL ( \
+                 SELECT tenant, recorded_at FROM events \
+                 WHERE position > c.position AND position < (c.shard::bigint + 1) << 48 \
+                 ORDER BY position LIMIT $2) w \
+             WHERE c.projection = $1 \
+             GROUP BY w.tenant ORDER BY count(*) DESC, w.tenant LIMIT $3",
         )
         .bind(projection)
-        .bind(checkpoint)
         .bind(LAG_SCAN)
         .bind(MOST_LAGGING)
         .fetch_all(conn)

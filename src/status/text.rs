@@ -31,6 +31,14 @@ impl Status {
             let _ = writeln!(out, "  ! {p}");
         }
         let _ = writeln!(out, "\nlog: last position {}", self.last_position);
+        if self.shards.len() > 1 {
+            let shards: Vec<String> = self
+                .shards
+                .iter()
+                .map(|(s, last)| format!("{s} at {last}"))
+                .collect();
+            let _ = writeln!(out, "  shards: {}", shards.join(", "));
+        }
         let _ = writeln!(
             out,
             "  open append transaction: {}",

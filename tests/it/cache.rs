@@ -236,13 +236,12 @@ async fn a_fill_read_before_an_erasure_never_brings_the_user_back() {
     assert_eq!(c.entries().get("acme", "ann").await.unwrap(), None);
 }
 
+/// acme's position in user_summary.
 async fn checkpoint(c: &CacheSide) -> i64 {
-    sqlx::query_scalar(
-        "SELECT position FROM projection_checkpoints WHERE projection = 'user_summary'",
-    )
-    .fetch_one(&c.r.db.pool)
-    .await
-    .unwrap()
+    sqlx::query_scalar("SELECT tenant_projection_position('user_summary', 'acme')")
+        .fetch_one(&c.r.db.pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]

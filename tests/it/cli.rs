@@ -36,7 +36,8 @@ async fn migrate_up_down_and_status() {
     );
     assert_eq!(
         stdout_of(&["migrate", "up"], &url).trim(),
-        "all migrations applied"
+        "all migrations applied; the log has 4 shards",
+        "a new store gets the default shards"
     );
     assert!(
         stdout_of(&["migrate", "status"], &url)

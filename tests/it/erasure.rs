@@ -126,11 +126,12 @@ async fn an_erased_user_is_in_no_store_and_a_rebuild_gives_the_same_views() {
     assert!(receipt.completed_at.is_some());
     // The entry is a tombstone now, as of a position past the erasure: a fill of a row read
     // before it is refused.
-    let forgotten_at: i64 =
-        sqlx::query_scalar("SELECT max(position) FROM events WHERE event_type = 'user_forgotten'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let forgotten_at: i64 = sqlx::query_scalar(
+        "SELECT max(tenant_position) FROM events WHERE event_type = 'user_forgotten'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     match entries.peek("acme", USER).await.unwrap() {
         Some(activity_store::cache::Cached::Tombstone { as_of, .. }) => {
             assert!(as_of >= forgotten_at, "{as_of} < {forgotten_at}")

@@ -239,13 +239,10 @@ pub fn found<'a>(haystack: &str, values: impl IntoIterator<Item = &'a String>) -
 /// Waits until every projection has folded the whole log.
 pub async fn folded(db: &TestDb) {
     for _ in 0..600 {
-        let behind: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM projection_checkpoints \
-             WHERE position < (SELECT max(position) FROM events)",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+        let behind: i64 = sqlx::query_scalar(crate::fixtures::BEHIND)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
         if behind == 0 {
             return;
         }

@@ -122,6 +122,8 @@ async fn a_slow_database_that_times_statements_out_loses_and_duplicates_nothing(
         p.publish(register("acme", &format!("u{u}"))).await;
     }
     let stop = tokio_util::sync::CancellationToken::new();
+    // acme's shard's append lock.
+    let lock = crate::fixtures::append_lock_of(&p.db.pool, "acme").await;
     let blocker = {
         let (pool, stop) = (p.db.pool.clone(), stop.clone());
         tokio::spawn(async move {
@@ -129,7 +131,7 @@ async fn a_slow_database_that_times_statements_out_loses_and_duplicates_nothing(
             while !stop.is_cancelled() {
                 let mut tx = pool.begin().await.unwrap();
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(activity_store::db::locks::APPEND)
+                    .bind(lock)
                     .execute(&mut *tx)
                     .await
                     .unwrap();
@@ -219,9 +221,7 @@ async fn the_projector_killed_at_random_points_folds_every_event_once() {
         };
         tokio::join!(grow, killer);
         child.wait().await.unwrap();
-        let behind: i64 = p
-            .count("SELECT count(*) FROM projection_checkpoints WHERE position < (SELECT max(position) FROM events)")
-            .await;
+        let behind: i64 = p.count(crate::fixtures::BEHIND).await;
         interrupted += (behind > 0) as usize;
     }
     let kills = 6;
@@ -233,9 +233,7 @@ async fn the_projector_killed_at_random_points_folds_every_event_once() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let end: i64 = p.count("SELECT max(position) FROM events").await;
     loop {
-        let behind: i64 = p
-            .count("SELECT count(*) FROM projection_checkpoints WHERE position < (SELECT max(position) FROM events)")
-            .await;
+        let behind: i64 = p.count(crate::fixtures::BEHIND).await;
         let installed: i64 = p.count("SELECT count(*) FROM projection_checkpoints").await;
         if behind == 0 && installed == 3 {
             break;

@@ -58,9 +58,15 @@ pub async fn insert_raw(
 ) -> Result<(), sqlx::Error> {
     let mut cols: Map<String, Value> = Map::new();
     for (k, v) in [
-        ("position", "nextval('events_position_seq')"),
-        // Evaluated after `position` (the columns go in name order).
-        ("tenant_position", "currval('events_position_seq')"),
+        // The next position of the tenant's shard, and its next tenant position.
+        (
+            "position",
+            "nextval((SELECT seq FROM log_shards WHERE shard = tenant_shard({tenant})))",
+        ),
+        (
+            "tenant_position",
+            "coalesce((SELECT head FROM tenant_heads WHERE tenant = {tenant}), 0) + 1",
+        ),
         ("event_id", "gen_random_uuid()"),
         ("command_id", "gen_random_uuid()"),
         ("tenant", "'acme'"),
@@ -76,8 +82,16 @@ pub async fn insert_raw(
     for (k, v) in overrides {
         cols.insert((*k).into(), Value::String((*v).into()));
     }
+    // A slug the overrides give (a quoted literal), else acme's shard.
+    let tenant = match cols["tenant"].as_str().unwrap() {
+        t if t.starts_with('\'') => t.to_owned(),
+        _ => "'acme'".to_owned(),
+    };
     let names: Vec<&str> = cols.keys().map(String::as_str).collect();
-    let values: Vec<&str> = cols.values().map(|v| v.as_str().unwrap()).collect();
+    let values: Vec<String> = cols
+        .values()
+        .map(|v| v.as_str().unwrap().replace("{tenant}", &tenant))
+        .collect();
     let sql = format!(
         "INSERT INTO events ({}) VALUES ({})",
         names.join(", "),
@@ -149,4 +163,19 @@ pub async fn analysed_feed(pool: &PgPool) {
         .execute(pool)
         .await
         .unwrap();
+}
+
+/// How many (projection, shard) checkpoints have events of their shard still to fold.
+pub const BEHIND: &str = "SELECT count(*) FROM shard_checkpoints c WHERE EXISTS ( \
+     SELECT 1 FROM events e \
+     WHERE e.position > c.position AND e.position < (c.shard::bigint + 1) << 48)";
+
+/// The append lock of `tenant`'s shard (recorded, or where its first event will go).
+pub async fn append_lock_of(pool: &sqlx::PgPool, tenant: &str) -> i64 {
+    let shard: i32 = sqlx::query_scalar("SELECT tenant_shard($1)")
+        .bind(tenant)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    activity_store::db::locks::append_shard(shard)
 }

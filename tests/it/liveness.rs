@@ -229,10 +229,12 @@ async fn a_role_that_stops_making_progress_fails_livez() {
     store.wait_for("/readyz", 200, "ready").await;
     publish(&prefix, create_tenant("acme")).await;
     wait_for_events(&db, 1).await;
-    // An append transaction held open: the ingestor's next commit waits behind it.
+    // An append transaction of acme's shard held open: the ingestor's next commit waits
+    // behind it.
+    let lock = crate::fixtures::append_lock_of(&db.pool, "acme").await;
     let mut holder = db.pool.begin().await.unwrap();
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(activity_store::db::locks::APPEND)
+        .bind(lock)
         .execute(&mut *holder)
         .await
         .unwrap();

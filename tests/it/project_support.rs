@@ -111,3 +111,19 @@ pub fn change_email(t: &str, u: &str, email: &str) -> Value {
 pub fn forget(t: &str, u: &str) -> Value {
     json!({"type": "forget_user", "tenant": t, "user": u})
 }
+
+/// Projection `name`'s checkpoint of each shard.
+pub async fn checkpoints(pool: &sqlx::PgPool, name: &str) -> activity_store::project::Frontier {
+    let mut conn = pool.acquire().await.unwrap();
+    activity_store::project::Frontier::checkpoints(&mut conn, name, false)
+        .await
+        .unwrap()
+}
+
+/// Each shard's last visible position.
+pub async fn visible(pool: &sqlx::PgPool) -> activity_store::project::Frontier {
+    let mut conn = pool.acquire().await.unwrap();
+    activity_store::project::Frontier::visible(&mut conn)
+        .await
+        .unwrap()
+}

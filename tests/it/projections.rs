@@ -192,21 +192,26 @@ async fn a_version_bump_rebuilds_the_projection_from_the_whole_log() {
     );
     // Whoever holds the lease rebuilds in the background; catch_up does it here.
     restarted.catch_up().await.unwrap();
-    let checkpoints: Vec<(i32, i64)> =
-        sqlx::query_as("SELECT version, position FROM projection_checkpoints ORDER BY projection")
-            .fetch_all(&r.db.pool)
-            .await
-            .unwrap();
-    let last: i64 = sqlx::query_scalar("SELECT max(position) FROM events")
-        .fetch_one(&r.db.pool)
-        .await
-        .unwrap();
+    let mut checkpoints = Vec::new();
+    for (version, name) in sqlx::query_as::<_, (i32, String)>(
+        "SELECT version, projection FROM projection_checkpoints ORDER BY projection",
+    )
+    .fetch_all(&r.db.pool)
+    .await
+    .unwrap()
+    {
+        checkpoints.push((
+            version,
+            crate::project_support::checkpoints(&r.db.pool, &name).await,
+        ));
+    }
+    let last = crate::project_support::visible(&r.db.pool).await;
     assert_eq!(
         checkpoints,
         activity_store::project::projections()
             .unwrap()
             .iter()
-            .map(|p| (p.version, last))
+            .map(|p| (p.version, last.clone()))
             .collect::<Vec<_>>(),
         "rebuilt to the log's end"
     );

@@ -41,10 +41,7 @@ async fn a_rebuild_serves_the_live_tables_until_it_swaps_in_a_complete_copy() {
     r.catch_up().await;
     let live = r.snapshot().await;
     let position = shadow::swap_in(&r.db.pool, &feed, built).await.unwrap();
-    let last: i64 = sqlx::query_scalar("SELECT max(position) FROM events")
-        .fetch_one(&r.db.pool)
-        .await
-        .unwrap();
+    let last = crate::project_support::visible(&r.db.pool).await;
     assert_eq!(position, last, "the swap folded what arrived meanwhile");
     assert_eq!(
         r.snapshot().await,

@@ -140,6 +140,14 @@ pub fn pg_options(db: &str) -> PgConnectOptions {
 }
 
 /// The NATS URL of the test server.
+/// The shards a test store's log has: `ACTIVITY_TEST_SHARDS`, or the store's default.
+pub fn test_shards() -> i32 {
+    std::env::var("ACTIVITY_TEST_SHARDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(activity_store::log::shards::DEFAULT_SHARDS)
+}
+
 pub fn nats_url() -> String {
     servers().nats_url.clone()
 }
@@ -179,10 +187,19 @@ impl TestDb {
         TestDb { name, pool }
     }
 
-    /// A new database with every migration applied.
+    /// A new database with every migration applied, its log in the default number of
+    /// shards (`ACTIVITY_TEST_SHARDS` sets another).
     pub async fn migrated() -> TestDb {
+        TestDb::with_shards(test_shards()).await
+    }
+
+    /// A new database with every migration applied, its log in `shards` shards.
+    pub async fn with_shards(shards: i32) -> TestDb {
         let db = TestDb::empty().await;
         migrate::up(&db.pool).await.expect("migrations apply");
+        activity_store::log::shards::set(&db.pool, shards)
+            .await
+            .expect("set the shard count");
         db
     }
 

@@ -234,9 +234,9 @@ pub(crate) fn month_of_table(table: &str) -> Option<Month> {
 /// Refuses a month some projection has not folded past.
 async fn check_folded(pool: &PgPool, table: &str, month: Month) -> Result<(), ArchiveError> {
     let sql = format!(
-        "SELECT c.projection, c.position, m.last FROM projection_checkpoints c, \
-         (SELECT max(position) AS last FROM {table}) m \
-         WHERE m.last IS NOT NULL AND c.position < m.last ORDER BY c.position LIMIT 1"
+        "SELECT c.projection, c.position, m.last FROM shard_checkpoints c \
+         JOIN (SELECT (position >> 48)::int4 AS shard, max(position) AS last FROM {table} GROUP BY 1) m \
+         USING (shard) WHERE c.position < m.last ORDER BY c.shard, c.position LIMIT 1"
     );
     let behind: Option<(String, i64, i64)> = db(
         sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -259,7 +259,8 @@ async fn check_folded(pool: &PgPool, table: &str, month: Month) -> Result<(), Ar
 /// detached. A rebuild folds only what is attached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Absent {
-    /// The first position the log holds (`None`: it is empty).
+    /// The first position held of a shard whose first positions are gone (`None`: every
+    /// shard holds its first position, or nothing).
     pub first_position: Option<i64>,
     /// The months detached and not attached again, oldest first.
     pub months: Vec<String>,
@@ -268,7 +269,7 @@ pub struct Absent {
 impl Absent {
     /// Whether any of the log is missing: months detached, or its first positions gone.
     pub fn is_partial(&self) -> bool {
-        !self.months.is_empty() || self.first_position.is_some_and(|f| f > 1)
+        !self.months.is_empty() || self.first_position.is_some()
     }
 }
 
@@ -276,7 +277,11 @@ impl Absent {
 pub async fn absent(pool: &PgPool) -> Result<Absent, DbError> {
     let (first_position, months) = db(
         sqlx::query_as(
-            "SELECT (SELECT min(position) FROM events), \
+            "SELECT (SELECT min(f.first) FROM log_shards s CROSS JOIN LATERAL ( \
+                         SELECT min(e.position) AS first FROM events e \
+                         WHERE e.position > s.shard::bigint << 48 \
+                           AND e.position < (s.shard::bigint + 1) << 48) f \
+                     WHERE f.first > (s.shard::bigint << 48) + 1), \
                     ARRAY(SELECT month FROM archived_months WHERE attached_at IS NULL ORDER BY 1)",
         )
         .fetch_one(pool)

@@ -1,0 +1,78 @@
+//! How many shards the log has. A tenant's shard is recorded with its first event (FNV-1a
+//! of the slug modulo the count then), so the count can grow under a running store: tenants
+//! already placed stay, new ones spread over every shard. A shard holding a tenant is never
+//! removed.
+
+use sqlx::PgPool;
+
+use crate::db::{DbError, db};
+
+/// The shards a new store gets unless told otherwise.
+pub const DEFAULT_SHARDS: i32 = 4;
+
+/// The log's shard count.
+pub async fn count(pool: &PgPool) -> Result<i32, DbError> {
+    let n: i64 = db(
+        sqlx::query_scalar("SELECT count(*) FROM log_shards")
+            .fetch_one(pool)
+            .await,
+        "count the log's shards",
+    )?;
+    Ok(n as i32)
+}
+
+/// Sets the shard count to `n` (1 to 1024). Refused when it would remove a shard that
+/// holds a tenant.
+pub async fn set(pool: &PgPool, n: i32) -> Result<(), DbError> {
+    db(
+        sqlx::query("SELECT set_log_shards($1)")
+            .bind(n)
+            .execute(pool)
+            .await,
+        "set the log's shard count",
+    )
+    .map(|_| ())
+}
+
+/// At install: `wanted` shards, or [`DEFAULT_SHARDS`] for a store that holds no tenant yet
+/// (one that does keeps its count unless `wanted` says otherwise). Returns the count now.
+pub async fn install(pool: &PgPool, wanted: Option<i32>) -> Result<i32, DbError> {
+    let fresh: bool = db(
+        sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM tenant_heads)")
+            .fetch_one(pool)
+            .await,
+        "check whether the store holds a tenant",
+    )?;
+    match (wanted, fresh) {
+        (Some(n), _) => set(pool, n).await?,
+        (None, true) => set(pool, DEFAULT_SHARDS).await?,
+        (None, false) => {}
+    }
+    count(pool).await
+}
+
+/// The shard NATS's `partition(n, …)` and the store give `tenant` among `n`: FNV-1a (32
+/// bits) of its bytes, modulo `n`. The database computes the same (`fnv1a32`).
+pub fn partition(tenant: &str, n: u32) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in tenant.as_bytes() {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % n.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_matches_the_published_vectors() {
+        // FNV-1a 32 test vectors: "" → 0x811c9dc5, "a" → 0xe40c292c, "foobar" → 0xbf9cf968.
+        assert_eq!(partition("", u32::MAX), 0x811c_9dc5 % u32::MAX);
+        assert_eq!(partition("a", u32::MAX), 0xe40c_292c);
+        assert_eq!(partition("foobar", u32::MAX), 0xbf9c_f968);
+        assert!(partition("acme", 4) < 4);
+        assert_eq!(partition("acme", 1), 0);
+    }
+}
