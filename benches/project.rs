@@ -40,15 +40,18 @@ async fn fold_in_windows(pool: &PgPool) -> f64 {
     Projector::start(pool.clone(), ProjectConfig::default())
         .await
         .unwrap();
+    let shards = activity_store::log::shards::count(pool).await.unwrap();
     for p in &all {
         let pb = bar(last as usize, &format!("fold {}", p.name));
-        loop {
-            let outcome = fold_next(pool, p, ProjectConfig::default().window, None)
-                .await
-                .unwrap();
-            pb.set_position(outcome.upto as u64);
-            if outcome.caught_up() {
-                break;
+        // Shard by shard (the seeded log is all in shard 0, as before shards).
+        for shard in 0..shards {
+            loop {
+                let window = ProjectConfig::default().window;
+                let outcome = fold_next(pool, p, shard, window, None).await.unwrap();
+                pb.set_position((outcome.upto - activity_store::project::shard_base(shard)) as u64);
+                if outcome.caught_up() {
+                    break;
+                }
             }
         }
         pb.finish_and_clear();

@@ -59,6 +59,7 @@ mod retention;
 mod round_trips;
 mod schema;
 mod schema_privileges;
+mod shards;
 mod status;
 mod stream_reset;
 mod tenant_positions;

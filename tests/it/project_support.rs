@@ -24,7 +24,15 @@ impl ReadSide {
     }
 
     pub async fn with_window(window: i64) -> ReadSide {
-        let db = TestDb::migrated().await;
+        ReadSide::on_with_window(TestDb::migrated().await, window).await
+    }
+
+    /// A read side over `db`.
+    pub async fn on(db: TestDb) -> ReadSide {
+        ReadSide::on_with_window(db, 10_000).await
+    }
+
+    async fn on_with_window(db: TestDb, window: i64) -> ReadSide {
         let log = EventLog::open(db.pool.clone()).await.unwrap();
         let config = ProjectConfig {
             window,
