@@ -7,7 +7,7 @@ use sqlx::PgTransaction;
 
 use super::inbound::{DeadLetter, Inbound, Refusal};
 use super::registry::{self, BatchView};
-use super::write;
+use super::write::{self, Checkpoint};
 use crate::db::DbError;
 use crate::log::EventLog;
 use crate::log::partitions::Month;
@@ -77,11 +77,35 @@ pub fn decode_all(batch: &[Inbound], window: &TimeWindow) -> Vec<Decoded> {
 }
 
 /// `commit_batch`, with the batch already decoded (`decode_all`) if `decoded` is given: the
-/// ingestor decodes the next batch while this one commits.
+/// ingestor decodes the next batch while this one commits. A batch whose tenants live on
+/// several shards commits one transaction per shard, at once (`super::fanout`).
 pub async fn commit_decoded(
     log: &EventLog,
     stream: &str,
     leader_epoch: i64,
+    batch: &[Inbound],
+    decoded: Option<Vec<Decoded>>,
+    window: &TimeWindow,
+) -> Result<BatchOutcome, DbError> {
+    let decoded = decoded.unwrap_or_else(|| decode_all(batch, window));
+    let parts = super::fanout::split(batch, decoded, log.shards());
+    if parts.len() <= 1 {
+        let last_seq = batch.iter().map(|m| m.stream_seq).max().unwrap_or(0);
+        let checkpoint = Checkpoint::Move {
+            stream,
+            epoch: leader_epoch,
+            last_seq,
+        };
+        let decoded = parts.into_iter().next().map(|p| p.decoded);
+        return commit_part(log, checkpoint, batch, decoded, window).await;
+    }
+    super::fanout::commit(log, stream, leader_epoch, batch, parts, window).await
+}
+
+/// Commits `batch` in one transaction, leaving the checkpoint as `checkpoint` says.
+pub(super) async fn commit_part(
+    log: &EventLog,
+    checkpoint: Checkpoint<'_>,
     batch: &[Inbound],
     mut decoded: Option<Vec<Decoded>>,
     window: &TimeWindow,
@@ -90,15 +114,7 @@ pub async fn commit_decoded(
     loop {
         let decoded = decoded.take().unwrap_or_else(|| decode_all(batch, window));
         let mut tx = crate::db::db(log.pool().begin().await, "begin a batch")?;
-        let written = write_batch(
-            &mut tx,
-            stream,
-            leader_epoch,
-            batch,
-            decoded,
-            log,
-            &archived,
-        );
+        let written = write_batch(&mut tx, checkpoint, batch, decoded, log, &archived);
         match written.await {
             Ok(Written::Done(outcome)) => {
                 crate::db::db(tx.commit().await, "commit a batch")?;
@@ -151,26 +167,31 @@ pub(super) fn archived_month(month: Month) -> Rejection {
 
 async fn write_batch(
     tx: &mut PgTransaction<'_>,
-    stream: &str,
-    leader_epoch: i64,
+    checkpoint: Checkpoint<'_>,
     batch: &[Inbound],
     decoded: Vec<Decoded>,
     log: &EventLog,
     archived: &HashSet<Month>,
 ) -> Result<Written, DbError> {
-    // One round trip: the append lock, then the checkpoint, the ledger and the registry,
+    // One round trip: the append locks, then the checkpoint, the ledger and the registry,
     // which no other append can change until this transaction ends.
     let commands = decoded.iter().filter_map(|d| d.as_ref().ok());
+    let (stream, leader_epoch) = match checkpoint {
+        Checkpoint::Move { stream, epoch, .. } | Checkpoint::Hold { stream, epoch } => {
+            (Some(stream), epoch)
+        }
+        Checkpoint::None => (None, 0),
+    };
     let BatchView {
-        checkpoint,
+        checkpoint: committed,
         mut applied,
         registry: mut view,
-    } = registry::read_view(tx, Some(stream), leader_epoch, commands).await?;
+    } = registry::read_view(tx, stream, leader_epoch, commands).await?;
     let mut outcome = BatchOutcome::default();
     let mut events: Vec<NewEvent> = Vec::new();
     let mut dead: Vec<super::inbound::DeadLetter> = Vec::new();
     for (i, (m, d)) in batch.iter().zip(decoded).enumerate() {
-        if m.stream_seq <= checkpoint {
+        if m.stream_seq <= committed {
             // Committed before a crash or a lost ack: its outcome is already in the database.
             outcome.duplicates += 1;
             continue;
@@ -207,20 +228,10 @@ async fn write_batch(
     if !missing.is_empty() {
         return Ok(Written::NeedMonths(missing));
     }
-    let last_seq = batch.iter().map(|m| m.stream_seq).max().unwrap_or(0);
     // One round trip for the registry, the dead letters, the checkpoint and the positions;
     // then the COPY of the rows the ledger took.
     let append = crate::log::Append::new(&events);
-    let granted = write::write_batch(
-        tx,
-        Some(stream),
-        leader_epoch,
-        last_seq,
-        &view,
-        &dead,
-        &append,
-    )
-    .await?;
+    let granted = write::write_batch(tx, checkpoint, &view, &dead, &append).await?;
     outcome.appended = append.copy(tx, granted).await?.appended;
     outcome.duplicates += events.len() - outcome.appended;
     Ok(Written::Done(outcome))

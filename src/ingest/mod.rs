@@ -3,6 +3,7 @@
 
 mod batch;
 mod decide;
+mod fanout;
 mod inbound;
 pub mod letters;
 mod pull;

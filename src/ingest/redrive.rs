@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgPool};
 use super::batch::{archived_month, decode_all, month_of};
 use super::inbound::Inbound;
 use super::registry::{self, BatchView};
-use super::write::write_batch;
+use super::write::{Checkpoint, write_batch};
 use crate::db::{DbError, db};
 use crate::log::EventLog;
 use crate::log::partitions::Month;
@@ -139,7 +139,7 @@ pub async fn redrive(
             continue;
         }
         let append = crate::log::Append::new(&events);
-        let granted = write_batch(&mut tx, None, 0, 0, &view, &[], &append).await?;
+        let granted = write_batch(&mut tx, Checkpoint::None, &view, &[], &append).await?;
         append.copy(&mut tx, granted).await?;
         record(&mut tx, letters, &verdicts).await?;
         db(tx.commit().await, "commit a redrive")?;

@@ -11,7 +11,7 @@ use super::inbound::DeadLetter;
 use super::inbound::Inbound;
 use super::registry;
 use super::worker::Ingestor;
-use super::write::write_batch;
+use super::write::{Checkpoint, write_batch};
 use crate::db::{DbError, db};
 use crate::model::{Reason, Rejection};
 
@@ -164,11 +164,14 @@ impl Ingestor {
             registry::read_view(&mut tx, Some(stream), self.epoch, std::iter::empty()).await?;
         if seq > view.checkpoint {
             let letter = std::slice::from_ref(letter);
+            let checkpoint = Checkpoint::Move {
+                stream,
+                epoch: self.epoch,
+                last_seq: seq,
+            };
             write_batch(
                 &mut tx,
-                Some(stream),
-                self.epoch,
-                seq,
+                checkpoint,
                 &view.registry,
                 letter,
                 &crate::log::Append::new(&[]),

@@ -52,29 +52,69 @@ new_tenants AS (
 const CHECKPOINTED: &str =
     "(SELECT count(*) FROM checkpoint) + CASE WHEN $24::text IS NULL THEN 1 ELSE 0 END";
 
-/// The statement: the writes above in the append's.
-fn statement() -> &'static str {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SQL.get_or_init(|| Append::statement(WRITES, CHECKPOINTED, 27))
+/// Where a batch leaves the stream's checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub enum Checkpoint<'a> {
+    /// No stream: a redrive of dead letters.
+    None,
+    /// Moved to `last_seq` if `epoch` still leads `stream`.
+    Move {
+        stream: &'a str,
+        epoch: i64,
+        last_seq: u64,
+    },
+    /// Left where it is, but the batch commits only if `epoch` still leads `stream`: the
+    /// checkpoint row is share-locked until the commit, so a new leader's claim waits for
+    /// it, and the shards of one batch commit at once (`super::fanout`).
+    Hold { stream: &'a str, epoch: i64 },
+}
+
+/// The statement: the writes above in the append's; with `hold`, the checkpoint is only
+/// share-locked and checked.
+fn statement(hold: bool) -> &'static str {
+    static MOVE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static HOLD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if hold {
+        HOLD.get_or_init(|| {
+            let moved = &WRITES[WRITES.find("checkpoint AS (").expect("a checkpoint CTE")..];
+            let held = WRITES.replace(
+                moved,
+                "checkpoint AS (\n    SELECT 1 FROM (SELECT 1 FROM ingest_checkpoints c \
+                 WHERE c.stream = $24::text AND c.leader_epoch = $26 AND $25::int8 >= 0 \
+                 FOR SHARE) held \
+                 UNION ALL SELECT 1 WHERE $26 = 0 AND NOT EXISTS \
+                 (SELECT 1 FROM ingest_checkpoints c WHERE c.stream = $24::text)\n),",
+            );
+            Append::statement(&held, CHECKPOINTED, 27)
+        })
+    } else {
+        MOVE.get_or_init(|| Append::statement(WRITES, CHECKPOINTED, 27))
+    }
 }
 
 /// Writes everything of a batch and takes its events' positions, in the caller's transaction
-/// (which must hold the append lock, taken by `read_view`); the events are then COPYed by
-/// `append.copy`. Moves the checkpoint to `last_seq` only if `leader_epoch` still leads
-/// `stream`; `Superseded` otherwise. Without a stream (a redrive of dead letters), no
-/// checkpoint moves.
+/// (which must hold the append locks of its shards, taken by `read_view`); the events are
+/// then COPYed by `append.copy`. Leaves the checkpoint as `checkpoint` says, if its epoch
+/// still leads its stream; `Superseded` otherwise.
 pub async fn write_batch(
     conn: &mut PgConnection,
-    stream: Option<&str>,
-    leader_epoch: i64,
-    last_seq: u64,
+    checkpoint: Checkpoint<'_>,
     registry: &RegistryView,
     dead: &[DeadLetter],
     append: &Append<'_>,
 ) -> Result<GrantedRow, DbError> {
     let changes = Changes::of(registry);
     let col = |f: fn(&DeadLetter) -> String| dead.iter().map(f).collect::<Vec<_>>();
-    let writes = sqlx::query_as(sqlx::AssertSqlSafe(statement()))
+    let (stream, leader_epoch, last_seq, hold) = match checkpoint {
+        Checkpoint::None => (None, 0, 0, false),
+        Checkpoint::Move {
+            stream,
+            epoch,
+            last_seq,
+        } => (Some(stream), epoch, last_seq, false),
+        Checkpoint::Hold { stream, epoch } => (Some(stream), epoch, 0, true),
+    };
+    let writes = sqlx::query_as(sqlx::AssertSqlSafe(statement(hold)))
         .bind(&changes.tenants.0)
         .bind(&changes.tenants.1)
         .bind(&changes.forget.0)

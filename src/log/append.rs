@@ -18,14 +18,23 @@ pub const MONTHS_AHEAD: usize = 3;
 pub struct EventLog {
     pool: PgPool,
     known_months: Mutex<HashSet<Month>>,
+    /// The log's shard count when it was opened: how ingest splits a batch by shard.
+    shards: u32,
 }
 
 impl EventLog {
+    /// The log's shard count when it was opened.
+    pub fn shards(&self) -> u32 {
+        self.shards
+    }
+
     /// Opens the log on a migrated database and creates this month's partition and a few ahead.
     pub async fn open(pool: PgPool) -> Result<EventLog, DbError> {
+        let shards = super::shards::count(&pool).await?.max(1) as u32;
         let log = EventLog {
             pool,
             known_months: Mutex::new(HashSet::new()),
+            shards,
         };
         let this_month = Month::of(chrono::Utc::now());
         let archived = log

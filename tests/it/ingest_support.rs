@@ -178,3 +178,23 @@ pub fn activity(t: &str, u: &str) -> Value {
     json!({"type": "record_activity", "tenant": t, "user": u, "activity_type": "login",
         "occurred_at": "2025-01-20 14:45:00", "metadata": {"ip": "10.0.0.1"}})
 }
+
+/// `commands` as one batch of inbound messages from `first_seq` on, each with a fresh id.
+pub fn batch(first_seq: u64, commands: Vec<Value>) -> Vec<activity_store::ingest::Inbound> {
+    commands
+        .into_iter()
+        .zip(first_seq..)
+        .map(|(mut c, seq)| {
+            c["id"] = json!(uuid::Uuid::now_v7().to_string());
+            let tenant = c["tenant"].as_str().unwrap().to_owned();
+            activity_store::ingest::Inbound {
+                subject: format!("activity.commands.{tenant}"),
+                payload: serde_json::to_vec(&c).unwrap().into(),
+                stream_seq: seq,
+                delivered: 1,
+                published: chrono::Utc::now(),
+                stream_created: None,
+            }
+        })
+        .collect()
+}

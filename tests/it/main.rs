@@ -28,6 +28,7 @@ mod erasure_property;
 mod erasure_spellings;
 mod erasure_support;
 mod errors;
+mod fanout;
 mod faults;
 mod faults_cluster;
 mod fixtures;
