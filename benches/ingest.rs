@@ -13,14 +13,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use activity_store::log::EventLog;
 use activity_store::log::copy::EVENT_COLUMNS;
-use activity_store::log::{EventLog, partitions};
 use activity_store::model::{EventType, Lineage, NewEvent};
 use async_nats::jetstream;
-use bytes::Bytes;
 use chrono::Utc;
 use common::{
-    bar, commands, copy_rate, cpu_seconds, create_stream, peak_rss_mib, publish, ready_store, stop,
+    bar, commands, copy_ceiling, copy_rate, cpu_seconds, create_stream, empty_log_like,
+    peak_rss_mib, publish, ready_store, stop,
 };
 use futures_util::StreamExt;
 use indicatif::ProgressBar;
@@ -51,7 +51,7 @@ const STAGES: [(&str, &str); 5] = [
 ];
 
 /// (a) The same messages into a stream no one consumes.
-async fn publish_ceiling(js: &jetstream::Context, commands: &[(String, Bytes)]) -> f64 {
+async fn publish_ceiling(js: &jetstream::Context, commands: &[common::Cmd]) -> f64 {
     let prefix = unique_name("ceiling");
     create_stream(js, &prefix).await;
     let pb = bar(commands.len(), "raw publish ceiling");
@@ -96,7 +96,7 @@ async fn scrape(port: u16) -> impl Fn(&str) -> f64 {
 }
 
 /// Publish → ingest → commit, timed from the first publish to the commit of the last one.
-async fn end_to_end(js: &jetstream::Context, commands: &[(String, Bytes)]) -> EndToEnd {
+async fn end_to_end(js: &jetstream::Context, commands: &[common::Cmd]) -> EndToEnd {
     let db = TestDb::migrated().await;
     let prefix = unique_name("e2e");
     let (child, port) = ready_store(&db, &prefix, &["--ingest"]).await;
@@ -140,44 +140,6 @@ async fn end_to_end(js: &jetstream::Context, commands: &[(String, Bytes)]) -> En
         server_seconds: common::server_seconds(&db).await,
         db,
     }
-}
-
-/// A fresh log with the partitions the events need.
-async fn empty_log_like(source: &PgPool) -> TestDb {
-    let db = TestDb::migrated().await;
-    let log = EventLog::open(db.pool.clone()).await.unwrap();
-    let (lo, hi): (chrono::DateTime<Utc>, chrono::DateTime<Utc>) =
-        sqlx::query_as("SELECT min(occurred_at), max(occurred_at) FROM events")
-            .fetch_one(source)
-            .await
-            .unwrap();
-    let (first, last) = (partitions::Month::of(lo), partitions::Month::of(hi));
-    let mut months = vec![first];
-    while *months.last().unwrap() != last {
-        months.push(months.last().unwrap().next());
-    }
-    log.ensure_months(&months).await.unwrap();
-    db
-}
-
-/// (b) The events the run appended, copied out and COPYed into an empty log in one
-/// transaction: the same rows, the same schema, nothing else timed.
-async fn copy_ceiling(source: &PgPool) -> f64 {
-    let statement = format!(
-        "COPY (SELECT {EVENT_COLUMNS} FROM events ORDER BY position) TO STDOUT (FORMAT binary)"
-    );
-    let mut out = source.copy_out_raw(&statement).await.unwrap();
-    let mut payload = Vec::new();
-    while let Some(chunk) = out.next().await {
-        payload.extend_from_slice(&chunk.unwrap());
-    }
-    drop(out);
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(source)
-        .await
-        .unwrap();
-    let target = empty_log_like(source).await;
-    copy_rate(&target.pool, "events", payload, n as usize).await
 }
 
 /// The events of the run, read back in log order.

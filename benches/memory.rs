@@ -29,7 +29,7 @@ async fn main() {
     let prefix = unique_name("mem");
     let (child, _port) = ready_store(&db, &prefix, &["--ingest"]).await;
     let js = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
-    let messages: Vec<(String, Bytes)> = (0..n)
+    let messages: Vec<common::Cmd> = (0..n)
         .map(|i| {
             let mut body = format!(
                 r#"{{"type":"create_tenant","id":"{}","tenant":"t{i}","name":"x"}}"#,
@@ -37,7 +37,11 @@ async fn main() {
             )
             .into_bytes();
             body.resize(MESSAGE_BYTES, b' ');
-            (uuid::Uuid::new_v4().to_string(), Bytes::from(body))
+            (
+                uuid::Uuid::new_v4().to_string(),
+                "acme".to_owned(),
+                Bytes::from(body),
+            )
         })
         .collect();
     let pb = bar(n, "900 KiB messages published");

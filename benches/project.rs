@@ -14,14 +14,14 @@ mod support;
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use activity_store::project::{
     CacheConfig, ProjectConfig, Projector, fold_next, projections, reinstall,
 };
 use activity_store::query;
 use async_nats::jetstream;
-use common::{bar, commands, publish, ready_store, seed_log, stop};
+use common::{bar, live_lag, percentile, seed_log};
 use sqlx::PgPool;
 use support::{TestDb, nats_url, unique_name};
 
@@ -126,58 +126,6 @@ async fn digest(pool: &PgPool) -> Vec<String> {
     out
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// Publishes at `rate` for `seconds` to the store running both roles, and samples, each time
-/// the feed's checkpoint moves, how long ago each newly visible event was appended.
-async fn live_lag(rate: f64, seconds: f64) -> (Vec<f64>, f64) {
-    let db = TestDb::migrated().await;
-    let prefix = unique_name("lag");
-    let (child, _) = ready_store(&db, &prefix, &["--ingest", "--project"]).await;
-    let js = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
-    let cmds = commands((rate * seconds) as usize);
-    let pb = bar(cmds.len(), "live lag: publishing");
-    let publisher = publish(&js, &prefix, &cmds, &pb, Some(rate));
-    let mut samples = Vec::new();
-    let sampler = async {
-        let mut seen = 0_i64;
-        let total = cmds.len() as i64;
-        while seen < total {
-            let now: Option<i64> = sqlx::query_scalar(
-                "SELECT position FROM projection_checkpoints WHERE projection = 'activity_feed'",
-            )
-            .fetch_optional(&db.pool)
-            .await
-            .unwrap();
-            let now = now.unwrap_or(0);
-            if now > seen {
-                let lags: Vec<f64> = sqlx::query_scalar(
-                    "SELECT extract(epoch FROM clock_timestamp() - recorded_at)::float8 \
-                     FROM events WHERE position > $1 AND position <= $2 \
-                     AND event_type = 'activity_recorded'",
-                )
-                .bind(seen)
-                .bind(now)
-                .fetch_all(&db.pool)
-                .await
-                .unwrap();
-                samples.extend(lags);
-                seen = now;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    let t = Instant::now();
-    tokio::join!(publisher, sampler);
-    let achieved = cmds.len() as f64 / t.elapsed().as_secs_f64();
-    pb.finish_and_clear();
-    stop(child).await;
-    samples.sort_by(f64::total_cmp);
-    (samples, achieved)
-}
-
 /// `query user` latency, p50 and p99: from the table, then through the cache (a first pass
 /// of misses fills it, the second pass is all hits).
 async fn read_latency(pool: &PgPool) -> [(String, f64, f64); 4] {
@@ -279,7 +227,8 @@ async fn main() {
         );
     }
 
-    let (lags, achieved) = live_lag(rate, seconds).await;
+    let tenants = ["acme".to_owned()];
+    let (lags, achieved) = live_lag(TestDb::migrated().await, rate, seconds, &tenants).await;
     println!(
         "live lag (append → visible in analytics.activity_feed) at {achieved:.0} commands/s \
          for {seconds} s: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} events)",

@@ -52,8 +52,10 @@ DECLARE
     taken integer[];
     s integer;
 BEGIN
-    SELECT coalesce(array_agg(DISTINCT tenant_shard(t) ORDER BY tenant_shard(t)), '{}')
-    INTO taken FROM unnest(tenants) t;
+    -- Each distinct tenant looked up once (a batch is thousands of one tenant's commands).
+    SELECT coalesce(array_agg(s.shard ORDER BY s.shard), '{}') INTO taken
+    FROM (SELECT DISTINCT tenant_shard(d.t) AS shard
+          FROM (SELECT DISTINCT t FROM unnest(tenants) t) d) s;
     FOREACH s IN ARRAY taken LOOP
         PERFORM pg_advisory_xact_lock(4702695165344632388 + s);
     END LOOP;

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
@@ -12,26 +12,45 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tokio::process::{Child, Command};
 
+use activity_store::log::copy::EVENT_COLUMNS;
 use activity_store::log::{EventLog, partitions};
+use futures_util::StreamExt;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolCopyExt;
 
-use crate::support::{TestDb, nats_url};
+use crate::support::{TestDb, nats_url, unique_name};
 
 pub const USERS: usize = 1_000;
 /// Publishes awaiting their acks at once, as `activity-store publish` keeps them.
 const IN_FLIGHT: usize = 1_024;
 
+/// A command as producers send it: its id, its tenant (the subject's last token), its body.
+pub type Cmd = (String, String, Bytes);
+
 /// A tenant, its users, then activities: `n` commands in all, as producers send them.
-pub fn commands(n: usize) -> Vec<(String, Bytes)> {
+pub fn commands(n: usize) -> Vec<Cmd> {
+    commands_over(n, &["acme".to_owned()])
+}
+
+/// `commands` over several tenants: each created first, then [`USERS`] users dealt out to
+/// them in turn, then activities in turn (user `u` of tenant `t` has `u % tenants == t`).
+pub fn commands_over(n: usize, tenants: &[String]) -> Vec<Cmd> {
     let first = Utc.with_ymd_and_hms(2026, 8, 1, 0, 0, 0).unwrap();
-    let mut out = vec![json!({"type": "create_tenant", "tenant": "acme", "name": "Acme"})];
-    out.extend((0..USERS.min(n - 1)).map(|u| {
-        json!({"type": "register_user", "tenant": "acme", "user": format!("user-{u}"),
+    let k = tenants.len();
+    assert!(USERS % k == 0, "users dealt out evenly");
+    let mut out: Vec<serde_json::Value> = tenants
+        .iter()
+        .map(|t| json!({"type": "create_tenant", "tenant": t, "name": t}))
+        .collect();
+    out.extend((0..USERS.min(n.saturating_sub(k))).map(|u| {
+        json!({"type": "register_user", "tenant": tenants[u % k], "user": format!("user-{u}"),
             "email": format!("user-{u}@example.com"), "name": format!("User {u}")})
     }));
-    let activities = n - out.len();
+    let activities = n.saturating_sub(out.len());
     out.extend((0..activities).map(|i| {
         let at = first + chrono::Duration::seconds((i as i64 * 7) % (90 * 86_400));
-        json!({"type": "record_activity", "tenant": "acme", "user": format!("user-{}", i % USERS),
+        let user = i % USERS;
+        json!({"type": "record_activity", "tenant": tenants[i % k], "user": format!("user-{user}"),
             "activity_type": (["page.view", "login", "cart:add"][i % 3]),
             "occurred_at": at.to_rfc3339(),
             "metadata": {"path": format!("/catalog/items/{}", i % 5000), "session": uuid::Uuid::new_v4().to_string(),
@@ -42,7 +61,8 @@ pub fn commands(n: usize) -> Vec<(String, Bytes)> {
         .map(|mut c| {
             let id = uuid::Uuid::now_v7().to_string();
             c["id"] = json!(id);
-            (id, serde_json::to_vec(&c).unwrap().into())
+            let tenant = c["tenant"].as_str().unwrap().to_owned();
+            (id, tenant, serde_json::to_vec(&c).unwrap().into())
         })
         .collect()
 }
@@ -73,14 +93,13 @@ pub async fn create_stream(js: &jetstream::Context, prefix: &str) {
 pub async fn publish(
     js: &jetstream::Context,
     prefix: &str,
-    commands: &[(String, Bytes)],
+    commands: &[Cmd],
     pb: &ProgressBar,
     rate: Option<f64>,
 ) {
-    let subject = format!("{prefix}.commands.acme");
     let mut in_flight = VecDeque::with_capacity(IN_FLIGHT);
     let started = tokio::time::Instant::now();
-    for (i, (id, body)) in commands.iter().enumerate() {
+    for (i, (id, tenant, body)) in commands.iter().enumerate() {
         if let Some(rate) = rate {
             let due = started + Duration::from_secs_f64(i as f64 / rate);
             if due > tokio::time::Instant::now() + Duration::from_millis(1) {
@@ -90,7 +109,7 @@ pub async fn publish(
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", id.as_str());
         let ack = js
-            .publish_with_headers(subject.clone(), headers, body.clone())
+            .publish_with_headers(format!("{prefix}.commands.{tenant}"), headers, body.clone())
             .await
             .unwrap();
         in_flight.push_back(ack);
@@ -360,4 +379,105 @@ pub fn env_or(key: &str, default: f64) -> f64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Publishes at `rate` for `seconds` to the store running both roles, and samples, each time
+/// the feed's checkpoint moves, how long ago each newly visible event was appended.
+pub async fn live_lag(db: TestDb, rate: f64, seconds: f64, tenants: &[String]) -> (Vec<f64>, f64) {
+    let prefix = unique_name("lag");
+    let (child, _) = ready_store(&db, &prefix, &["--ingest", "--project"]).await;
+    let js = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    let cmds = commands_over((rate * seconds) as usize, tenants);
+    let pb = bar(cmds.len(), "live lag: publishing");
+    let publisher = publish(&js, &prefix, &cmds, &pb, Some(rate));
+    let mut samples = Vec::new();
+    let sampler = async {
+        // Each shard's checkpoint of the feed, as last seen.
+        let mut seen: std::collections::HashMap<i32, i64> = Default::default();
+        let total = cmds.len();
+        let mut folded = 0;
+        while folded < total {
+            let now: Vec<(i32, i64)> = sqlx::query_as(
+                "SELECT shard, position FROM shard_checkpoints WHERE projection = 'activity_feed'",
+            )
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+            for (shard, now) in now {
+                let was = *seen.entry(shard).or_insert((shard as i64) << 48);
+                if now > was {
+                    let lags: Vec<(String, f64)> = sqlx::query_as(
+                        "SELECT event_type, extract(epoch FROM clock_timestamp() - recorded_at)::float8 \
+                         FROM events WHERE position > $1 AND position <= $2",
+                    )
+                    .bind(was)
+                    .bind(now)
+                    .fetch_all(&db.pool)
+                    .await
+                    .unwrap();
+                    folded += lags.len();
+                    samples.extend(
+                        lags.into_iter()
+                            .filter(|(t, _)| t == "activity_recorded")
+                            .map(|(_, lag)| lag),
+                    );
+                    seen.insert(shard, now);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let t = Instant::now();
+    tokio::join!(publisher, sampler);
+    let achieved = cmds.len() as f64 / t.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    stop(child).await;
+    samples.sort_by(f64::total_cmp);
+    (samples, achieved)
+}
+
+/// The value at fraction `p` of `sorted`.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// A fresh log with the partitions the events need.
+pub async fn empty_log_like(source: &PgPool) -> TestDb {
+    let db = TestDb::migrated().await;
+    let log = EventLog::open(db.pool.clone()).await.unwrap();
+    let (lo, hi): (chrono::DateTime<Utc>, chrono::DateTime<Utc>) =
+        sqlx::query_as("SELECT min(occurred_at), max(occurred_at) FROM events")
+            .fetch_one(source)
+            .await
+            .unwrap();
+    let (first, last) = (partitions::Month::of(lo), partitions::Month::of(hi));
+    let mut months = vec![first];
+    while *months.last().unwrap() != last {
+        months.push(months.last().unwrap().next());
+    }
+    log.ensure_months(&months).await.unwrap();
+    db
+}
+
+/// (b) The events the run appended, copied out and COPYed into an empty log in one
+/// transaction: the same rows, the same schema, nothing else timed.
+pub async fn copy_ceiling(source: &PgPool) -> f64 {
+    let statement = format!(
+        "COPY (SELECT {EVENT_COLUMNS} FROM events ORDER BY position) TO STDOUT (FORMAT binary)"
+    );
+    let mut out = source.copy_out_raw(&statement).await.unwrap();
+    let mut payload = Vec::new();
+    while let Some(chunk) = out.next().await {
+        payload.extend_from_slice(&chunk.unwrap());
+    }
+    drop(out);
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(source)
+        .await
+        .unwrap();
+    let target = empty_log_like(source).await;
+    copy_rate(&target.pool, "events", payload, n as usize).await
 }

@@ -287,3 +287,32 @@ async fn a_shards_window_end_is_read_from_the_index() {
         "{plan}"
     );
 }
+
+#[tokio::test]
+async fn only_the_owner_sets_the_shard_count_and_no_reader_learns_a_tenants_shard() {
+    let db = TestDb::with_shards(4).await;
+    let (writer, _pool) = login_in(&db, "activity_writer").await;
+    let (reader, _pool) = login_in(&db, "activity_reader").await;
+    for user in [&writer, &reader] {
+        let mut conn = PgConnection::connect_with(&db.options_as(user, "pw"))
+            .await
+            .unwrap();
+        let set = sqlx::query("SELECT set_log_shards(8)")
+            .execute(&mut conn)
+            .await;
+        assert_eq!(sqlstate(set), "42501", "{user} sets the shard count");
+    }
+    let mut conn = PgConnection::connect_with(&db.options_as(&reader, "pw"))
+        .await
+        .unwrap();
+    for sql in [
+        "SELECT tenant_shard('acme')",
+        "SELECT * FROM log_shards",
+        "SELECT * FROM shard_checkpoints",
+        "SELECT lock_tenant_shards(ARRAY['acme'])",
+    ] {
+        let r = sqlx::query(sql).execute(&mut conn).await;
+        assert_eq!(sqlstate(r), "42501", "a reader runs {sql}");
+    }
+    assert_eq!(shards::count(&db.pool).await.unwrap(), 4);
+}
