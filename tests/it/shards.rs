@@ -316,3 +316,78 @@ async fn only_the_owner_sets_the_shard_count_and_no_reader_learns_a_tenants_shar
     }
     assert_eq!(shards::count(&db.pool).await.unwrap(), 4);
 }
+
+#[tokio::test]
+async fn a_single_log_store_upgrades_to_shards_and_replays_to_the_same_views() {
+    // A store of one log, with its views folded, taken back to before shards and up again:
+    // the upgrade with data in it.
+    let r = ReadSide::on(TestDb::with_shards(1).await).await;
+    let old = one_tenant_per_shard(4);
+    let mut first = Vec::new();
+    for t in &old {
+        first.push(ps::tenant(t));
+        first.push(ps::register(t, "ann", "Ann"));
+        first.push(ps::activity(t, "ann", "login", "2026-11-04 08:00:00"));
+    }
+    r.apply(&first).await;
+    r.catch_up().await;
+    let before = r.snapshot().await;
+    migrate::down(&r.db.pool, 1).await.unwrap();
+    migrate::up(&r.db.pool).await.unwrap();
+    assert_eq!(r.snapshot().await, before, "the upgrade moves no row");
+    assert_eq!(
+        ps::checkpoints(&r.db.pool, "activity_feed").await,
+        ps::visible(&r.db.pool).await,
+        "the projections' checkpoints carried over to shard 0"
+    );
+    // Grown to 4: the old tenants stay on shard 0, their positions go on; new ones spread.
+    shards::set(&r.db.pool, 4).await.unwrap();
+    let log = EventLog::open(r.db.pool.clone()).await.unwrap();
+    assert_eq!(log.shards(), 4);
+    let newcomers: Vec<String> = (0..)
+        .map(|i| format!("n{i}"))
+        .filter(|t| partition(t, 4) != 0)
+        .take(3)
+        .collect();
+    let mut more = Vec::new();
+    for t in old.iter().chain(&newcomers) {
+        if newcomers.contains(t) {
+            more.push(ps::tenant(t));
+            more.push(ps::register(t, "ann", "Ann"));
+        }
+        more.push(ps::activity(t, "ann", "view", "2026-11-05 08:00:00"));
+    }
+    r.apply(&more).await;
+    r.catch_up().await;
+    for t in &old {
+        let (shard, positions): (i32, Vec<i64>) = sqlx::query_as(
+            "SELECT (SELECT shard FROM tenant_heads WHERE tenant = $1), \
+                    ARRAY(SELECT tenant_position FROM events WHERE tenant = $1 ORDER BY position)",
+        )
+        .bind(t)
+        .fetch_one(&r.db.pool)
+        .await
+        .unwrap();
+        assert_eq!((shard, positions), (0, vec![1, 2, 3, 4]), "{t}");
+    }
+    for t in &newcomers {
+        let shard: i32 = sqlx::query_scalar("SELECT shard FROM tenant_heads WHERE tenant = $1")
+            .bind(t)
+            .fetch_one(&r.db.pool)
+            .await
+            .unwrap();
+        assert_eq!(shard as u32, partition(t, 4), "{t} placed among 4");
+    }
+    let live = r.snapshot().await;
+    for p in r.projector.projections() {
+        activity_store::project::reinstall(&r.db.pool, p)
+            .await
+            .unwrap();
+    }
+    r.catch_up().await;
+    assert_eq!(
+        r.snapshot().await,
+        live,
+        "a replay after the upgrade gives the same views"
+    );
+}
