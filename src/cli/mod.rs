@@ -9,6 +9,7 @@ mod query;
 mod readers;
 mod rebuild;
 mod run;
+mod shards;
 mod tokens;
 
 use std::path::PathBuf;
@@ -247,6 +248,11 @@ pub enum Command {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Where the tenants are among the log's shards, and moving one.
+    Shards {
+        #[command(subcommand)]
+        action: shards::ShardsAction,
+    },
     /// List, show, redrive or purge dead letters: refused commands and their reasons.
     DeadLetters {
         #[command(subcommand)]
@@ -349,6 +355,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Migrate { action } => admin::migrate(&cli, action).await,
         Command::Partitions { action } => admin::partitions(&cli, action).await,
+        Command::Shards { action } => shards::shards(&cli, action).await,
         Command::Status { json, tenant } => admin::status(&cli, *json, tenant.clone()).await,
         Command::DeadLetters { action } => dead_letters::run(&cli, action).await,
         Command::Readers { action } => readers::run(&cli, action).await,

@@ -51,6 +51,45 @@ pub async fn install(pool: &PgPool, wanted: Option<i32>) -> Result<i32, DbError>
     count(pool).await
 }
 
+/// How many tenants each shard holds, by shard.
+pub async fn placement(pool: &PgPool) -> Result<Vec<(i32, i64)>, DbError> {
+    db(
+        sqlx::query_as(
+            "SELECT s.shard, count(h.tenant) FROM log_shards s \
+             LEFT JOIN tenant_heads h USING (shard) GROUP BY s.shard ORDER BY s.shard",
+        )
+        .fetch_all(pool)
+        .await,
+        "read where the tenants are",
+    )
+}
+
+/// Moves `tenant` to shard `to` (`move_tenant`, migration 0027): its events take the
+/// target's next positions, and nothing a client sees changes. The move needs every
+/// projection to have folded the tenant and the target shard; until they have, it is tried
+/// again every 100 ms, for at most `wait`. Returns how many events moved.
+pub async fn move_tenant(
+    pool: &PgPool,
+    tenant: &str,
+    to: i32,
+    wait: std::time::Duration,
+) -> Result<i64, DbError> {
+    let started = std::time::Instant::now();
+    loop {
+        let moved = sqlx::query_scalar("SELECT move_tenant($1, $2)")
+            .bind(tenant)
+            .bind(to)
+            .fetch_one(pool)
+            .await;
+        let not_yet = matches!(&moved, Err(e) if e.as_database_error()
+            .and_then(|d| d.code()).as_deref() == Some("55000"));
+        if !not_yet || started.elapsed() >= wait {
+            return db(moved, "move a tenant");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// The shard NATS's `partition(n, …)` and the store give `tenant` among `n`: FNV-1a (32
 /// bits) of its bytes, modulo `n`. The database computes the same (`fnv1a32`).
 pub fn partition(tenant: &str, n: u32) -> u32 {

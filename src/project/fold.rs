@@ -76,6 +76,9 @@ pub async fn fold_next(
     let (after, epoch) = lock_checkpoint(&mut tx, p, shard).await?;
     let upto = window_end(&mut tx, shard, after, max_window).await?;
     if upto <= after {
+        // Ended now, not when the pool next uses the connection: until then the checkpoint
+        // rows stay locked, and a swap or a tenant move would wait for them.
+        db(tx.rollback().await, "end a fold with nothing to fold")?;
         return Ok(FoldOutcome { after, upto: after });
     }
     fold_window(&mut tx, p, shard, after, upto).await?;

@@ -15,7 +15,7 @@ fn run(args: &[&str], database_url: Option<&str>) -> Output {
     cmd.output().expect("run activity-store")
 }
 
-fn stdout_of(args: &[&str], url: &str) -> String {
+pub fn stdout_of(args: &[&str], url: &str) -> String {
     let out = run(args, Some(url));
     assert!(
         out.status.success(),

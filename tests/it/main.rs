@@ -63,6 +63,7 @@ mod schema_privileges;
 mod shards;
 mod status;
 mod stream_reset;
+mod tenant_moves;
 mod tenant_positions;
 pub mod up;
 mod up_nats;

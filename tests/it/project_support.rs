@@ -76,6 +76,16 @@ impl ReadSide {
         self.projector.catch_up().await.unwrap()
     }
 
+    /// Every projection installed again, empty, and folded from the whole log.
+    pub async fn replay(&self) {
+        for p in self.projector.projections() {
+            activity_store::project::reinstall(&self.db.pool, p)
+                .await
+                .unwrap();
+        }
+        self.catch_up().await;
+    }
+
     /// Every row of a read model, as text, in key order.
     pub async fn rows(&self, table: &str) -> Vec<String> {
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!(

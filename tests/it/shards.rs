@@ -144,12 +144,7 @@ async fn shards_append_at_once_and_a_fold_never_passes_an_open_append_of_its_sha
     );
     // Replay equals live, shard by shard.
     let live = r.snapshot().await;
-    for p in r.projector.projections() {
-        activity_store::project::reinstall(&r.db.pool, p)
-            .await
-            .unwrap();
-    }
-    r.catch_up().await;
+    r.replay().await;
     assert_eq!(r.snapshot().await, live);
 }
 
@@ -200,7 +195,7 @@ async fn a_store_gains_shards_its_tenants_stay_and_a_shard_with_a_tenant_is_kept
         "shards holding tenants are kept"
     );
     assert_eq!(shards::count(&db.pool).await.unwrap(), 4);
-    let refused = migrate::down(&db.pool, 1).await;
+    let refused = migrate::down(&db.pool, 2).await;
     assert!(
         refused
             .unwrap_err()
@@ -332,7 +327,7 @@ async fn a_single_log_store_upgrades_to_shards_and_replays_to_the_same_views() {
     r.apply(&first).await;
     r.catch_up().await;
     let before = r.snapshot().await;
-    migrate::down(&r.db.pool, 1).await.unwrap();
+    migrate::down(&r.db.pool, 2).await.unwrap();
     migrate::up(&r.db.pool).await.unwrap();
     assert_eq!(r.snapshot().await, before, "the upgrade moves no row");
     assert_eq!(
@@ -379,12 +374,7 @@ async fn a_single_log_store_upgrades_to_shards_and_replays_to_the_same_views() {
         assert_eq!(shard as u32, partition(t, 4), "{t} placed among 4");
     }
     let live = r.snapshot().await;
-    for p in r.projector.projections() {
-        activity_store::project::reinstall(&r.db.pool, p)
-            .await
-            .unwrap();
-    }
-    r.catch_up().await;
+    r.replay().await;
     assert_eq!(
         r.snapshot().await,
         live,
