@@ -140,6 +140,9 @@ DECLARE
     range_shards integer[];
     range_lasts bigint[];
     range_firsts bigint[];
+    count_tenants text[];
+    count_shards integer[];
+    count_ns bigint[];
     n bigint;
 BEGIN
     IF cardinality(tenants) IS DISTINCT FROM cardinality(commands) THEN
@@ -161,23 +164,26 @@ BEGIN
     IF n = 0 THEN
         RETURN;
     END IF;
-    WITH counts AS (
-        SELECT t AS tenant, tenant_shard(t) AS shard, count(*) AS n
-        FROM unnest(fresh_tenants) t GROUP BY t
-    ), ranges AS (
+    -- Each fresh tenant, its shard (looked up once) and its count of fresh commands.
+    SELECT array_agg(c.tenant ORDER BY c.tenant), array_agg(c.shard ORDER BY c.tenant),
+           array_agg(c.n ORDER BY c.tenant)
+    INTO count_tenants, count_shards, count_ns
+    FROM (SELECT t AS tenant, tenant_shard(t) AS shard, count(*) AS n
+          FROM unnest(fresh_tenants) t GROUP BY t) c;
+    WITH ranges AS (
         SELECT c.shard, setval(s.seq, nextval(s.seq) + sum(c.n)::bigint - 1) AS last, sum(c.n)::bigint AS n
-        FROM counts c JOIN log_shards s USING (shard) GROUP BY c.shard, s.seq
+        FROM unnest(count_shards, count_ns) AS c(shard, n) JOIN log_shards s USING (shard)
+        GROUP BY c.shard, s.seq
     )
     SELECT array_agg(r.shard ORDER BY r.shard), array_agg(r.last ORDER BY r.shard),
            array_agg(r.last - r.n + 1 ORDER BY r.shard)
     INTO range_shards, range_lasts, range_firsts FROM ranges r;
-    WITH counts AS (
-        SELECT t AS tenant, tenant_shard(t) AS shard, count(*) AS n
-        FROM unnest(fresh_tenants) t GROUP BY t ORDER BY t
-    ), moved AS (
+    WITH moved AS (
         INSERT INTO tenant_heads AS h (tenant, head, at, shard)
         SELECT c.tenant, c.n, r.last, c.shard
-        FROM counts c JOIN unnest(range_shards, range_lasts) AS r(shard, last) USING (shard)
+        FROM unnest(count_tenants, count_shards, count_ns) AS c(tenant, shard, n)
+        JOIN unnest(range_shards, range_lasts) AS r(shard, last) USING (shard)
+        ORDER BY c.tenant
         ON CONFLICT ON CONSTRAINT tenant_heads_pkey
         DO UPDATE SET head = h.head + EXCLUDED.head, at = EXCLUDED.at
         RETURNING h.tenant, h.head, h.shard

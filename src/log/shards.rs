@@ -7,6 +7,14 @@ use sqlx::PgPool;
 
 use crate::db::{DbError, db};
 
+/// Each shard (`shard`) and its largest visible position (`last`; the position before its
+/// first when it holds none), one index probe a partition each.
+pub const SHARD_LASTS: &str = "\
+SELECT s.shard, coalesce((SELECT max(e.position) FROM events e
+    WHERE e.position > s.shard::bigint << 48 AND e.position < (s.shard::bigint + 1) << 48),
+    s.shard::bigint << 48) AS last
+FROM log_shards s";
+
 /// The shards a new store gets unless told otherwise.
 pub const DEFAULT_SHARDS: i32 = 4;
 

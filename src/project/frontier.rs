@@ -45,14 +45,9 @@ impl Frontier {
     /// come (a shard's appends commit in position order).
     pub async fn visible(conn: &mut PgConnection) -> Result<Frontier, ProjectError> {
         let rows: Vec<(i32, i64)> = db(
-            sqlx::query_as(
-                "SELECT s.shard, coalesce((SELECT max(e.position) FROM events e \
-                   WHERE e.position > s.shard::bigint << 48 \
-                     AND e.position < (s.shard::bigint + 1) << 48), s.shard::bigint << 48) \
-                 FROM log_shards s ORDER BY s.shard",
-            )
-            .fetch_all(conn)
-            .await,
+            sqlx::query_as(sqlx::AssertSqlSafe(crate::log::shards::SHARD_LASTS))
+                .fetch_all(conn)
+                .await,
             "read each shard's last position",
         )?;
         Ok(Frontier(rows.into_iter().collect()))

@@ -9,6 +9,7 @@ use super::{
 };
 use crate::db::locks::{self, named_holder};
 use crate::db::{DbError, db};
+use crate::log::shards::SHARD_LASTS;
 
 /// Partitions up to this size are counted; larger ones are estimated.
 const EXACT_COUNT_BYTES: i64 = 64 << 20;
@@ -67,13 +68,6 @@ pub(super) async fn read(
     }
     Ok(status)
 }
-
-/// Each shard's last visible position.
-const SHARD_LASTS: &str = "\
-SELECT s.shard, coalesce((SELECT max(e.position) FROM events e
-    WHERE e.position > s.shard::bigint << 48 AND e.position < (s.shard::bigint + 1) << 48),
-    s.shard::bigint << 48) AS last
-FROM log_shards s";
 
 async fn projections(
     conn: &mut PgConnection,
