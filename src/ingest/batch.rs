@@ -88,17 +88,16 @@ pub async fn commit_decoded(
     window: &TimeWindow,
 ) -> Result<BatchOutcome, DbError> {
     let decoded = decoded.unwrap_or_else(|| decode_all(batch, window));
-    let parts = super::fanout::split(batch, decoded, log.shards());
-    if parts.len() <= 1 {
+    if super::fanout::one_shard(batch, &decoded, log.shards()) {
         let last_seq = batch.iter().map(|m| m.stream_seq).max().unwrap_or(0);
         let checkpoint = Checkpoint::Move {
             stream,
             epoch: leader_epoch,
             last_seq,
         };
-        let decoded = parts.into_iter().next().map(|p| p.decoded);
-        return commit_part(log, checkpoint, batch, decoded, window).await;
+        return commit_part(log, checkpoint, batch, Some(decoded), window).await;
     }
+    let parts = super::fanout::split(batch, decoded, log.shards());
     super::fanout::commit(log, stream, leader_epoch, batch, parts, window).await
 }
 

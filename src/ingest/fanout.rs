@@ -25,17 +25,33 @@ pub(super) struct Part {
     index: Vec<usize>,
 }
 
-/// Splits a batch by the shard its tenants hash to among `shards` (the subject's tenant for
-/// a message that did not decode). A tenant placed elsewhere (the count grew since) is
+/// The shard a message goes with among `shards`: its tenant's hash (the subject's tenant
+/// for a message that did not decode). A tenant placed elsewhere (the count grew since) is
 /// still appended on its own shard: the database takes its lock.
+fn shard_of(m: &Inbound, d: &Decoded, shards: u32) -> u32 {
+    let tenant = match d {
+        Ok(c) => c.tenant.as_str(),
+        Err(_) => m.subject_tenant(),
+    };
+    partition(tenant, shards)
+}
+
+/// Whether every message of the batch goes with one shard: then it is one transaction,
+/// and nothing is copied apart.
+pub(super) fn one_shard(batch: &[Inbound], decoded: &[Decoded], shards: u32) -> bool {
+    let mut all = batch
+        .iter()
+        .zip(decoded)
+        .map(|(m, d)| shard_of(m, d, shards));
+    let first = all.next();
+    all.all(|s| Some(s) == first)
+}
+
+/// Splits a batch by shard, each part in the batch's order.
 pub(super) fn split(batch: &[Inbound], decoded: Vec<Decoded>, shards: u32) -> Vec<Part> {
     let mut parts: Vec<(u32, Part)> = Vec::new();
     for (i, (m, d)) in batch.iter().zip(decoded).enumerate() {
-        let tenant = match &d {
-            Ok(c) => c.tenant.as_str(),
-            Err(_) => m.subject_tenant(),
-        };
-        let shard = partition(tenant, shards);
+        let shard = shard_of(m, &d, shards);
         let at = match parts.iter().position(|(s, _)| *s == shard) {
             Some(at) => at,
             None => {
