@@ -116,6 +116,17 @@ pub struct Cli {
     #[arg(long, global = true, env = "ACTIVITY_USER_SUMMARY_TTL_SECS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub user_summary_ttl_secs: Option<u64>,
+    /// Seconds a hung process keeps its leases (the ingest lead, its shards' folds) before
+    /// PostgreSQL ends their session and another instance takes them; a dead process's
+    /// end at once.
+    #[arg(
+        long,
+        global = true,
+        env = "ACTIVITY_LEASE_TTL_SECS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub lease_ttl_secs: u64,
     /// Seconds a running role may go without progress before `/livez` fails.
     #[arg(
         long,

@@ -97,7 +97,10 @@ impl Cli {
             up_file: None,
             ingest: roles.ingest,
             project: roles.project,
-            project_config: crate::project::ProjectConfig::default(),
+            project_config: crate::project::ProjectConfig {
+                lease_ttl: std::time::Duration::from_secs(self.lease_ttl_secs),
+                ..Default::default()
+            },
             cache: self.cache_config(),
             liveness_timeout: std::time::Duration::from_secs(self.liveness_timeout_secs),
             max_lag: std::time::Duration::from_secs(self.max_lag_secs),
@@ -117,6 +120,7 @@ impl Cli {
                 max_message_bytes: self.max_message_bytes as usize,
                 batch_wait: std::time::Duration::from_millis(self.batch_wait_ms),
                 rejections: self.api.rejections_prefix.clone(),
+                lease_ttl: std::time::Duration::from_secs(self.lease_ttl_secs),
                 ..Default::default()
             },
         }

@@ -18,8 +18,11 @@ pub const MAINTENANCE: i64 = 0x4143_5456_4d41_4e54;
 
 /// A projection's install lock ("PROJ"), per projection name.
 pub const INSTALL: i32 = 0x5052_4f4a;
-/// A projection's lease ("LEAS"): one projector folds it at a time.
-pub const LEASE: i32 = 0x4c45_4153;
+/// A shard's fold lease ("FOLD"), keyed by the shard: one projector folds it at a time.
+pub const SHARD_FOLD: i32 = 0x464f_4c44;
+/// A projector's membership ("MEMB"), keyed by its session's pid: the projectors dividing
+/// the shards are the sessions holding one.
+pub const PROJECT_MEMBER: i32 = 0x4d45_4d42;
 /// A projection's rebuild ("REBU"): one rebuild of it at a time.
 pub const REBUILD: i32 = 0x5245_4255;
 /// A stream's ingest leader ("ACTI"): one ingestor commits from it at a time.
@@ -215,6 +218,15 @@ pub async fn named_holder(
     holder_of(conn, i64::from(class), i64::from(hash), 2, 0).await
 }
 
+/// The holder of lock (`class`, `key`).
+pub async fn keyed_holder(
+    conn: &mut PgConnection,
+    class: i32,
+    key: i32,
+) -> Result<Option<Holder>, DbError> {
+    holder_of(conn, i64::from(class), i64::from(key), 2, 0).await
+}
+
 /// How long the oldest transaction now holding a shard's append lock has been open, in
 /// seconds (0 when none is): how long that shard's projectors have been held back.
 pub async fn appends_held_back_for(pool: &PgPool) -> Result<f64, DbError> {
@@ -264,7 +276,7 @@ mod tests {
     #[test]
     fn keys_are_distinct() {
         let big = [APPEND, PARTITIONS, MAINTENANCE];
-        let small = [INSTALL, LEASE, REBUILD, INGEST_LEADER];
+        let small = [INSTALL, SHARD_FOLD, PROJECT_MEMBER, REBUILD, INGEST_LEADER];
         for (i, a) in big.iter().enumerate() {
             assert!(big[i + 1..].iter().all(|b| a != b));
         }

@@ -3,6 +3,7 @@
 //! store takes. Everything above it may call it; it calls nothing of the store.
 
 mod connect;
+pub mod lease;
 pub mod locks;
 
 pub use connect::{Target, pool, session};

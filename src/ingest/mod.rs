@@ -59,6 +59,9 @@ pub struct IngestConfig {
     pub ack_wait: Duration,
     /// The accepted range of `occurred_at`.
     pub window: TimeWindow,
+    /// How long a hung leader keeps the stream's lead before PostgreSQL ends its lease's
+    /// session and a standby takes over (a dead one's ends at once).
+    pub lease_ttl: Duration,
 }
 
 impl Default for IngestConfig {
@@ -76,6 +79,7 @@ impl Default for IngestConfig {
             batch_wait: Duration::from_millis(50),
             ack_wait: Duration::from_secs(30),
             window: TimeWindow::default(),
+            lease_ttl: crate::db::lease::DEFAULT_TTL,
         }
     }
 }
@@ -101,6 +105,13 @@ pub enum IngestError {
     /// Another ingestor became the stream's leader; this one committed nothing after that.
     #[error("another ingestor has taken over stream {stream}; this one stops")]
     Superseded {
+        /// The stream.
+        stream: String,
+    },
+    /// The session holding the stream's lead ended (the server ended it after the lease's
+    /// time to live, or the connection broke): this ingestor stops and stands by again.
+    #[error("lost the lead of stream {stream}: its lease's session ended")]
+    LeaseLost {
         /// The stream.
         stream: String,
     },

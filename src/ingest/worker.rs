@@ -13,7 +13,7 @@ use super::pull::Pulled;
 use super::registry;
 use super::source::{self, Source, inbound, rebase};
 use super::{IngestConfig, IngestError};
-use crate::db::{db, locks};
+use crate::db::locks;
 use crate::health::Heartbeat;
 use crate::log::EventLog;
 
@@ -55,7 +55,7 @@ pub(super) struct Stall {
 /// Pulls commands from the stream and appends them to the log.
 pub struct Ingestor {
     /// Holds the stream's leadership lock for as long as this ingestor lives.
-    _leader: sqlx::PgConnection,
+    leader: crate::db::lease::Lease,
     /// The fencing token every commit checks: a successor's claim stops this ingestor.
     pub(super) epoch: i64,
     pub(super) js: jetstream::Context,
@@ -84,15 +84,16 @@ impl Ingestor {
     ) -> Result<Self, IngestError> {
         // Created (if missing) before the lock, so producers can publish while a standby waits.
         source::open_stream(js, &config).await?;
-        let mut leader = db(log.pool().acquire().await, "connect for the ingest lock")?.detach();
+        let leader = crate::db::lease::Lease::open(log.pool(), config.lease_ttl).await?;
+        let mut session = leader.session().await;
         locks::session_named(
-            &mut leader,
+            &mut session,
             locks::INGEST_LEADER,
             &config.stream,
             "take the ingest lock",
         )
         .await?;
-        let claimed = registry::claim_leadership(&mut leader, &config.stream).await?;
+        let claimed = registry::claim_leadership(&mut session, &config.stream).await?;
         // Series exist from the start, at zero, as Prometheus expects.
         for name in [
             "activity_commands_received_total",
@@ -107,11 +108,12 @@ impl Ingestor {
         // A standby may have waited long for the lock: compare the checkpoint with the
         // stream as it is now, not as it was before the wait.
         let (stream, state) = source::open_stream(js, &config).await?;
-        let last = rebase(&mut leader, &config, claimed, state).await?;
+        let last = rebase(&mut session, &config, claimed, state).await?;
+        drop(session);
         let consumer = source::bind_consumer(&stream, &config, last + 1).await?;
         tracing::info!(stream = %config.stream, from_sequence = last + 1, "consumer bound");
         Ok(Ingestor {
-            _leader: leader,
+            leader,
             epoch: claimed.leader_epoch,
             js: js.clone(),
             source: std::sync::Mutex::new(Source {
@@ -133,6 +135,12 @@ impl Ingestor {
     pub fn with_heartbeat(mut self, heartbeat: Heartbeat) -> Self {
         self.health = heartbeat;
         self
+    }
+
+    /// Cancelled when the session holding the stream's lead is found gone: the ingestor
+    /// must stop, for a standby may lead now.
+    pub fn lead_lost(&self) -> CancellationToken {
+        self.leader.lost()
     }
 
     pub(super) fn source(&self) -> Source {

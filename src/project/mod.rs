@@ -7,6 +7,7 @@ mod frontier;
 mod install;
 mod registry;
 pub mod shadow;
+mod share;
 mod tables;
 pub mod tenant;
 pub mod verify;

@@ -1,13 +1,14 @@
-//! The projector: holds a lease per projection and folds the log into each one it holds,
-//! waking on the log's NOTIFY, with a timed poll as fallback.
+//! The projector: holds its share of the shards' fold leases and folds the log of each
+//! shard it holds into every projection, waking on the log's NOTIFY, with a timed poll as
+//! fallback.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use async_nats::jetstream;
 
+use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use super::fold::{fold_next, refill, shards_of};
@@ -17,7 +18,7 @@ use super::shadow;
 use super::verify::Verified;
 use super::{ProjectError, Projection, projections};
 use crate::cache::CacheEntries;
-use crate::db::{DbError, db, locks};
+use crate::db::db;
 use crate::health::Heartbeat;
 use crate::log::APPEND_CHANNEL;
 
@@ -26,8 +27,12 @@ use crate::log::APPEND_CHANNEL;
 pub struct ProjectConfig {
     /// Most log positions folded in one transaction.
     pub window: i64,
-    /// Longest sleep between looks at the log when no NOTIFY comes.
+    /// Longest sleep between looks at the log when no NOTIFY comes, and between looks at
+    /// the other projectors (to take or give shards).
     pub poll: Duration,
+    /// How long a hung projector keeps its shards before PostgreSQL ends its lease's session
+    /// and the others take them.
+    pub lease_ttl: Duration,
 }
 
 impl Default for ProjectConfig {
@@ -35,6 +40,7 @@ impl Default for ProjectConfig {
         ProjectConfig {
             window: 10_000,
             poll: Duration::from_secs(1),
+            lease_ttl: crate::db::lease::DEFAULT_TTL,
         }
     }
 }
@@ -232,12 +238,17 @@ impl Projector {
     pub async fn catch_up(&self) -> Result<i64, ProjectError> {
         let mut folded = 0;
         for p in &self.projections {
-            folded += self.catch_up_one(p).await?;
+            folded += self.catch_up_one(p, None).await?;
         }
         Ok(folded)
     }
 
-    async fn catch_up_one(&self, p: &Projection) -> Result<i64, ProjectError> {
+    /// Folds `p` up to date on every shard, or on those of `only`.
+    async fn catch_up_one(
+        &self,
+        p: &Projection,
+        only: Option<&BTreeSet<i32>>,
+    ) -> Result<i64, ProjectError> {
         if !self.rebuild_if_outdated(p).await? {
             // Another process is building this version: nothing to fold until it swaps.
             return Ok(0);
@@ -246,6 +257,7 @@ impl Projector {
         let shards = shards_of(&self.pool, p).await?;
         let folds = shards
             .into_iter()
+            .filter(|shard| only.is_none_or(|only| only.contains(shard)))
             .map(|shard| self.catch_up_shard(p, shard));
         let folded = futures_util::future::try_join_all(folds).await?;
         Ok(folded.into_iter().sum())
@@ -288,18 +300,37 @@ impl Projector {
     }
 
     /// Folds until `shutdown`, each projection in its own task so a slow one (a cache to
-    /// write through) never delays another: takes the projection's lease unless another
-    /// projector holds it (a standby takes over when the holder's session ends), folds, then
-    /// waits for a NOTIFY or the poll. Database and cache outages are waited out; a fold
+    /// write through) never delays another, over the shards this projector holds: it joins
+    /// the projectors of the database and holds its share of the shards' fold leases (see
+    /// `share`), so several projectors divide the shards, and one that dies or hangs has its
+    /// shards taken by the others. Each task folds, then waits for a NOTIFY, a change of the
+    /// shards held, or the poll. Database and cache outages are waited out; a fold
     /// PostgreSQL refuses for its data stops the projector rather than skip events.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProjectError> {
         let this = std::sync::Arc::new(self);
         // Its own token: one projection's failure stops this projector, not the process.
         let stop = shutdown.child_token();
+        let _stopped = stop.clone().drop_guard();
+        let held = super::share::Held::default();
+        let changed = std::sync::Arc::new(tokio::sync::Notify::new());
         let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn({
+            let (pool, held, changed, stop) = (
+                this.pool.clone(),
+                held.clone(),
+                changed.clone(),
+                stop.clone(),
+            );
+            let timing = (this.config.lease_ttl, this.config.poll);
+            async move {
+                super::share::keep(pool, timing, held, changed, stop).await;
+                Ok(())
+            }
+        });
         for i in 0..this.projections.len() {
             let (this, shutdown) = (this.clone(), stop.clone());
-            tasks.spawn(async move { this.run_one(&this.projections[i], shutdown).await });
+            let shards = (held.clone(), changed.clone());
+            tasks.spawn(async move { this.run_one(&this.projections[i], shards, shutdown).await });
         }
         while let Some(ended) = tasks.join_next().await {
             let result = ended.unwrap_or_else(|e| {
@@ -319,30 +350,33 @@ impl Projector {
     async fn run_one(
         &self,
         p: &Projection,
+        (held, changed): (super::share::Held, std::sync::Arc<tokio::sync::Notify>),
         shutdown: CancellationToken,
     ) -> Result<(), ProjectError> {
         let mut listener = db(PgListener::connect_with(&self.pool).await, "listen")?;
         db(listener.listen(APPEND_CHANNEL).await, "listen")?;
-        let mut lease: Option<PgConnection> = None;
         loop {
             self.heartbeat.beat();
+            // Registered before the round, so a change during it wakes the wait after it.
+            let change = changed.notified();
+            tokio::pin!(change);
+            change.as_mut().enable();
+            let shards = held.read().expect("held shards").clone();
             let round = tokio::select! {
                 // A round may be a whole rebuild: a shutdown does not wait for it (the shadow
                 // is built again on the next start; the live tables are untouched).
                 _ = shutdown.cancelled() => return Ok(()),
-                round = self.round(p, &mut lease) => round,
+                round = self.round(p, &shards) => round,
             };
             let trouble = format!("cache {}", p.name);
             match round {
                 Ok(()) => self.heartbeat.mended(&trouble),
                 Err(ProjectError::Log(e)) if e.is_transient() && !e.is_fatal() => {
                     tracing::warn!(error = %e, projection = %p.name, "projection paused; retrying");
-                    lease = None;
                 }
                 Err(ProjectError::Cache(e)) => {
                     tracing::warn!(error = %e, projection = %p.name, "cache unavailable; the fold waits");
                     self.heartbeat.trouble(&trouble, e.to_string());
-                    lease = None;
                     // A deleted bucket is made again (with backoff: the poll), not waited on.
                     if let Some(entries) = self.caches.get(&p.name) {
                         match entries.restore().await {
@@ -360,40 +394,20 @@ impl Projector {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = listener.recv() => {}
+                _ = change => {}
                 _ = tokio::time::sleep(self.config.poll) => {}
             }
         }
     }
 
-    /// Folds `p` up to date if this projector holds (or can take) its lease.
-    async fn round(
-        &self,
-        p: &Projection,
-        lease: &mut Option<PgConnection>,
-    ) -> Result<(), ProjectError> {
-        let conn = match lease {
-            Some(c) => c,
-            None => {
-                let mut conn = db(self.pool.acquire().await, "connect for a lease")?.detach();
-                if !take_lease(&mut conn, &p.name).await? {
-                    return Ok(());
-                }
-                tracing::info!(projection = %p.name, "lease taken");
-                lease.insert(conn)
-            }
-        };
-        // The lease session must still be alive: if it died, another projector may hold it.
-        db(
-            sqlx::query("SELECT 1").execute(&mut *conn).await,
-            "check a lease",
-        )?;
-        self.catch_up_one(p).await?;
+    /// Folds `p` up to date on the shards this projector holds.
+    async fn round(&self, p: &Projection, held: &BTreeSet<i32>) -> Result<(), ProjectError> {
+        if held.is_empty() {
+            return Ok(());
+        }
+        self.catch_up_one(p, Some(held)).await?;
         let stall = crate::db::locks::appends_held_back_for(&self.pool).await?;
         metrics::gauge!("activity_projection_watermark_stall_seconds").set(stall);
         Ok(())
     }
-}
-
-async fn take_lease(conn: &mut PgConnection, name: &str) -> Result<bool, DbError> {
-    locks::try_session_named(conn, locks::LEASE, name, "take a projection's lease").await
 }

@@ -346,5 +346,14 @@ async fn ingest(
     let ingestor = started.with_heartbeat(role.heartbeat.clone());
     tracing::info!(stream = %config.ingest_config.stream, "ingesting");
     role.running();
-    Ok(ingestor.run(shutdown).await?)
+    // A lead lost (a hang outlived the lease) ends this attempt at once: a batch being
+    // committed rolls back (a standby's epoch fences it besides) and is redelivered.
+    let lost = ingestor.lead_lost();
+    tokio::select! {
+        ran = ingestor.run(shutdown) => Ok(ran?),
+        _ = lost.cancelled() => Err(IngestError::LeaseLost {
+            stream: config.ingest_config.stream.clone(),
+        }
+        .into()),
+    }
 }

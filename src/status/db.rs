@@ -87,6 +87,12 @@ async fn projections(
         .await,
         "read the projection checkpoints",
     )?;
+    let mut leases = std::collections::HashMap::new();
+    for &(_, _, shard, ..) in &rows {
+        if let std::collections::hash_map::Entry::Vacant(v) = leases.entry(shard) {
+            v.insert(locks::keyed_holder(conn, locks::SHARD_FOLD, shard).await?);
+        }
+    }
     let mut out: Vec<ProjectionStatus> = Vec::new();
     for (name, version, shard, position, last, lag_seconds) in rows {
         let base = crate::project::shard_base(shard);
@@ -94,9 +100,11 @@ async fn projections(
             shard,
             position: position - base,
             lag_events: (last - position).max(0),
+            lease: leases.get(&shard).cloned().flatten(),
         };
         match out.last_mut().filter(|p| p.name == name) {
             Some(p) => {
+                p.lease = p.lease.take().or_else(|| lag.lease.clone());
                 p.position += lag.position;
                 p.lag_events += lag.lag_events;
                 let older = lag_seconds.map(|s| s.max(0.0));
@@ -108,7 +116,7 @@ async fn projections(
             }
             None => out.push(ProjectionStatus {
                 lagging_tenants: Vec::new(),
-                lease: named_holder(conn, locks::LEASE, &name).await?,
+                lease: lag.lease.clone(),
                 rebuild: named_holder(conn, locks::REBUILD, &name).await?,
                 position: lag.position,
                 lag_events: lag.lag_events,

@@ -67,6 +67,8 @@ pub struct ShardLag {
     pub position: i64,
     /// Its events logged past it.
     pub lag_events: i64,
+    /// The projector holding the shard's fold lease, if any.
+    pub lease: Option<Holder>,
 }
 
 /// One projection.
@@ -84,7 +86,8 @@ pub struct ProjectionStatus {
     pub shards: Vec<ShardLag>,
     /// Age of the oldest event not folded yet; none when up to date.
     pub lag_seconds: Option<f64>,
-    /// The projector holding its lease, if any.
+    /// A projector holding the fold lease of one of its shards (the first held), if any;
+    /// each shard names its own in `shards`.
     pub lease: Option<Holder>,
     /// A rebuild in progress: its session names how far it has folded.
     pub rebuild: Option<Holder>,
@@ -243,10 +246,19 @@ fn judge(s: &mut Status, config: &StatusConfig) {
                 p.name, p.lag_events
             ));
         }
-        if p.lag_events > 0 && p.lease.is_none() && p.rebuild.is_none() {
+        let unheld: Vec<&ShardLag> = p
+            .shards
+            .iter()
+            .filter(|k| k.lag_events > 0 && k.lease.is_none())
+            .collect();
+        if !unheld.is_empty() && p.rebuild.is_none() {
+            let events: i64 = unheld.iter().map(|k| k.lag_events).sum();
+            let shards: Vec<String> = unheld.iter().map(|k| k.shard.to_string()).collect();
             problems.push(format!(
-                "projection {} has {} events to fold and no projector holds its lease",
-                p.name, p.lag_events
+                "projection {} has {events} events to fold and no projector holds its lease \
+                 on shard {}",
+                p.name,
+                shards.join(", ")
             ));
         }
     }

@@ -67,6 +67,17 @@ impl Status {
                 p.lag_events,
                 holder(&p.lease)
             );
+            let pids: Vec<String> = p
+                .shards
+                .iter()
+                .map(|k| match &k.lease {
+                    Some(h) => format!("{} by pid {}", k.shard, h.pid),
+                    None => format!("{} by none", k.shard),
+                })
+                .collect();
+            if p.shards.len() > 1 {
+                let _ = writeln!(out, "    shards folded: {}", pids.join(", "));
+            }
             if p.rebuild.is_some() {
                 let _ = writeln!(out, "    rebuilding: {}", holder(&p.rebuild));
             }

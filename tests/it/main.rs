@@ -38,6 +38,7 @@ mod http_limits;
 mod ingest;
 mod ingest_support;
 mod isolation;
+mod leases;
 pub mod liveness;
 mod loss;
 mod migrations;

@@ -218,15 +218,34 @@ async fn a_version_bump_rebuilds_the_projection_from_the_whole_log() {
     assert_eq!(r.snapshot().await, before);
 }
 
-async fn lease_holders(r: &ReadSide) -> Vec<i32> {
-    sqlx::query_scalar(
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 \
-         AND classid = x'4c454153'::int::oid \
-         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+/// The backend pid holding each shard's fold lease, by shard.
+async fn fold_leases(r: &ReadSide) -> Vec<(i32, i32)> {
+    sqlx::query_as(
+        "SELECT objid::int, pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND objsubid = 2 AND classid = x'464f4c44'::int::oid \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         ORDER BY objid",
     )
     .fetch_all(&r.db.pool)
     .await
     .unwrap()
+}
+
+/// Waits until the fold leases satisfy `ok`; returns them.
+async fn leases_until(
+    r: &ReadSide,
+    what: &str,
+    ok: impl Fn(&[(i32, i32)]) -> bool,
+) -> Vec<(i32, i32)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let now = fold_leases(r).await;
+        if ok(&now) {
+            return now;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {now:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 async fn wait_for(r: &ReadSide, what: &str, sql: &'static str, expected: i64) {
@@ -244,13 +263,22 @@ async fn wait_for(r: &ReadSide, what: &str, sql: &'static str, expected: i64) {
     }
 }
 
+/// Tenants enough that every shard holds some.
+fn tenants() -> Vec<String> {
+    (0..16).map(|i| format!("t{i}")).collect()
+}
+
 #[tokio::test]
-async fn one_projector_holds_each_lease_and_a_standby_takes_over_when_it_stops() {
+async fn projectors_divide_the_shards_and_one_takes_over_the_shards_of_one_that_stops() {
     use activity_store::project::{ProjectConfig, Projector};
     use tokio_util::sync::CancellationToken;
     let r = ReadSide::new().await;
-    r.apply(&[tenant("acme"), register("acme", "ann", "Ann")])
-        .await;
+    let shards = activity_store::log::shards::count(&r.db.pool)
+        .await
+        .unwrap() as usize;
+    for t in tenants() {
+        r.apply(&[tenant(&t), register(&t, "ann", "Ann")]).await;
+    }
     let config = ProjectConfig {
         poll: std::time::Duration::from_millis(100),
         ..Default::default()
@@ -258,49 +286,59 @@ async fn one_projector_holds_each_lease_and_a_standby_takes_over_when_it_stops()
     let start = || Projector::start(r.db.pool.clone(), config.clone());
     let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
     let a = tokio::spawn(start().await.unwrap().run(stop_a.clone()));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while lease_holders(&r).await.len() < 3 {
-        assert!(std::time::Instant::now() < deadline, "leases never taken");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let first = lease_holders(&r).await;
-    let b = tokio::spawn(start().await.unwrap().run(stop_b.clone()));
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    assert_eq!(lease_holders(&r).await, first, "the standby holds no lease");
+    let alone = leases_until(&r, "the first takes every shard", |l| l.len() == shards).await;
+    let first = alone[0].1;
+    assert!(
+        alone.iter().all(|(_, pid)| *pid == first),
+        "one projector: {alone:?}"
+    );
 
-    r.apply(&[activity("acme", "ann", "login", "2026-11-03 08:00:00")])
-        .await;
-    wait_for(
-        &r,
-        "folded by the holder",
-        "SELECT count(*) FROM analytics.activity_feed",
-        1,
-    )
+    let b = tokio::spawn(start().await.unwrap().run(stop_b.clone()));
+    let divided = leases_until(&r, "the shards divided", |l| {
+        l.len() == shards && l.iter().filter(|(_, pid)| *pid == first).count() == shards.div_ceil(2)
+    })
     .await;
+    let second: Vec<i32> = divided
+        .iter()
+        .map(|(_, p)| *p)
+        .filter(|p| *p != first)
+        .collect();
+    assert_eq!(
+        second.len(),
+        shards / 2,
+        "the second holds the rest: {divided:?}"
+    );
+
+    // Both fold their shards: every tenant's activity is folded, whichever shard it is on.
+    let mut expected = 0;
+    for t in tenants() {
+        r.apply(&[activity(&t, "ann", "login", "2026-11-03 08:00:00")])
+            .await;
+        expected += 1;
+    }
+    let feed = "SELECT count(*) FROM analytics.activity_feed";
+    wait_for(&r, "folded by the two", feed, expected).await;
+
     stop_a.cancel();
     a.await.unwrap().unwrap();
-    r.apply(&[activity("acme", "ann", "view", "2026-11-03 09:00:00")])
-        .await;
+    let taken = leases_until(&r, "the second takes every shard", |l| {
+        l.len() == shards && l.iter().all(|(_, pid)| *pid != first)
+    })
+    .await;
+    assert!(taken.iter().all(|(_, pid)| *pid == taken[0].1), "{taken:?}");
+    for t in tenants() {
+        r.apply(&[activity(&t, "ann", "view", "2026-11-03 09:00:00")])
+            .await;
+        expected += 1;
+    }
+    wait_for(&r, "folded by the one left", feed, expected).await;
     wait_for(
         &r,
-        "folded by the standby",
-        "SELECT count(*) FROM analytics.activity_feed",
-        2,
+        "summaries by the one left",
+        "SELECT sum(events)::bigint FROM analytics.user_summary",
+        expected,
     )
     .await;
-    wait_for(
-        &r,
-        "summary by the standby",
-        "SELECT events FROM analytics.user_summary",
-        2,
-    )
-    .await;
-    let now = lease_holders(&r).await;
-    assert_eq!(now.len(), 3);
-    assert!(
-        now.iter().all(|pid| !first.contains(pid)),
-        "the standby took every lease"
-    );
     stop_b.cancel();
     b.await.unwrap().unwrap();
 }

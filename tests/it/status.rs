@@ -178,6 +178,11 @@ async fn partitions_dead_letters_and_leases_are_reported() {
             .as_ref()
             .unwrap_or_else(|| panic!("{} has a lease holder", p.name));
         assert!(lease.pid > 0);
+        // One projector runs: it holds every shard's fold lease, and each shard names it.
+        for shard in &p.shards {
+            let held = shard.lease.as_ref().map(|h| h.pid);
+            assert_eq!(held, Some(lease.pid), "{} shard {}", p.name, shard.shard);
+        }
     }
     stop.cancel();
     running.await.unwrap().unwrap();
