@@ -52,7 +52,33 @@ pub fn session(url: &str, role: &str) -> Result<PgConnectOptions, DbError> {
 /// pool itself says only that it timed out); one that refuses the login is
 /// [`DbError::Refused`]. Both name where the store looked.
 pub async fn pool(url: &str, role: &str, max: u32, acquire: Duration) -> Result<PgPool, DbError> {
-    let options = session(url, role)?;
+    pool_of(session(url, role)?, max, acquire).await
+}
+
+/// How long a running store's session may sit idle inside a transaction before the server
+/// ends it (rolling it back): a process that hangs mid-transaction (stopped, swapped out)
+/// then holds its shard's append lock or checkpoint rows this long at most, not for ever. A
+/// fold's cache writes (at most seconds each) are the longest wait inside a transaction.
+pub const IDLE_IN_TRANSACTION: &str = "30s";
+
+/// `pool`, for a running store's roles: a session idle inside a transaction for
+/// [`IDLE_IN_TRANSACTION`] is ended by the server.
+pub async fn worker_pool(
+    url: &str,
+    role: &str,
+    max: u32,
+    acquire: Duration,
+) -> Result<PgPool, DbError> {
+    let options =
+        session(url, role)?.options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION)]);
+    pool_of(options, max, acquire).await
+}
+
+async fn pool_of(
+    options: PgConnectOptions,
+    max: u32,
+    acquire: Duration,
+) -> Result<PgPool, DbError> {
     let pool = PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(acquire)

@@ -23,6 +23,9 @@ pub const SHARD_FOLD: i32 = 0x464f_4c44;
 /// A projector's membership ("MEMB"), keyed by its session's pid: the projectors dividing
 /// the shards are the sessions holding one.
 pub const PROJECT_MEMBER: i32 = 0x4d45_4d42;
+/// An ingesting instance's membership ("INGM"), keyed by its session's pid: the instances
+/// dividing the ingest partitions are the sessions holding one.
+pub const INGEST_MEMBER: i32 = 0x494e_474d;
 /// A projection's rebuild ("REBU"): one rebuild of it at a time.
 pub const REBUILD: i32 = 0x5245_4255;
 /// A stream's ingest leader ("ACTI"): one ingestor commits from it at a time.
@@ -276,7 +279,14 @@ mod tests {
     #[test]
     fn keys_are_distinct() {
         let big = [APPEND, PARTITIONS, MAINTENANCE];
-        let small = [INSTALL, SHARD_FOLD, PROJECT_MEMBER, REBUILD, INGEST_LEADER];
+        let small = [
+            INSTALL,
+            SHARD_FOLD,
+            PROJECT_MEMBER,
+            INGEST_MEMBER,
+            REBUILD,
+            INGEST_LEADER,
+        ];
         for (i, a) in big.iter().enumerate() {
             assert!(big[i + 1..].iter().all(|b| a != b));
         }

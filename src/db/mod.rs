@@ -6,7 +6,7 @@ mod connect;
 pub mod lease;
 pub mod locks;
 
-pub use connect::{Target, pool, session};
+pub use connect::{IDLE_IN_TRANSACTION, Target, pool, session, worker_pool};
 
 /// What can go wrong talking to PostgreSQL or managing the log in it.
 #[derive(Debug, thiserror::Error)]

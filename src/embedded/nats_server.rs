@@ -34,6 +34,8 @@ pub struct NatsAuth {
     pub commands: String,
     /// Subjects producers may subscribe to for refusals, e.g. `activity.rejections.>`.
     pub rejections: String,
+    /// The subject mapping that routes commands to ingest partitions, if there are several.
+    pub mapping: Option<(String, String)>,
 }
 
 impl NatsAuth {
@@ -52,7 +54,7 @@ impl NatsAuth {
              \x20   {{ user: {producer}, password: {producer_pw}, permissions: {{\n\
              \x20       publish: {{ allow: [{commands}] }}\n\
              \x20       subscribe: {{ allow: [{inbox}, {rejections}] }}\n\
-             \x20   }} }}\n  ]\n}}\n",
+             \x20   }} }}\n  ]\n}}\n{mappings}",
             listen = q(&format!("127.0.0.1:{port}")),
             dir = q(&store_dir.display().to_string()),
             store = q(Self::STORE),
@@ -62,6 +64,10 @@ impl NatsAuth {
             commands = q(&self.commands),
             inbox = q("_INBOX.>"),
             rejections = q(&self.rejections),
+            mappings = match &self.mapping {
+                Some((from, to)) => format!("mappings {{\n  {}: {}\n}}\n", q(from), q(to)),
+                None => String::new(),
+            },
         )
     }
 }

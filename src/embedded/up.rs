@@ -49,7 +49,6 @@ pub struct Embedded {
     owner: (String, String),
     ingest_password: String,
     api_password: String,
-    superuser_password: String,
 }
 
 impl Embedded {
@@ -79,6 +78,23 @@ impl Embedded {
             log_file: data_dir.join("postgres.log"),
         })
         .await?;
+        let mut owner = (
+            logins::OWNER.to_owned(),
+            password_in(&data_dir, "pg-owner-password")?,
+        );
+        let passwords = (
+            password_in(&data_dir, "pg-ingest-password")?,
+            password_in(&data_dir, "pg-api-password")?,
+        );
+        // The database first: the NATS server's mapping routes to its partition count.
+        let partitions =
+            match prepare(&pg, &mut owner, (&passwords, &superuser_password), shards).await {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = pg.stop().await;
+                    return Err(e);
+                }
+            };
         let nats = match NatsServer::start(&NatsConfig {
             store_dir: data_dir.join("nats"),
             port: previous_port(&env_file, "NATS_URL"),
@@ -86,8 +102,12 @@ impl Embedded {
             auth: Some(NatsAuth {
                 store_password: password_in(&data_dir, "nats-store-password")?,
                 producer_password: password_in(&data_dir, "nats-producer-password")?,
+                // NATS checks the subject after the mapping: producers need the partitions'
+                // subjects too. A command published straight to another partition than its
+                // tenant's is refused by ingest (`tenant_mismatch`), never reordered.
                 commands: format!("{}.>", subjects.commands),
                 rejections: format!("{}.>", subjects.rejections),
+                mapping: crate::ingest::partitions::mapping(&subjects.commands, partitions),
             }),
         })
         .await
@@ -98,74 +118,19 @@ impl Embedded {
                 return Err(e.into());
             }
         };
-        let mut embedded = Embedded {
+        let embedded = Embedded {
             pg,
             nats,
             env_file,
-            owner: (
-                logins::OWNER.to_owned(),
-                password_in(&data_dir, "pg-owner-password")?,
-            ),
-            ingest_password: password_in(&data_dir, "pg-ingest-password")?,
-            api_password: password_in(&data_dir, "pg-api-password")?,
-            superuser_password,
+            owner,
+            ingest_password: passwords.0,
+            api_password: passwords.1,
         };
-        if let Err(e) = embedded.prepare(shards).await {
+        if let Err(e) = write_private(&embedded.env_file, &embedded.env(None)) {
             let _ = embedded.stop().await;
-            return Err(e);
+            return Err(e.into());
         }
         Ok(embedded)
-    }
-
-    async fn prepare(&mut self, shards: Option<i32>) -> Result<(), UpError> {
-        let db = |source| DbError::Database {
-            action: "create the store's database",
-            source,
-        };
-        let mut admin = sqlx::PgConnection::connect(&self.pg.url("postgres"))
-            .await
-            .map_err(db)?;
-        logins::ensure(
-            &mut admin,
-            &self.owner.1,
-            &self.ingest_password,
-            &self.api_password,
-        )
-        .await?;
-        let owner: Option<String> = sqlx::query_scalar(
-            "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1",
-        )
-        .bind(DATABASE)
-        .fetch_optional(&mut admin)
-        .await
-        .map_err(db)?;
-        match owner.as_deref() {
-            None => {
-                let create = format!("CREATE DATABASE {DATABASE} OWNER {}", logins::OWNER);
-                sqlx::query(sqlx::AssertSqlSafe(create))
-                    .execute(&mut admin)
-                    .await
-                    .map_err(db)?;
-            }
-            Some(o) if o == logins::OWNER => {}
-            // A database an older `up` created as the superuser: its objects are the
-            // superuser's, so it stays the owner; the ingestor still runs as a writer.
-            Some(_) => {
-                tracing::warn!(
-                    "the store's database is owned by the superuser (made by an older `up`); it keeps running as its owner"
-                );
-                self.owner = ("postgres".to_owned(), self.superuser_password.clone());
-            }
-        }
-        let pool = sqlx::PgPool::connect(&self.database_url())
-            .await
-            .map_err(db)?;
-        migrate::up(&pool).await?;
-        crate::log::shards::install(&pool, shards).await?;
-        EventLog::open(pool.clone()).await?;
-        pool.close().await;
-        write_private(&self.env_file, &self.env(None))?;
-        Ok(())
     }
 
     /// The env file's text: every URL, the API's if it is served.
@@ -288,4 +253,74 @@ fn check_traversable(dir: &Path, user: ServiceUser) -> Result<(), UpError> {
         }
     }
     Ok(())
+}
+
+/// Creates the store's logins and database if missing, migrates it, and sets a new store's
+/// shards (and as many ingest partitions); returns the partition count. A database an older
+/// `up` made as the superuser keeps it as its owner (`owner` becomes the superuser).
+async fn prepare(
+    pg: &PgServer,
+    owner: &mut (String, String),
+    ((ingest_password, api_password), superuser_password): (&(String, String), &str),
+    shards: Option<i32>,
+) -> Result<u32, UpError> {
+    let db = |source| DbError::Database {
+        action: "create the store's database",
+        source,
+    };
+    let mut admin = sqlx::PgConnection::connect(&pg.url("postgres"))
+        .await
+        .map_err(db)?;
+    logins::ensure(&mut admin, &owner.1, ingest_password, api_password).await?;
+    let current: Option<String> = sqlx::query_scalar(
+        "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1",
+    )
+    .bind(DATABASE)
+    .fetch_optional(&mut admin)
+    .await
+    .map_err(db)?;
+    match current.as_deref() {
+        None => {
+            let create = format!("CREATE DATABASE {DATABASE} OWNER {}", logins::OWNER);
+            sqlx::query(sqlx::AssertSqlSafe(create))
+                .execute(&mut admin)
+                .await
+                .map_err(db)?;
+        }
+        Some(o) if o == logins::OWNER => {}
+        // A database an older `up` created as the superuser: its objects are the
+        // superuser's, so it stays the owner; the ingestor still runs as a writer.
+        Some(_) => {
+            tracing::warn!(
+                "the store's database is owned by the superuser (made by an older `up`); it keeps running as its owner"
+            );
+            *owner = ("postgres".to_owned(), superuser_password.to_owned());
+        }
+    }
+    let pool = sqlx::PgPool::connect(&pg.url_as(&owner.0, &owner.1, DATABASE))
+        .await
+        .map_err(db)?;
+    migrate::up(&pool).await?;
+    let fresh = fresh_store(&pool).await?;
+    let shards = crate::log::shards::install(&pool, shards).await?;
+    if fresh {
+        crate::ingest::partitions::set(&pool, shards as u32).await?;
+    }
+    let partitions = crate::ingest::partitions::count(&pool).await?;
+    EventLog::open(pool.clone()).await?;
+    pool.close().await;
+    Ok(partitions)
+}
+
+/// Whether the store has never ingested a command: its routing may still be chosen.
+async fn fresh_store(pool: &sqlx::PgPool) -> Result<bool, DbError> {
+    crate::db::db(
+        sqlx::query_scalar(
+            "SELECT NOT EXISTS (SELECT 1 FROM tenant_heads) \
+         AND NOT EXISTS (SELECT 1 FROM ingest_checkpoints)",
+        )
+        .fetch_one(pool)
+        .await,
+        "check whether the store has ingested anything",
+    )
 }

@@ -110,6 +110,19 @@ pub async fn forget(
     user: &str,
     progress: impl Fn(i64),
 ) -> Result<Receipt, EraseError> {
+    // With several ingest partitions, the tenant's commands are in its partition's stream
+    // (the server routes the forget_user published below there too).
+    let partitions = crate::ingest::partitions::count(pool).await?;
+    let (stream, _) = crate::ingest::partitions::names(
+        &config.stream,
+        "",
+        crate::ingest::partitions::of(tenant, partitions),
+        partitions,
+    );
+    let config = &EraseConfig {
+        stream,
+        ..config.clone()
+    };
     let forgotten_at = wait::forgotten(pool, js, config, tenant, user).await?;
     wait::folded_past(pool, config, forgotten_at).await?;
     let personal = Personal::new(personal_values(pool, tenant, user, forgotten_at).await?);

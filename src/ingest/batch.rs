@@ -31,6 +31,9 @@ pub struct BatchOutcome {
 /// Decodes a message and checks its subject: everything that needs no database.
 pub fn decode_inbound(m: &Inbound, window: &TimeWindow) -> Result<Command, Rejection> {
     let command = decode(&m.payload, m.published, window)?;
+    if let Some(refused) = super::partitions::misrouted(m, &command) {
+        return Err(refused);
+    }
     if command.tenant != m.subject_tenant() {
         return Err(Rejection::field(
             Reason::TenantMismatch,

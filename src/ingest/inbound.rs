@@ -22,6 +22,9 @@ pub struct Inbound {
     pub published: DateTime<Utc>,
     /// When the stream was created: its identity, which a recreated stream changes.
     pub stream_created: Option<DateTime<Utc>>,
+    /// With several ingest partitions, the one whose stream held it and their count: its
+    /// tenant must be routed there (see `partitions`).
+    pub route: Option<(u32, u32)>,
 }
 
 impl Inbound {

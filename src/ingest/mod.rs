@@ -6,6 +6,7 @@ mod decide;
 mod fanout;
 mod inbound;
 pub mod letters;
+pub mod partitions;
 mod pull;
 mod recover;
 pub mod redrive;
@@ -62,6 +63,9 @@ pub struct IngestConfig {
     /// How long a hung leader keeps the stream's lead before PostgreSQL ends its lease's
     /// session and a standby takes over (a dead one's ends at once).
     pub lease_ttl: Duration,
+    /// For one of several ingest partitions: (this partition, the count). Commands of
+    /// tenants routed elsewhere are refused (see `partitions`).
+    pub route: Option<(u32, u32)>,
 }
 
 impl Default for IngestConfig {
@@ -80,6 +84,7 @@ impl Default for IngestConfig {
             ack_wait: Duration::from_secs(30),
             window: TimeWindow::default(),
             lease_ttl: crate::db::lease::DEFAULT_TTL,
+            route: None,
         }
     }
 }

@@ -66,7 +66,12 @@ pub(super) async fn pull(
     metrics::histogram!("activity_ingest_pull_seconds").record(started.elapsed().as_secs_f64());
     let prepared = messages
         .iter()
-        .map(|m| inbound(m, created))
+        .map(|m| {
+            inbound(m, created).map(|i| Inbound {
+                route: config.route,
+                ..i
+            })
+        })
         .collect::<Result<Vec<_>, _>>()
         .ok()
         .filter(|inbound| !inbound.is_empty())

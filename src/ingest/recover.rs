@@ -102,11 +102,12 @@ impl Ingestor {
             .state
             .last_sequence;
         for seq in from..=last {
-            let Some(message) =
+            let Some(mut message) =
                 source::read_raw(&self.js, &self.config.stream, seq, created).await?
             else {
                 continue;
             };
+            message.route = self.config.route;
             tracing::warn!(
                 sequence = seq,
                 "the consumer cannot deliver this message; reading it from the stream"

@@ -106,6 +106,8 @@ pub async fn unresolved(pool: &PgPool, s: &Selection) -> Result<Vec<Letter>, DbE
                     delivered: delivered.unwrap_or(1).max(1) as u64,
                     published: received_at,
                     stream_created: created,
+                    // Redriven by an operator: decided again wherever it was stored.
+                    route: None,
                 },
             },
         )

@@ -197,6 +197,7 @@ pub(super) async fn read_raw(
         delivered: 1,
         published,
         stream_created: Some(stream_created),
+        route: None,
     }))
 }
 
@@ -252,6 +253,7 @@ pub(super) fn inbound(
         delivered: info.delivered.max(0) as u64,
         published: info.published,
         stream_created: Some(stream_created),
+        route: None,
     })
 }
 

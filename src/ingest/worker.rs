@@ -82,17 +82,45 @@ impl Ingestor {
         log: Arc<EventLog>,
         config: IngestConfig,
     ) -> Result<Self, IngestError> {
+        let started = Self::begin(js, log, config, true).await?;
+        Ok(started.expect("a start that waits for the lead ends with it"))
+    }
+
+    /// `start`, if the stream's lead is free now; None if another ingestor holds it.
+    pub async fn try_start(
+        js: &jetstream::Context,
+        log: Arc<EventLog>,
+        config: IngestConfig,
+    ) -> Result<Option<Self>, IngestError> {
+        Self::begin(js, log, config, false).await
+    }
+
+    /// Creates the stream if it is missing (producers can publish before any lead exists).
+    pub async fn open_stream(
+        js: &jetstream::Context,
+        config: &IngestConfig,
+    ) -> Result<(), IngestError> {
+        source::open_stream(js, config).await.map(|_| ())
+    }
+
+    async fn begin(
+        js: &jetstream::Context,
+        log: Arc<EventLog>,
+        config: IngestConfig,
+        wait: bool,
+    ) -> Result<Option<Self>, IngestError> {
         // Created (if missing) before the lock, so producers can publish while a standby waits.
         source::open_stream(js, &config).await?;
         let leader = crate::db::lease::Lease::open(log.pool(), config.lease_ttl).await?;
         let mut session = leader.session().await;
-        locks::session_named(
-            &mut session,
-            locks::INGEST_LEADER,
-            &config.stream,
-            "take the ingest lock",
-        )
-        .await?;
+        let (class, name) = (locks::INGEST_LEADER, config.stream.as_str());
+        if wait {
+            locks::session_named(&mut session, class, name, "take the ingest lock").await?;
+        } else if !locks::try_session_named(&mut session, class, name, "take the ingest lock")
+            .await?
+        {
+            return Ok(None);
+        }
         let claimed = registry::claim_leadership(&mut session, &config.stream).await?;
         // Series exist from the start, at zero, as Prometheus expects.
         for name in [
@@ -112,7 +140,7 @@ impl Ingestor {
         drop(session);
         let consumer = source::bind_consumer(&stream, &config, last + 1).await?;
         tracing::info!(stream = %config.stream, from_sequence = last + 1, "consumer bound");
-        Ok(Ingestor {
+        Ok(Some(Ingestor {
             leader,
             epoch: claimed.leader_epoch,
             js: js.clone(),
@@ -128,7 +156,7 @@ impl Ingestor {
             shutdown: CancellationToken::new(),
             health: Heartbeat::new(),
             stall: std::sync::Mutex::new(Stall::default()),
-        })
+        }))
     }
 
     /// Beats `heartbeat` on every step (and every wait for the database) from now on.

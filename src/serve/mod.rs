@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 mod maintain;
 pub mod metrics;
+mod partitions;
 mod roles;
 
 pub use roles::{Role, RoleState, supervise};
@@ -248,7 +249,8 @@ fn spawn_upkeep(
 /// A pool for `role`: sessions named after it, at most `max` connections, waiting at most
 /// `acquire_secs` for one.
 async fn connect(url: &str, role: &str, max: u32, acquire_secs: u64) -> Result<PgPool, ServeError> {
-    Ok(crate::db::pool(url, role, max, std::time::Duration::from_secs(acquire_secs)).await?)
+    let acquire = std::time::Duration::from_secs(acquire_secs);
+    Ok(crate::db::worker_pool(url, role, max, acquire).await?)
 }
 
 /// One attempt at the API role: its own pool (as `api_database_url`'s login, an unbound
@@ -339,6 +341,10 @@ async fn ingest(
 ) -> Result<(), ServeError> {
     let log = Arc::new(EventLog::open(pool).await?);
     let js = async_nats::jetstream::new(nats);
+    let partitions = crate::ingest::partitions::count(log.pool()).await?;
+    if partitions > 1 {
+        return partitions::ingest(log, js, (&config, partitions), &role, shutdown).await;
+    }
     let started = tokio::select! {
         started = Ingestor::start(&js, log, config.ingest_config.clone()) => started?,
         _ = shutdown.cancelled() => return Ok(()),

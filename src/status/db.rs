@@ -18,6 +18,7 @@ const EXACT_COUNT_BYTES: i64 = 64 << 20;
 pub(super) async fn read(
     conn: &mut PgConnection,
     config: &StatusConfig,
+    streams: &[(String, String)],
 ) -> Result<Status, DbError> {
     let at: chrono::DateTime<chrono::Utc> = db(
         sqlx::query_scalar("SELECT now()")
@@ -54,17 +55,19 @@ pub(super) async fn read(
             None => None,
         },
     };
-    if !status.ingest.iter().any(|i| i.stream == config.stream) {
-        // Not started yet: shown, so its stream and consumer are read too.
-        status.ingest.push(IngestStatus {
-            stream: config.stream.clone(),
-            checkpoint: 0,
-            leader_epoch: 0,
-            resets: 0,
-            updated_at: at,
-            leader: named_holder(conn, locks::INGEST_LEADER, &config.stream).await?,
-            nats: None,
-        });
+    for (stream, _) in streams {
+        if !status.ingest.iter().any(|i| &i.stream == stream) {
+            // Not started yet: shown, so its stream and consumer are read too.
+            status.ingest.push(IngestStatus {
+                stream: stream.clone(),
+                checkpoint: 0,
+                leader_epoch: 0,
+                resets: 0,
+                updated_at: at,
+                leader: named_holder(conn, locks::INGEST_LEADER, stream).await?,
+                nats: None,
+            });
+        }
     }
     Ok(status)
 }

@@ -218,9 +218,11 @@ pub async fn gather(
     config: &StatusConfig,
 ) -> Result<Status, StatusError> {
     let mut conn = crate::db::db(pool.acquire().await, "connect for status")?;
-    let mut status = db::read(&mut conn, config).await?;
+    let partitions = crate::ingest::partitions::count(&mut *conn).await?;
+    let streams = crate::ingest::partitions::streams(&config.stream, &config.durable, partitions);
+    let mut status = db::read(&mut conn, config, &streams).await?;
     if let Some(js) = js {
-        nats::read(js, config, &mut status).await;
+        nats::read(js, config, &streams, &mut status).await;
     }
     judge(&mut status, config);
     Ok(status)

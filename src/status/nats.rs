@@ -6,14 +6,21 @@ use async_nats::jetstream;
 use super::{CacheStatus, Status, StatusConfig, StreamStatus};
 use crate::project::projections;
 
-pub(super) async fn read(js: &jetstream::Context, config: &StatusConfig, status: &mut Status) {
-    match stream(js, config).await {
-        Ok(nats) => {
-            if let Some(i) = status.ingest.iter_mut().find(|i| i.stream == config.stream) {
-                i.nats = Some(nats);
+pub(super) async fn read(
+    js: &jetstream::Context,
+    config: &StatusConfig,
+    streams: &[(String, String)],
+    status: &mut Status,
+) {
+    for (name, durable) in streams {
+        match stream(js, name, durable).await {
+            Ok(nats) => {
+                if let Some(i) = status.ingest.iter_mut().find(|i| &i.stream == name) {
+                    i.nats = Some(nats);
+                }
             }
+            Err(e) => status.problems.push(e),
         }
-        Err(e) => status.problems.push(e),
     }
     for p in projections().unwrap_or_default() {
         let Some(spec) = p.cache else { continue };
@@ -30,15 +37,19 @@ pub(super) async fn read(js: &jetstream::Context, config: &StatusConfig, status:
     }
 }
 
-async fn stream(js: &jetstream::Context, config: &StatusConfig) -> Result<StreamStatus, String> {
+async fn stream(
+    js: &jetstream::Context,
+    name: &str,
+    durable: &str,
+) -> Result<StreamStatus, String> {
     let mut stream = js
-        .get_stream(&config.stream)
+        .get_stream(name)
         .await
-        .map_err(|e| format!("stream {} cannot be read: {e}", config.stream))?;
+        .map_err(|e| format!("stream {name} cannot be read: {e}"))?;
     let state = stream
         .info()
         .await
-        .map_err(|e| format!("stream {} cannot be read: {e}", config.stream))?
+        .map_err(|e| format!("stream {name} cannot be read: {e}"))?
         .state
         .clone();
     let mut out = StreamStatus {
@@ -51,14 +62,14 @@ async fn stream(js: &jetstream::Context, config: &StatusConfig) -> Result<Stream
     };
     // No consumer yet (no ingestor ever ran): everything the stream holds is pending.
     match stream
-        .get_consumer::<jetstream::consumer::pull::Config>(&config.durable)
+        .get_consumer::<jetstream::consumer::pull::Config>(durable)
         .await
     {
         Ok(mut consumer) => {
             let info = consumer
                 .info()
                 .await
-                .map_err(|e| format!("consumer {} cannot be read: {e}", config.durable))?;
+                .map_err(|e| format!("consumer {durable} cannot be read: {e}"))?;
             out.pending = info.num_pending;
             out.ack_pending = info.num_ack_pending as u64;
             out.redelivered = info.num_redelivered as u64;

@@ -194,6 +194,7 @@ pub fn batch(first_seq: u64, commands: Vec<Value>) -> Vec<activity_store::ingest
                 delivered: 1,
                 published: chrono::Utc::now(),
                 stream_created: None,
+                route: None,
             }
         })
         .collect()

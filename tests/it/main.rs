@@ -37,6 +37,7 @@ mod hostile;
 mod http_limits;
 mod ingest;
 mod ingest_support;
+mod instances;
 mod isolation;
 mod leases;
 pub mod liveness;

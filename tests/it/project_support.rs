@@ -64,6 +64,7 @@ impl ReadSide {
                     delivered: 1,
                     published: Utc::now(),
                     stream_created: None,
+                    route: None,
                 }
             })
             .collect();

@@ -93,15 +93,47 @@ async fn the_embedded_nats_lets_producers_publish_and_nothing_more() {
     .unwrap();
     assert!(String::from_utf8_lossy(&refusal.payload).contains("malformed"));
 
+    // A new store of 4 shards routes commands to 4 partitions: acme's are in its own.
+    let stream = format!(
+        "ACTIVITY_P{}",
+        activity_store::ingest::partitions::of("acme", 4)
+    );
+    // A producer may publish to a partition's subject (NATS checks permissions after the
+    // mapping), but a command put in another partition than its tenant's is refused, so it
+    // can never overtake the tenant's others.
+    let ours = activity_store::ingest::partitions::of("acme", 4);
+    let wrong = (ours + 1) % 4;
+    let misrouted = json!({"type": "create_tenant", "id": uuid::Uuid::new_v4(), "tenant": "acme",
+                           "name": "Acme"});
+    pjs.publish(
+        format!("activity.commands.{wrong}.acme"),
+        misrouted.to_string().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let refusal = tokio::time::timeout(
+        Duration::from_secs(30),
+        futures_util::StreamExt::next(&mut refusals),
+    )
+    .await
+    .expect("the misrouted command's refusal reaches the producer")
+    .unwrap();
+    let said = String::from_utf8_lossy(&refusal.payload).into_owned();
+    assert!(
+        said.contains("tenant_mismatch") && said.contains(&format!("partition {ours}")),
+        "{said}"
+    );
     // Everything else a producer might try is refused by the server.
     for subject in [
-        "$JS.API.STREAM.MSG.GET.ACTIVITY",
-        "$JS.API.STREAM.PURGE.ACTIVITY",
-        "$JS.API.STREAM.DELETE.ACTIVITY",
-        "$JS.API.STREAM.LIST",
-        "$JS.API.STREAM.INFO.KV_activity_user_summary",
+        format!("$JS.API.STREAM.MSG.GET.{stream}"),
+        format!("$JS.API.STREAM.PURGE.{stream}"),
+        format!("$JS.API.STREAM.DELETE.{stream}"),
+        "$JS.API.STREAM.LIST".to_owned(),
+        "$JS.API.STREAM.INFO.KV_activity_user_summary".to_owned(),
     ] {
-        assert!(!answered(&producer, subject.to_owned()).await, "{subject}");
+        assert!(!answered(&producer, subject.clone()).await, "{subject}");
     }
     producer
         .publish(
@@ -118,7 +150,7 @@ async fn the_embedded_nats_lets_producers_publish_and_nothing_more() {
     let mut overheard = producer.subscribe("_INBOX.>").await.unwrap();
     producer.flush().await.unwrap();
     let store = activity_store::nats::connect(&store_url).await.unwrap();
-    assert!(answered(&store, "$JS.API.STREAM.MSG.GET.ACTIVITY".to_owned()).await);
+    assert!(answered(&store, format!("$JS.API.STREAM.MSG.GET.{stream}")).await);
     let heard = tokio::time::timeout(
         Duration::from_secs(1),
         futures_util::StreamExt::next(&mut overheard),
@@ -127,7 +159,7 @@ async fn the_embedded_nats_lets_producers_publish_and_nothing_more() {
     assert!(heard.is_err(), "a producer overheard the store: {heard:?}");
     let sjs = jetstream::new(store);
     let held = sjs
-        .get_stream("ACTIVITY")
+        .get_stream(&stream)
         .await
         .unwrap()
         .info()

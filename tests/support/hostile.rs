@@ -220,6 +220,7 @@ pub async fn run(
                 delivered: 1,
                 published: Utc::now(),
                 stream_created: None,
+                route: None,
             })
             .collect();
         let outcome = commit_batch(log, "FUZZ", 0, &messages, &TimeWindow::default())
