@@ -179,3 +179,18 @@ pub async fn append_lock_of(pool: &sqlx::PgPool, tenant: &str) -> i64 {
         .unwrap();
     activity_store::db::locks::append_shard(shard)
 }
+
+/// Reverts every applied migration from `version` on, the newest first: a store as it was
+/// before that migration, however many came after it.
+pub async fn down_to_before(
+    pool: &sqlx::PgPool,
+    version: i64,
+) -> Result<Vec<i64>, activity_store::db::DbError> {
+    let applied = activity_store::log::migrate::status(pool)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|m| m.applied && m.version >= version)
+        .count();
+    activity_store::log::migrate::down(pool, applied).await
+}

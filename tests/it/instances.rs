@@ -7,51 +7,21 @@
 //! the views hold every activity.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use activity_store::embedded::free_port;
 use activity_store::ingest::partitions;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
+use crate::support::mapped::{holdings, mapped_nats};
 use crate::support::{TestDb, unique_name};
 
 const PARTITIONS: u32 = 4;
 const TENANTS: usize = 16;
 const USERS: usize = 5;
 const ACTIVITIES: usize = 6_000;
-
-/// A private nats-server whose configuration maps `<prefix>.*` to the partitions.
-fn mapped_nats(dir: &Path, prefix: &str) -> (Child, String) {
-    let port = free_port().unwrap();
-    let (from, to) = partitions::mapping(prefix, PARTITIONS).expect("several partitions");
-    let config = dir.join("nats.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: \"{}\" }}\n\
-             mappings {{ \"{from}\": \"{to}\" }}\n",
-            dir.join("js").display()
-        ),
-    )
-    .unwrap();
-    let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .unwrap_or("nats-server");
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&config)
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start nats-server");
-    (child, format!("nats://127.0.0.1:{port}"))
-}
 
 fn instance(db: &TestDb, nats: &str, stream: &str, prefix: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_activity-store"))
@@ -76,35 +46,6 @@ fn os_pid(child: &Child) -> i32 {
     child.id().expect("running") as i32
 }
 
-/// Who holds what, by OS process id: (ingest partition leads, shard fold leases).
-async fn holdings(db: &TestDb, streams: &[String]) -> (BTreeMap<i32, usize>, BTreeMap<i32, usize>) {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT CASE l.classid WHEN x'464f4c44'::int::oid THEN 'fold' ELSE 'lead' END, \
-                a.application_name \
-         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
-           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-           AND (l.classid = x'464f4c44'::int::oid OR (l.classid = x'41435449'::int::oid \
-                AND l.objid::bigint IN (SELECT hashtext(s)::bigint & 4294967295 \
-                                        FROM unnest($1::text[]) s)))",
-    )
-    .bind(streams)
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
-    let (mut leads, mut folds) = (BTreeMap::new(), BTreeMap::new());
-    for (kind, app) in rows {
-        let pid: i32 = app.rsplit(':').next().unwrap().parse().unwrap();
-        let map = if kind == "fold" {
-            &mut folds
-        } else {
-            &mut leads
-        };
-        *map.entry(pid).or_insert(0) += 1;
-    }
-    (leads, folds)
-}
-
 /// Waits until every lead and fold lease is held and `want` says the division is right.
 async fn divided(
     db: &TestDb,
@@ -114,7 +55,7 @@ async fn divided(
 ) -> Duration {
     let start = Instant::now();
     loop {
-        let (leads, folds) = holdings(db, streams).await;
+        let (leads, folds) = holdings(&db.pool, streams).await;
         if want(&leads, &folds) {
             return start.elapsed();
         }
@@ -209,7 +150,7 @@ async fn instances_divide_partitions_and_shards_and_take_over_from_a_killed_or_h
         .into_iter()
         .map(|(s, _)| s)
         .collect();
-    let (_nats, nats) = mapped_nats(&dir, &prefix);
+    let (_nats, nats) = mapped_nats(&dir, &prefix, PARTITIONS);
 
     let mut a = instance(&db, &nats, &stream, &prefix);
     let mut b = instance(&db, &nats, &stream, &prefix);
@@ -339,4 +280,35 @@ async fn instances_divide_partitions_and_shards_and_take_over_from_a_killed_or_h
         child.kill().await.unwrap();
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_partition_count_is_one_row_between_1_and_1024_that_only_the_owner_sets() {
+    let db = TestDb::migrated().await;
+    assert_eq!(
+        partitions::count(&db.pool).await.unwrap(),
+        1,
+        "the one stream of before"
+    );
+    for bad in [0_u32, 1025] {
+        let refused = partitions::set(&db.pool, bad).await.unwrap_err();
+        assert_eq!(refused.code().as_deref(), Some("23514"), "{bad}: {refused}");
+    }
+    let second =
+        sqlx::query("INSERT INTO ingest_partitions (only_one, partitions) VALUES (false, 2)")
+            .execute(&db.pool)
+            .await;
+    assert_eq!(crate::fixtures::sqlstate(second), "23514", "one row only");
+    let (_, writer) = crate::fixtures::login_in(&db, "activity_writer").await;
+    assert_eq!(
+        partitions::count(&writer).await.unwrap(),
+        1,
+        "the writer reads it"
+    );
+    let set = partitions::set(&writer, 2).await.unwrap_err();
+    assert_eq!(
+        set.code().as_deref(),
+        Some("42501"),
+        "only the owner sets it: {set}"
+    );
 }

@@ -195,7 +195,7 @@ async fn a_store_gains_shards_its_tenants_stay_and_a_shard_with_a_tenant_is_kept
         "shards holding tenants are kept"
     );
     assert_eq!(shards::count(&db.pool).await.unwrap(), 4);
-    let refused = migrate::down(&db.pool, 2).await;
+    let refused = crate::fixtures::down_to_before(&db.pool, 26).await;
     assert!(
         refused
             .unwrap_err()
@@ -327,7 +327,9 @@ async fn a_single_log_store_upgrades_to_shards_and_replays_to_the_same_views() {
     r.apply(&first).await;
     r.catch_up().await;
     let before = r.snapshot().await;
-    migrate::down(&r.db.pool, 2).await.unwrap();
+    crate::fixtures::down_to_before(&r.db.pool, 26)
+        .await
+        .unwrap();
     migrate::up(&r.db.pool).await.unwrap();
     assert_eq!(r.snapshot().await, before, "the upgrade moves no row");
     assert_eq!(

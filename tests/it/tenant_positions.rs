@@ -226,7 +226,7 @@ async fn over_http_every_position_is_the_tenants_own() {
 async fn the_upgrade_keeps_old_positions_and_goes_on_past_them() {
     let db = TestDb::migrated().await;
     EventLog::open(db.pool.clone()).await.unwrap();
-    migrate::down(&db.pool, 3).await.unwrap();
+    crate::fixtures::down_to_before(&db.pool, 25).await.unwrap();
     // A log from before tenant positions: acme and globex interleaved.
     for (tenant, position) in [("acme", 1), ("globex", 2), ("acme", 3), ("globex", 4)] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -303,7 +303,7 @@ async fn an_archive_from_before_the_upgrade_attaches_without_a_collision() {
     let log = EventLog::open(db.pool.clone()).await.unwrap();
     let january = Month::of(chrono::Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap());
     log.ensure_months(&[january]).await.unwrap();
-    migrate::down(&db.pool, 3).await.unwrap();
+    crate::fixtures::down_to_before(&db.pool, 25).await.unwrap();
     // acme's three events of January 2025, appended (ledger and all) before the upgrade.
     sqlx::raw_sql(
         "INSERT INTO events (position, event_id, command_id, tenant, user_id, event_type, \

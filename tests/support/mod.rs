@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod hostile;
+pub mod mapped;
 
 use std::path::PathBuf;
 use std::process::Command;
