@@ -1,6 +1,6 @@
 //! Instances sharing the work, on real servers: two `run --ingest --project` processes on
 //! one database and one nats-server routing commands to 4 ingest partitions (the
-//! `partition()` mapping), under a steady load over 16 tenants. One instance is killed with
+//! `partition()` mapping), under a steady load over 20 tenants. One instance is killed with
 //! `kill -9`; measured is how long until every partition it led commits again (a batch
 //! committed after the kill, read from each partition's checkpoint time in the database) and
 //! until the survivor holds every shard's fold lease. Then a new instance joins, and the
@@ -160,13 +160,13 @@ async fn main() {
         .map(|(s, _)| s)
         .collect();
     let (_nats, nats) = mapped_nats(&dir, &prefix, PARTITIONS);
-    let js = async_nats::jetstream::new(async_nats::connect(&nats).await.unwrap());
+    let js = async_nats::jetstream::new(support::mapped::connect(&nats).await);
 
     let mut survivor = instance(&db, &nats, &stream, &prefix);
     let mut victim = instance(&db, &nats, &stream, &prefix);
     divided(&db, &streams, (pid(&survivor), pid(&victim))).await;
     // Enough load for the whole run; the publisher is stopped at the end.
-    let tenants: Vec<String> = (0..16).map(|t| format!("t{t}")).collect();
+    let tenants: Vec<String> = (0..20).map(|t| format!("t{t}")).collect();
     let seconds = 15.0 * (rounds as f64 + 2.0);
     let commands = common::commands_over((rate * seconds) as usize, &tenants);
     let pb = common::bar(commands.len(), "publishing at RATE");

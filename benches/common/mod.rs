@@ -20,6 +20,10 @@ use sqlx::postgres::PgPoolCopyExt;
 
 use crate::support::{TestDb, nats_url, unique_name};
 
+mod statements;
+#[allow(unused_imports)]
+pub use statements::{reset_statements, server_seconds, server_time};
+
 pub const USERS: usize = 1_000;
 /// Publishes awaiting their acks at once, as `activity-store publish` keeps them.
 const IN_FLIGHT: usize = 1_024;
@@ -133,6 +137,17 @@ pub fn store(
     metrics_port: u16,
     roles: &[&str],
 ) -> Child {
+    store_on(db, (ingest_url, &nats_url()), prefix, metrics_port, roles)
+}
+
+/// `store`, against the NATS server at `nats`.
+pub fn store_on(
+    db: &TestDb,
+    (ingest_url, nats): (&str, &str),
+    prefix: &str,
+    metrics_port: u16,
+    roles: &[&str],
+) -> Child {
     Command::new(env!("CARGO_BIN_EXE_activity-store"))
         .arg("run")
         .args(roles)
@@ -142,7 +157,7 @@ pub fn store(
         .arg(format!("{prefix}.commands"))
         .env("DATABASE_URL", db.url())
         .env("INGEST_DATABASE_URL", ingest_url)
-        .env("NATS_URL", nats_url())
+        .env("NATS_URL", nats)
         .env("RUST_LOG", "warn")
         .args(
             std::env::var("INGEST_ARGS")
@@ -223,9 +238,14 @@ pub fn free_port() -> u16 {
 
 /// Starts the store binary and waits until it is ready.
 pub async fn ready_store(db: &TestDb, prefix: &str, roles: &[&str]) -> (Child, u16) {
+    ready_store_on(db, prefix, roles, &nats_url()).await
+}
+
+/// `ready_store`, against the NATS server at `nats`.
+pub async fn ready_store_on(db: &TestDb, prefix: &str, roles: &[&str], nats: &str) -> (Child, u16) {
     let port = free_port();
     let ingest_url = writer_url(db).await;
-    let mut child = store(db, &ingest_url, prefix, port, roles);
+    let mut child = store_on(db, (&ingest_url, nats), prefix, port, roles);
     while !ready(port).await {
         assert!(child.try_wait().unwrap().is_none(), "the store exited");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -263,55 +283,6 @@ pub async fn writer_url(db: &TestDb) -> String {
     .await
     .unwrap();
     db.url_as(&user, "pw")
-}
-
-/// Starts counting the server's time per statement afresh (`pg_stat_statements`, which the
-/// benches' PostgreSQL preloads).
-pub async fn reset_statements(db: &TestDb) {
-    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    sqlx::query("SELECT pg_stat_statements_reset()")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-}
-
-/// The server's time in `db` since `reset_statements`, in seconds: every top-level statement
-/// of the store's logins (not the bench's superuser), nested ones counted once, inside theirs.
-pub async fn server_seconds(db: &TestDb) -> f64 {
-    sqlx::query_scalar(
-        "SELECT coalesce(sum(total_exec_time), 0) / 1000 \
-         FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid \
-         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-           AND NOT r.rolsuper AND toplevel",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap()
-}
-
-/// Where the server's time went in `db` since `reset_statements`, by top-level statement
-/// (nested ones, inside functions, are marked `  ↳`): (statement, calls, total ms).
-pub async fn server_time(db: &TestDb, top: usize) -> Vec<(String, i64, f64)> {
-    let rows: Vec<(String, bool, i64, f64)> = sqlx::query_as(
-        "SELECT regexp_replace(query, '\\s+', ' ', 'g'), toplevel, calls, total_exec_time \
-         FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid \
-         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-           AND NOT r.rolsuper \
-         ORDER BY total_exec_time DESC LIMIT $1",
-    )
-    .bind(top as i64)
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
-    rows.into_iter()
-        .map(|(q, toplevel, calls, ms)| {
-            let q: String = q.chars().take(90).collect();
-            (if toplevel { q } else { format!("  ↳ {q}") }, calls, ms)
-        })
-        .collect()
 }
 
 /// Users `seed_log` registers, over 10 tenants (`t0`..`t9`; user `uJ` in tenant `t(J % 10)`).

@@ -55,22 +55,24 @@ pub async fn pool(url: &str, role: &str, max: u32, acquire: Duration) -> Result<
     pool_of(session(url, role)?, max, acquire).await
 }
 
-/// How long a running store's session may sit idle inside a transaction before the server
-/// ends it (rolling it back): a process that hangs mid-transaction (stopped, swapped out)
-/// then holds its shard's append lock or checkpoint rows this long at most, not for ever. A
-/// fold's cache writes (at most seconds each) are the longest wait inside a transaction.
-pub const IDLE_IN_TRANSACTION: &str = "30s";
+/// How long a projector's (or the API's) session may sit idle inside a transaction before
+/// the server ends it, rolling it back: a process that hangs mid-fold (stopped, swapped
+/// out) holds its shard's checkpoint rows this long at most, not for ever. A fold's cache
+/// writes (seconds at most each) are the longest waits inside its transaction. An
+/// ingestor's sessions get the lease's time to live instead: nothing but statements runs
+/// inside a batch's transaction, and a hung one holds its shards' append locks.
+pub const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(30);
 
-/// `pool`, for a running store's roles: a session idle inside a transaction for
-/// [`IDLE_IN_TRANSACTION`] is ended by the server.
+/// `pool`, for a running store's roles: a session idle inside a transaction for `idle` is
+/// ended by the server.
 pub async fn worker_pool(
     url: &str,
-    role: &str,
-    max: u32,
+    (role, max): (&str, u32),
     acquire: Duration,
+    idle: Duration,
 ) -> Result<PgPool, DbError> {
-    let options =
-        session(url, role)?.options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION)]);
+    let idle = format!("{}ms", idle.as_millis().max(1));
+    let options = session(url, role)?.options([("idle_in_transaction_session_timeout", idle)]);
     pool_of(options, max, acquire).await
 }
 

@@ -124,10 +124,16 @@ pub enum ServeError {
 pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
     // The recorder first: series the roles declare at zero must not be lost before it.
     metrics::recorder();
-    let pool = connect(&config.database_url, "project", 8, 5).await?;
+    let idle = crate::db::IDLE_IN_TRANSACTION;
+    let pool = connect(&config.database_url, ("project", 8), 5, idle).await?;
+    // A pool of its own, whose sessions a hang loses within the lease's time to live.
     let ingest_pool = match &config.ingest_database_url {
-        Some(url) if config.ingest => connect(url, "ingest", 4, 5).await?,
-        _ => pool.clone(),
+        _ if !config.ingest => pool.clone(),
+        url => {
+            let url = url.as_ref().unwrap_or(&config.database_url);
+            let idle = config.ingest_config.lease_ttl;
+            connect(url, ("ingest", 4), 5, idle).await?
+        }
     };
     let nats = crate::nats::connect(&config.nats_url).await.map_err(|e| {
         IngestError::Nats(format!(
@@ -248,9 +254,14 @@ fn spawn_upkeep(
 
 /// A pool for `role`: sessions named after it, at most `max` connections, waiting at most
 /// `acquire_secs` for one.
-async fn connect(url: &str, role: &str, max: u32, acquire_secs: u64) -> Result<PgPool, ServeError> {
+async fn connect(
+    url: &str,
+    (role, max): (&str, u32),
+    acquire_secs: u64,
+    idle: std::time::Duration,
+) -> Result<PgPool, ServeError> {
     let acquire = std::time::Duration::from_secs(acquire_secs);
-    Ok(crate::db::worker_pool(url, role, max, acquire).await?)
+    Ok(crate::db::worker_pool(url, (role, max), acquire, idle).await?)
 }
 
 /// One attempt at the API role: its own pool (as `api_database_url`'s login, an unbound
@@ -273,7 +284,8 @@ async fn serve_api(
         .api_database_url
         .as_ref()
         .unwrap_or(&config.database_url);
-    let pool = connect(url, "api", crate::api::POOL_SIZE as u32, 2).await?;
+    let size = crate::api::POOL_SIZE as u32;
+    let pool = connect(url, ("api", size), 2, crate::db::IDLE_IN_TRANSACTION).await?;
     // This attempt's tasks (the position watcher) end with it.
     let attempt = shutdown.child_token();
     let _ended = attempt.clone().drop_guard();

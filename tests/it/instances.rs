@@ -276,6 +276,22 @@ async fn instances_divide_partitions_and_shards_and_take_over_from_a_killed_or_h
         activities,
     )
     .await;
+    // `status` shows each partition's stream, its lead and its consumer.
+    let js = async_nats::jetstream::new(async_nats::connect(&nats).await.unwrap());
+    let config = activity_store::status::StatusConfig {
+        stream: stream.clone(),
+        ..Default::default()
+    };
+    let status = activity_store::status::gather(&db.pool, Some(&js), &config)
+        .await
+        .unwrap();
+    let mut listed: Vec<String> = status.ingest.iter().map(|i| i.stream.clone()).collect();
+    listed.sort();
+    assert_eq!(listed, streams);
+    for i in &status.ingest {
+        assert!(i.leader.is_some() && i.nats.is_some(), "{i:?}");
+    }
+    assert!(status.problems.is_empty(), "{:?}", status.problems);
     for child in [&mut b, &mut c] {
         child.kill().await.unwrap();
     }

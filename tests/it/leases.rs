@@ -92,14 +92,19 @@ async fn a_dropped_holder_frees_its_locks_at_once() {
 async fn a_running_store_s_sessions_are_ended_when_idle_inside_a_transaction() {
     // A process hung mid-transaction would otherwise hold its shard's append lock for ever.
     let db = TestDb::migrated().await;
-    let pool = activity_store::db::worker_pool(&db.url(), "ingest", 1, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let pool = activity_store::db::worker_pool(
+        &db.url(),
+        ("ingest", 1),
+        Duration::from_secs(5),
+        Duration::from_secs(3),
+    )
+    .await
+    .unwrap();
     let set: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(set, activity_store::db::IDLE_IN_TRANSACTION);
+    assert_eq!(set, "3s");
     let plain: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
         .fetch_one(&db.pool)
         .await

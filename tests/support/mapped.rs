@@ -73,3 +73,15 @@ pub async fn holdings(
     }
     (leads, folds)
 }
+
+/// A client of the server at `url`, once it accepts clients (it may be starting).
+pub async fn connect(url: &str) -> async_nats::Client {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match async_nats::connect(url).await {
+            Ok(c) => return c,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "{url}: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
