@@ -40,7 +40,16 @@ fn credentials(url: &str) -> (async_nats::ConnectOptions, String) {
 /// Connects to `url`, with the credentials it carries.
 pub async fn connect(url: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
     let (options, bare) = options(url);
-    options.connect(bare).await
+    options.connect(servers(&bare).as_slice()).await
+}
+
+/// The servers of a URL that lists several, comma-separated (a cluster's seeds:
+/// `nats://a:4222,nats://b:4222`); the client tries them all and learns the rest.
+pub fn servers(bare: &str) -> Vec<&str> {
+    bare.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 #[cfg(test)]
@@ -55,5 +64,9 @@ mod tests {
         assert_eq!(bare, "nats://127.0.0.1:4222");
         let (_, bare) = options("tls://a:b@host:1,host2:2");
         assert_eq!(bare, "tls://host:1,host2:2");
+        assert_eq!(
+            super::servers("nats://a:1, nats://b:2,"),
+            ["nats://a:1", "nats://b:2"]
+        );
     }
 }

@@ -240,9 +240,10 @@ pub async fn status(cli: &Cli, json: bool, tenant: Option<String>) -> Result<(),
     let js = match cli.resolve_nats_url() {
         Ok(url) => {
             let (options, bare) = crate::nats::options(&url);
+            let servers = crate::nats::servers(&bare);
             let connecting = options
                 .connection_timeout(Duration::from_secs(3))
-                .connect(bare);
+                .connect(servers.as_slice());
             match connecting.await {
                 Ok(client) => Some(async_nats::jetstream::new(client)),
                 Err(e) => {

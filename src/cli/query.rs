@@ -156,9 +156,10 @@ fn print_user(row: &query::UserRow, json: bool) {
 async fn reader_cache(cli: &Cli, pool: &sqlx::PgPool) -> Option<CacheEntries> {
     let url = cli.resolve_nats_url().ok()?;
     let (options, bare) = crate::nats::options(&url);
+    let servers = crate::nats::servers(&bare);
     let connect = options
         .connection_timeout(std::time::Duration::from_secs(2))
-        .connect(bare);
+        .connect(servers.as_slice());
     let client = match connect.await {
         Ok(c) => c,
         Err(e) => {

@@ -19,11 +19,11 @@ use tokio_util::sync::CancellationToken;
 use crate::recovery::{assert_exactly_once_in_order, publish_all, wait_for_ledger, workload};
 use crate::support::{TestDb, unique_name};
 
-struct Node {
-    name: String,
+pub(crate) struct Node {
+    pub(crate) name: String,
     config: PathBuf,
     client_port: u16,
-    child: Option<Child>,
+    pub(crate) child: Option<Child>,
 }
 
 fn nats_bin() -> &'static str {
@@ -34,7 +34,7 @@ fn nats_bin() -> &'static str {
 }
 
 impl Node {
-    fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         let child = Command::new(nats_bin())
             .arg("-c")
             .arg(&self.config)
@@ -46,18 +46,23 @@ impl Node {
         self.child = Some(child);
     }
 
-    async fn kill(&mut self) {
+    pub(crate) async fn kill(&mut self) {
         let mut child = self.child.take().expect("a running node");
         kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGKILL).unwrap();
         child.wait().await.unwrap();
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.client_port)
     }
 }
 
 fn cluster(dir: &Path) -> Vec<Node> {
+    cluster_with(dir, "")
+}
+
+/// `cluster`, with `extra` lines in every node's configuration (a subject mapping).
+pub(crate) fn cluster_with(dir: &Path, extra: &str) -> Vec<Node> {
     let ports: Vec<(u16, u16)> = (0..3)
         .map(|_| (free_port().unwrap(), free_port().unwrap()))
         .collect();
@@ -73,7 +78,8 @@ fn cluster(dir: &Path) -> Vec<Node> {
             let text = format!(
                 "server_name: {name}\nlisten: \"127.0.0.1:{client_port}\"\n\
                  jetstream {{ store_dir: \"{store}\" }}\n\
-                 cluster {{ name: c, listen: \"127.0.0.1:{cluster_port}\", routes: [{routes}] }}\n",
+                 cluster {{ name: c, listen: \"127.0.0.1:{cluster_port}\", routes: [{routes}] }}\n\
+                 {extra}\n",
                 store = dir.join(&name).display(),
                 routes = routes.join(", ")
             );
@@ -91,7 +97,10 @@ fn cluster(dir: &Path) -> Vec<Node> {
 }
 
 /// Creates the stream at 3 replicas once the cluster has elected its meta leader.
-async fn replicated_stream(js: &jetstream::Context, config: &IngestConfig) -> stream::Stream {
+pub(crate) async fn replicated_stream(
+    js: &jetstream::Context,
+    config: &IngestConfig,
+) -> stream::Stream {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let created = js

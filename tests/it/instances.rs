@@ -18,12 +18,22 @@ use tokio::process::{Child, Command};
 use crate::support::mapped::{holdings, mapped_nats};
 use crate::support::{TestDb, unique_name};
 
-const PARTITIONS: u32 = 4;
-const TENANTS: usize = 16;
-const USERS: usize = 5;
+pub(crate) const PARTITIONS: u32 = 4;
+pub(crate) const TENANTS: usize = 16;
+pub(crate) const USERS: usize = 5;
 const ACTIVITIES: usize = 6_000;
 
-fn instance(db: &TestDb, nats: &str, stream: &str, prefix: &str) -> Child {
+pub(crate) fn instance(db: &TestDb, nats: &str, stream: &str, prefix: &str) -> Child {
+    instance_with(db, nats, (stream, prefix), &[])
+}
+
+/// `instance`, with `extra` flags.
+pub(crate) fn instance_with(
+    db: &TestDb,
+    nats: &str,
+    (stream, prefix): (&str, &str),
+    extra: &[&str],
+) -> Child {
     Command::new(env!("CARGO_BIN_EXE_activity-store"))
         .args([
             "run",
@@ -34,6 +44,7 @@ fn instance(db: &TestDb, nats: &str, stream: &str, prefix: &str) -> Child {
         ])
         .args(["--lease-ttl-secs", "2", "--ack-wait-secs", "2"])
         .args(["--stream", stream, "--subject-prefix", prefix])
+        .args(extra)
         .env("DATABASE_URL", db.url())
         .env("NATS_URL", nats)
         .env("RUST_LOG", "warn")
@@ -42,12 +53,12 @@ fn instance(db: &TestDb, nats: &str, stream: &str, prefix: &str) -> Child {
         .expect("start an instance")
 }
 
-fn os_pid(child: &Child) -> i32 {
+pub(crate) fn os_pid(child: &Child) -> i32 {
     child.id().expect("running") as i32
 }
 
 /// Waits until every lead and fold lease is held and `want` says the division is right.
-async fn divided(
+pub(crate) async fn divided(
     db: &TestDb,
     streams: &[String],
     what: &str,
@@ -67,7 +78,7 @@ async fn divided(
     }
 }
 
-fn commands() -> Vec<(String, Value)> {
+pub(crate) fn commands() -> Vec<(String, Value)> {
     let tenants: Vec<String> = (0..TENANTS).map(|t| format!("t{t}")).collect();
     let mut out = Vec::new();
     for t in &tenants {
@@ -99,8 +110,9 @@ fn commands() -> Vec<(String, Value)> {
 }
 
 /// Publishes every command to `<prefix>.<tenant>` with its id, each retried until acked.
-async fn publish(nats: String, prefix: String, commands: Vec<(String, Value)>) {
-    let js = async_nats::jetstream::new(async_nats::connect(nats).await.unwrap());
+pub(crate) async fn publish(nats: String, prefix: String, commands: Vec<(String, Value)>) {
+    // Any of a cluster's seeds, comma-separated, as the store takes them.
+    let js = async_nats::jetstream::new(activity_store::nats::connect(&nats).await.unwrap());
     for (tenant, c) in commands {
         let id = c["id"].as_str().unwrap().to_owned();
         let body: bytes::Bytes = serde_json::to_vec(&c).unwrap().into();
@@ -122,11 +134,11 @@ async fn publish(nats: String, prefix: String, commands: Vec<(String, Value)>) {
     }
 }
 
-async fn count(db: &TestDb, sql: &'static str) -> i64 {
+pub(crate) async fn count(db: &TestDb, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
 }
 
-async fn wait_until(db: &TestDb, what: &str, sql: &'static str, expected: i64) {
+pub(crate) async fn wait_until(db: &TestDb, what: &str, sql: &'static str, expected: i64) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let n = count(db, sql).await;

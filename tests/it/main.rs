@@ -38,6 +38,7 @@ mod http_limits;
 mod ingest;
 mod ingest_support;
 mod instances;
+mod instances_cluster;
 mod isolation;
 mod leases;
 pub mod liveness;
