@@ -288,8 +288,25 @@ async fn instances_divide_partitions_and_shards_and_take_over_from_a_killed_or_h
         activities,
     )
     .await;
-    // `status` shows each partition's stream, its lead and its consumer.
+    // An erasure finds the tenant's commands in its own partition's stream.
+    let config = activity_store::erase::EraseConfig {
+        subject_prefix: prefix.clone(),
+        stream: stream.clone(),
+        bucket_prefix: String::new(),
+        wait: Duration::from_secs(60),
+    };
     let js = async_nats::jetstream::new(async_nats::connect(&nats).await.unwrap());
+    let receipt = activity_store::erase::forget(&db.pool, &js, &config, "t0", "u0", |_| {})
+        .await
+        .unwrap();
+    assert!(receipt.log_events > 0, "{receipt:?}");
+    assert!(
+        receipt.stream_messages > 0,
+        "the partition's committed commands purged: {receipt:?}"
+    );
+    assert!(receipt.stream_left.is_empty(), "{receipt:?}");
+    assert_eq!(receipt.read_model_rows, 0);
+    // `status` shows each partition's stream, its lead and its consumer.
     let config = activity_store::status::StatusConfig {
         stream: stream.clone(),
         ..Default::default()
