@@ -50,8 +50,10 @@ impl IngestConfig {
         self.subjects.strip_suffix(".*").unwrap_or(&self.subjects)
     }
 
-    /// Partition `p` of `n`: its own stream, subjects and consumer. Partition 0 of 1 is
-    /// this configuration itself.
+    /// Partition `p` of `n`: its own stream, subjects and consumer, and its share of the
+    /// batch bytes, so the leads one process holds keep in memory what one stream's did
+    /// (never less than a message: see `batch_bytes`). Partition 0 of 1 is this
+    /// configuration itself.
     pub fn partition(&self, p: u32, n: u32) -> IngestConfig {
         if n <= 1 {
             return self.clone();
@@ -62,6 +64,7 @@ impl IngestConfig {
             subjects: format!("{}.{p}.*", self.subject_prefix()),
             durable,
             route: Some((p, n)),
+            batch_max_bytes: self.batch_max_bytes.div_ceil(n as usize),
             ..self.clone()
         }
     }
@@ -148,6 +151,16 @@ mod tests {
         assert_eq!(p.route, Some((3, 4)));
         assert_eq!(p.durable, "activity-ingest-p3");
         assert_eq!(p.batch_max, c.batch_max);
+        assert_eq!(
+            p.batch_max_bytes * 4,
+            c.batch_max_bytes,
+            "four share one's bytes"
+        );
+        let many = c.partition(0, 1024);
+        assert!(
+            many.batch_bytes() > c.max_message_bytes,
+            "a message always fits a pull"
+        );
         assert_eq!(
             mapping("activity.commands", 4),
             Some((
