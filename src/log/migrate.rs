@@ -1,7 +1,8 @@
 //! The reversible migrations of `migrations/`, embedded in the binary.
 
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
 
 use crate::db::{DbError, db};
 
@@ -10,7 +11,27 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Applies every pending migration.
 pub async fn up(pool: &PgPool) -> Result<(), DbError> {
-    MIGRATOR.run(pool).await.map_err(DbError::Migrate)
+    let mut conn = acquire(pool).await?;
+    let run = MIGRATOR.run(&mut *conn).await;
+    settle(conn, run)
+}
+
+async fn acquire(pool: &PgPool) -> Result<PoolConnection<Postgres>, DbError> {
+    db(pool.acquire().await, "acquire a connection to migrate")
+}
+
+/// The migrator holds a session advisory lock while it runs and does not release it when a
+/// migration fails (a down refused by its guard, say): the session that ran a failed
+/// migration is closed rather than pooled, so its lock goes with it and the next run, in the
+/// same process, does not wait for ever.
+fn settle(
+    mut conn: PoolConnection<Postgres>,
+    run: Result<(), sqlx::migrate::MigrateError>,
+) -> Result<(), DbError> {
+    if run.is_err() {
+        conn.close_on_drop();
+    }
+    run.map_err(DbError::Migrate)
 }
 
 /// Reverts the last `steps` applied migrations; returns the versions reverted, newest first.
@@ -24,10 +45,9 @@ pub async fn down(pool: &PgPool, steps: usize) -> Result<Vec<i64>, DbError> {
     applied.sort_unstable();
     let keep = applied.len().saturating_sub(steps);
     let target = if keep == 0 { 0 } else { applied[keep - 1] };
-    MIGRATOR
-        .undo(pool, target)
-        .await
-        .map_err(DbError::Migrate)?;
+    let mut conn = acquire(pool).await?;
+    let run = MIGRATOR.undo(&mut *conn, target).await;
+    settle(conn, run)?;
     Ok(applied[keep..].iter().rev().copied().collect())
 }
 

@@ -79,6 +79,29 @@ fn allowed_fields(type_name: &str) -> Option<&'static [&'static str]> {
     })
 }
 
+/// The wire contract versions this store decides: a command names one in `version`, or
+/// none, which is version 1.
+pub const CONTRACT_VERSIONS: [u64; 1] = [1];
+
+/// Checks a command's `version`: absent or one of [`CONTRACT_VERSIONS`]. Any other is
+/// refused as `unsupported_version`, never decided by this version's rules.
+fn contract_version(version: Option<Value>) -> Result<(), Rejection> {
+    let Some(version) = version else {
+        return Ok(());
+    };
+    let n = version
+        .as_u64()
+        .ok_or_else(|| Rejection::invalid("version", "must be a whole number, e.g. 1"))?;
+    if CONTRACT_VERSIONS.contains(&n) {
+        return Ok(());
+    }
+    Err(Rejection::field(
+        Reason::UnsupportedVersion,
+        "version",
+        format!("is {n}; this store supports version 1 of the wire contract"),
+    ))
+}
+
 /// Decodes and validates one command. Never panics, whatever the bytes.
 ///
 /// `received_at` is the default `occurred_at` and the anchor of the accepted window.
@@ -104,6 +127,8 @@ pub fn decode(
             "a command must be a JSON object",
         ));
     };
+    // Before anything else: a later contract may have types and fields this one does not.
+    contract_version(obj.remove("version"))?;
     let type_name = match obj.remove("type") {
         Some(Value::String(s)) => s,
         Some(_) => return Err(Rejection::invalid("type", "must be a string")),

@@ -276,3 +276,39 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_command_may_name_the_contract_version_it_was_written_for() {
+    let plain = run(activity(json!({}))).unwrap();
+    let versioned = run(activity(json!({"version": 1}))).unwrap();
+    assert_eq!(
+        plain, versioned,
+        "version 1 is the contract without a version"
+    );
+}
+
+#[test]
+fn a_contract_version_the_store_does_not_know_is_refused_never_guessed() {
+    for v in [json!(2), json!(0), json!(99_999_999_999_u64)] {
+        let r = run(activity(json!({"version": v}))).unwrap_err();
+        assert_eq!(
+            (r.reason, r.field),
+            (Reason::UnsupportedVersion, Some("version")),
+            "{v}"
+        );
+        assert!(r.message.contains("supports version 1"), "{}", r.message);
+    }
+    // Known before the type: a later version may have types this one does not.
+    let future = json!({"type": "rename_tenant", "id": ID, "tenant": "acme", "version": 2});
+    assert_eq!(
+        rejected(future),
+        (Reason::UnsupportedVersion, Some("version"))
+    );
+    for v in [json!("1"), json!(1.5), json!(-1), json!(null), json!([1])] {
+        assert_eq!(
+            rejected(activity(json!({"version": v}))),
+            (Reason::InvalidField, Some("version")),
+            "{v}"
+        );
+    }
+}

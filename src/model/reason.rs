@@ -27,11 +27,13 @@ pub enum Reason {
     TooLarge,
     /// The command's month was detached (archived) from the log.
     ArchivedMonth,
+    /// The command names a contract version this store does not know.
+    UnsupportedVersion,
 }
 
 impl Reason {
     /// Every reason code, in the order of the contract.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::Malformed,
         Reason::UnknownType,
         Reason::InvalidField,
@@ -43,6 +45,7 @@ impl Reason {
         Reason::OutOfRange,
         Reason::TooLarge,
         Reason::ArchivedMonth,
+        Reason::UnsupportedVersion,
     ];
 
     /// The code as stored and as used for metric labels.
@@ -59,6 +62,7 @@ impl Reason {
             Reason::OutOfRange => "out_of_range",
             Reason::TooLarge => "too_large",
             Reason::ArchivedMonth => "archived_month",
+            Reason::UnsupportedVersion => "unsupported_version",
         }
     }
 }
@@ -126,7 +130,8 @@ mod tests {
                 "tenant_mismatch",
                 "out_of_range",
                 "too_large",
-                "archived_month"
+                "archived_month",
+                "unsupported_version"
             ]
         );
     }

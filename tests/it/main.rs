@@ -20,6 +20,7 @@ mod cache_forgery;
 mod cache_isolation;
 mod cli;
 mod cli_query;
+mod contract_version;
 mod crash;
 mod dead_letters;
 pub mod erasure;

@@ -109,3 +109,36 @@ async fn status_tells_applied_from_pending() {
         before.iter().map(|m| m.version).collect::<Vec<_>>()
     );
 }
+
+/// A migration refused by its own guard must not keep the migrator's lock: the operator fixes
+/// the cause and runs it again from the same process (a long-running one, or a test) without
+/// it waiting for ever on the lock the refused run left on a pooled session.
+#[tokio::test]
+async fn a_refused_down_leaves_the_next_migration_free_to_run() {
+    let db = TestDb::migrated().await;
+    sqlx::query(
+        "INSERT INTO dead_letters (reason, message, raw, raw_length, raw_sha256, received_at) \
+         VALUES ('unsupported_version', 'm', '\\x00', 1, sha256('\\x00'), now())",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let refused = migrate::down(&db.pool, 1).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("unsupported_version"),
+        "{refused}"
+    );
+    sqlx::query("DELETE FROM dead_letters")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let again = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        migrate::down(&db.pool, 1).await.unwrap();
+        migrate::up(&db.pool).await.unwrap();
+    })
+    .await;
+    assert!(
+        again.is_ok(),
+        "the second migration waited on the refused one's lock"
+    );
+}
