@@ -4,6 +4,7 @@
 pub mod api;
 pub mod cache;
 pub mod cli;
+pub mod contracts;
 pub mod db;
 pub mod embedded;
 pub mod erase;

@@ -188,7 +188,7 @@ async fn write_batch(
         checkpoint: committed,
         mut applied,
         registry: mut view,
-    } = registry::read_view(tx, stream, leader_epoch, commands).await?;
+    } = registry::read_view(tx, stream, leader_epoch, commands, log.contracts()).await?;
     let mut outcome = BatchOutcome::default();
     let mut events: Vec<NewEvent> = Vec::new();
     let mut dead: Vec<super::inbound::DeadLetter> = Vec::new();

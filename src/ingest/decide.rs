@@ -5,10 +5,12 @@
 //! `record_activity` in one batch all succeed. The net change to the registry is collected
 //! for the batch's transaction to write.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use crate::contracts::Contract;
 use crate::model::{Command, CommandBody, Lineage, NewEvent, Reason, Rejection};
 
 /// A user's registry row.
@@ -39,6 +41,7 @@ pub struct RegistryView {
     users: HashSet<(String, String)>,
     new_tenants: Vec<(String, String)>,
     user_changes: BTreeMap<(String, String), UserChange>,
+    contracts: HashMap<(String, String), Arc<Contract>>,
 }
 
 impl RegistryView {
@@ -54,6 +57,12 @@ impl RegistryView {
         }
     }
 
+    /// Holds each (tenant, activity type) in `contracts` to its schema.
+    pub fn with_contracts(mut self, contracts: HashMap<(String, String), Arc<Contract>>) -> Self {
+        self.contracts = contracts;
+        self
+    }
+
     /// Tenants the batch creates, with their names, in order.
     pub fn new_tenants(&self) -> &[(String, String)] {
         &self.new_tenants
@@ -67,7 +76,7 @@ impl RegistryView {
     /// Decides one command; on acceptance the view takes its effect and its event is returned.
     pub fn decide(
         &mut self,
-        command: Command,
+        mut command: Command,
         received_at: DateTime<Utc>,
         lineage: Lineage,
     ) -> Result<NewEvent, Rejection> {
@@ -136,9 +145,34 @@ impl RegistryView {
                 self.users.remove(&key);
                 self.user_changes.insert(key, UserChange::Forget);
             }
-            CommandBody::RecordActivity { .. } | CommandBody::CreateTenant { .. } => {}
+            CommandBody::CreateTenant { .. } => {}
+            CommandBody::RecordActivity { .. } => self.hold_to_contract(&mut command)?,
         }
         Ok(NewEvent::from_command(command, received_at, lineage))
+    }
+}
+
+impl RegistryView {
+    /// Refuses an activity whose metadata breaks its tenant's schema for its type.
+    fn hold_to_contract(&self, command: &mut Command) -> Result<(), Rejection> {
+        if self.contracts.is_empty() {
+            return Ok(());
+        }
+        let CommandBody::RecordActivity {
+            activity_type,
+            metadata,
+            ..
+        } = &mut command.body
+        else {
+            return Ok(());
+        };
+        match self
+            .contracts
+            .get(&(command.tenant.clone(), activity_type.clone()))
+        {
+            Some(contract) => contract.check_map(metadata),
+            None => Ok(()),
+        }
     }
 }
 

@@ -126,7 +126,8 @@ pub async fn redrive(
     let mut archived: HashSet<Month> = HashSet::new();
     loop {
         let mut tx = db(log.pool().begin().await, "begin a redrive")?;
-        let (verdicts, view, events) = decide(&mut tx, &messages, window, &archived).await?;
+        let (verdicts, view, events) =
+            decide(&mut tx, &messages, window, &archived, log.contracts()).await?;
         if dry_run {
             return Ok(verdicts);
         }
@@ -157,6 +158,7 @@ async fn decide(
     messages: &[Inbound],
     window: &TimeWindow,
     archived: &HashSet<Month>,
+    contracts: &crate::contracts::Cache,
 ) -> Result<Decided, DbError> {
     let decoded = decode_all(messages, window);
     let commands = decoded.iter().filter_map(|d| d.as_ref().ok());
@@ -164,7 +166,7 @@ async fn decide(
         mut applied,
         registry: mut view,
         ..
-    } = registry::read_view(tx, None, 0, commands).await?;
+    } = registry::read_view(tx, None, 0, commands, contracts).await?;
     let mut verdicts = Vec::with_capacity(messages.len());
     let mut events = Vec::new();
     for (m, d) in messages.iter().zip(decoded) {

@@ -1,15 +1,16 @@
 //! The write side's reads: the ingest checkpoint and its leader, and what a batch is decided
 //! against, in one round trip; and the dead letters a batch writes.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::decide::RegistryView;
+use crate::contracts::Cache;
 use crate::db::{DbError, db};
-use crate::model::Command;
+use crate::model::{Command, CommandBody};
 
 /// Where a stream's ingest stands, and which leader may move it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,15 +130,20 @@ pub async fn read_view<'a>(
     stream: Option<&str>,
     leader_epoch: i64,
     commands: impl Iterator<Item = &'a Command>,
+    contracts: &Cache,
 ) -> Result<BatchView, DbError> {
     let (mut tenants, mut ids) = (Vec::new(), Vec::new());
     let (mut user_tenants, mut users) = (Vec::new(), Vec::new());
+    let mut typed = BTreeSet::new();
     for c in commands {
         tenants.push(c.tenant.as_str());
         ids.push(c.id);
         if let Some(u) = c.body.user() {
             user_tenants.push(c.tenant.as_str());
             users.push(u);
+        }
+        if let CommandBody::RecordActivity { activity_type, .. } = &c.body {
+            typed.insert((c.tenant.as_str(), activity_type.as_str()));
         }
     }
     let row: ViewRow = db(
@@ -152,7 +158,7 @@ pub async fn read_view<'a>(
         .bind(&ids)
         .bind(&user_tenants)
         .bind(&users)
-        .fetch_one(conn)
+        .fetch_one(&mut *conn)
         .await,
         "read what a batch is decided against",
     )?;
@@ -162,9 +168,12 @@ pub async fn read_view<'a>(
             stream: stream.unwrap_or_default().to_owned(),
         });
     }
+    // Read after the append lock, so a schema registered before this batch binds it.
+    let contracts = contracts.current(conn, typed).await?;
     Ok(BatchView {
         checkpoint: seq.unwrap_or(0).max(0) as u64,
         applied: applied_tenants.into_iter().zip(applied_ids).collect(),
-        registry: RegistryView::new(known, user_tenants.into_iter().zip(users)),
+        registry: RegistryView::new(known, user_tenants.into_iter().zip(users))
+            .with_contracts(contracts),
     })
 }

@@ -160,8 +160,14 @@ impl Ingestor {
     async fn write_refusal(&self, letter: &DeadLetter, seq: u64) -> Result<(), DbError> {
         let stream = &self.config.stream;
         let mut tx = db(self.log.pool().begin().await, "begin a dead letter")?;
-        let view =
-            registry::read_view(&mut tx, Some(stream), self.epoch, std::iter::empty()).await?;
+        let view = registry::read_view(
+            &mut tx,
+            Some(stream),
+            self.epoch,
+            std::iter::empty(),
+            self.log.contracts(),
+        )
+        .await?;
         if seq > view.checkpoint {
             let letter = std::slice::from_ref(letter);
             let checkpoint = Checkpoint::Move {

@@ -20,6 +20,8 @@ pub struct EventLog {
     known_months: Mutex<HashSet<Month>>,
     /// The log's shard count when it was opened: how ingest splits a batch by shard.
     shards: u32,
+    /// The tenants' activity schemas, compiled once per version.
+    contracts: crate::contracts::Cache,
 }
 
 impl EventLog {
@@ -35,6 +37,7 @@ impl EventLog {
             pool,
             known_months: Mutex::new(HashSet::new()),
             shards,
+            contracts: crate::contracts::Cache::default(),
         };
         let this_month = Month::of(chrono::Utc::now());
         let archived = log
@@ -47,6 +50,11 @@ impl EventLog {
             );
         }
         Ok(log)
+    }
+
+    /// The schemas ingest holds activities to.
+    pub fn contracts(&self) -> &crate::contracts::Cache {
+        &self.contracts
     }
 
     /// Forgets which months are known to exist, so the next append checks again.

@@ -29,11 +29,13 @@ pub enum Reason {
     ArchivedMonth,
     /// The command names a contract version this store does not know.
     UnsupportedVersion,
+    /// An activity's metadata breaks its tenant's schema for its type.
+    SchemaViolation,
 }
 
 impl Reason {
     /// Every reason code, in the order of the contract.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::Malformed,
         Reason::UnknownType,
         Reason::InvalidField,
@@ -46,6 +48,7 @@ impl Reason {
         Reason::TooLarge,
         Reason::ArchivedMonth,
         Reason::UnsupportedVersion,
+        Reason::SchemaViolation,
     ];
 
     /// The code as stored and as used for metric labels.
@@ -63,6 +66,7 @@ impl Reason {
             Reason::TooLarge => "too_large",
             Reason::ArchivedMonth => "archived_month",
             Reason::UnsupportedVersion => "unsupported_version",
+            Reason::SchemaViolation => "schema_violation",
         }
     }
 }

@@ -21,6 +21,7 @@ mod cache_isolation;
 mod cli;
 mod cli_query;
 mod contract_version;
+mod contracts;
 mod crash;
 mod dead_letters;
 pub mod erasure;
