@@ -7,6 +7,7 @@ mod error;
 mod params;
 mod reads;
 mod reply;
+mod schemas;
 mod session;
 mod shares;
 pub mod tokens;
@@ -190,6 +191,8 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/tenants/{tenant}/daily", get(reads::daily))
         .route("/v1/tenants/{tenant}/commands/{id}", get(commands::status))
+        .route("/v1/tenants/{tenant}/schemas", get(schemas::list))
+        .route("/v1/tenants/{tenant}/schemas/{type}", get(schemas::show))
         .route(
             "/v1/openapi.json",
             get(|| async { ([("content-type", "application/json")], OPENAPI) }),

@@ -151,6 +151,22 @@ impl Params {
             .transpose()
     }
 
+    /// A schema version: a whole number from 1.
+    pub fn version(&self) -> Result<Option<i32>, ApiError> {
+        self.raw("version")
+            .map(|v| match v.parse::<i32>() {
+                Ok(n) if n >= 1 => Ok(n),
+                _ => Err(ApiError::bad(
+                    "version",
+                    format!(
+                        "must be a whole number from 1, not `{}`",
+                        crate::model::escape_text(v)
+                    ),
+                )),
+            })
+            .transpose()
+    }
+
     /// A whole number of milliseconds, at most `max`.
     pub fn millis(&self, name: &str, max: u64) -> Result<Option<u64>, ApiError> {
         self.raw(name)

@@ -17,7 +17,7 @@ use super::session::{Session, bearer};
 use super::wait::NotYet;
 use crate::query::{self, Cursor, Daily, Feed, FeedRow, fill};
 
-type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
+pub type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
 /// The most days (day and type rows) one `daily` answer holds.
 pub const MAX_DAILY_ROWS: usize = 10_000;

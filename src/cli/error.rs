@@ -69,6 +69,9 @@ pub enum CliError {
     /// A change to the readers was refused.
     #[error(transparent)]
     Readers(#[from] crate::readers::ReadersError),
+    /// A schema was not registered or found.
+    #[error(transparent)]
+    Contract(#[from] crate::contracts::ContractError),
     /// Waiting for a signal failed.
     #[error("could not listen for signals: {0}")]
     Signal(std::io::Error),

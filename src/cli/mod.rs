@@ -4,11 +4,13 @@ mod admin;
 mod dead_letters;
 mod error;
 mod forget;
+mod progress;
 mod publish;
 mod query;
 mod readers;
 mod rebuild;
 mod run;
+mod schemas;
 mod shards;
 mod tokens;
 
@@ -264,6 +266,11 @@ pub enum Command {
         #[command(subcommand)]
         action: shards::ShardsAction,
     },
+    /// Tenants' activity schemas (data contracts): register, list and show them.
+    Schemas {
+        #[command(subcommand)]
+        action: schemas::SchemasAction,
+    },
     /// List, show, redrive or purge dead letters: refused commands and their reasons.
     DeadLetters {
         #[command(subcommand)]
@@ -367,6 +374,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Migrate { action } => admin::migrate(&cli, action).await,
         Command::Partitions { action } => admin::partitions(&cli, action).await,
         Command::Shards { action } => shards::shards(&cli, action).await,
+        Command::Schemas { action } => schemas::run(&cli, action).await,
         Command::Status { json, tenant } => admin::status(&cli, *json, tenant.clone()).await,
         Command::DeadLetters { action } => dead_letters::run(&cli, action).await,
         Command::Readers { action } => readers::run(&cli, action).await,

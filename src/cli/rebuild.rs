@@ -1,7 +1,6 @@
 //! `rebuild <projection> [--verify [--force]]`, with its progress.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
-
+use super::progress::Progress;
 use super::{Cli, CliError};
 use crate::project::{ProjectConfig, Projector};
 
@@ -11,7 +10,7 @@ use crate::project::{ProjectConfig, Projector};
 /// rebuild leaves the live tables as they were.
 pub async fn rebuild(cli: &Cli, name: &str, verify: bool, force: bool) -> Result<(), CliError> {
     let projector = projector(cli).await?;
-    let progress = Progress::new(name, "positions");
+    let progress = Progress::new(&format!("rebuilding {name}"), "positions");
     let report = |upto: i64, last: i64| progress.show(upto, last);
     if !verify {
         let position = projector.rebuild(name, report).await?;
@@ -41,7 +40,7 @@ pub async fn rebuild_tenant(
     force: bool,
 ) -> Result<(), CliError> {
     let projector = projector(cli).await?;
-    let progress = Progress::new(&format!("{name} for {tenant}"), "events");
+    let progress = Progress::new(&format!("rebuilding {name} for {tenant}"), "events");
     let report = |done: i64, total: i64| progress.show(done, total);
     let (verified, swapped) = projector
         .rebuild_tenant(name, tenant, report, (verify, force))
@@ -112,63 +111,4 @@ async fn warn_if_partial(pool: &sqlx::PgPool) -> Result<(), CliError> {
         detached.first_position.unwrap_or(0)
     );
     Ok(())
-}
-
-/// A rebuild's progress: a bar on a terminal, plain lines otherwise.
-struct Progress {
-    bar: Option<ProgressBar>,
-    name: String,
-    unit: &'static str,
-    last_line: std::sync::Mutex<std::time::Instant>,
-}
-
-impl Progress {
-    fn new(name: &str, unit: &'static str) -> Progress {
-        use std::io::IsTerminal;
-        // Drawn from the first report on, when the length is known (never `0/0`).
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let style = ProgressStyle::with_template(&format!(
-                "{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{rate}} ETA {{eta}}"
-            ))
-            .expect("a valid template")
-            .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = write!(w, "{:.0}/s", s.per_sec());
-            });
-            let bar =
-                ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden()).with_style(style);
-            bar.set_message(format!("rebuilding {name}"));
-            bar
-        });
-        Progress {
-            bar,
-            name: name.to_owned(),
-            unit,
-            last_line: std::sync::Mutex::new(std::time::Instant::now()),
-        }
-    }
-
-    fn show(&self, upto: i64, last: i64) {
-        match &self.bar {
-            Some(bar) => {
-                bar.set_length(last.max(0) as u64);
-                bar.set_position(upto.max(0) as u64);
-                if bar.is_hidden() {
-                    bar.set_draw_target(ProgressDrawTarget::stderr());
-                }
-            }
-            None => {
-                let mut at = self.last_line.lock().expect("progress lock");
-                if at.elapsed() >= std::time::Duration::from_secs(5) || upto >= last {
-                    eprintln!("rebuilding {}: {upto} of {last} {}", self.name, self.unit);
-                    *at = std::time::Instant::now();
-                }
-            }
-        }
-    }
-
-    fn done(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
 }

@@ -22,6 +22,7 @@ mod cli;
 mod cli_query;
 mod contract_version;
 mod contracts;
+mod contracts_cli;
 mod crash;
 mod dead_letters;
 pub mod erasure;
