@@ -4,7 +4,8 @@
 //! breaks it as `schema_violation`, naming the JSON pointer and the rule.
 //!
 //! Validation is the `jsonschema` crate's (draft 2020-12 unless the schema names another),
-//! with `format` checked and no reference resolved outside the schema itself.
+//! with `format` checked, patterns matched in linear time (the `regex` engine: no look-around,
+//! no back-references) and no reference resolved outside the schema itself.
 
 mod cache;
 mod store;
@@ -22,6 +23,9 @@ use crate::model::{Reason, Rejection};
 
 /// The largest schema stored, as JSON text.
 pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
+
+/// The most memory one compiled pattern may take.
+const MAX_PATTERN_BYTES: usize = 1 << 20;
 
 /// Why a schema was not registered or shown.
 #[derive(Debug, thiserror::Error)]
@@ -79,8 +83,12 @@ pub fn compile(schema: &Value) -> Result<jsonschema::Validator, ContractError> {
             "the schema is {size} bytes; at most 64 KiB ({MAX_SCHEMA_BYTES} bytes) is stored"
         )));
     }
+    // Linear-time patterns: a producer's string can never make a check backtrack for ever
+    // (look-around and back-references are refused when the schema is registered).
+    let patterns = jsonschema::PatternOptions::regex().size_limit(MAX_PATTERN_BYTES);
     jsonschema::options()
         .should_validate_formats(true)
+        .with_pattern_options(patterns)
         .build(schema)
         .map_err(|e| ContractError::InvalidSchema(format!("not a valid JSON Schema: {e}")))
 }

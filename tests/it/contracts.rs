@@ -206,6 +206,24 @@ async fn a_schema_that_does_not_compile_reaches_outside_or_names_no_tenant_is_re
             json!({"type": "object", "properties": {"a": {"pattern": "("}}}),
             "not a valid JSON Schema",
         ),
+        (
+            json!({"$ref": "file:///etc/passwd"}),
+            "not a valid JSON Schema",
+        ),
+        // Patterns run in linear time: what could backtrack (a back-reference, look-ahead)
+        // is refused when registered, so no producer's string can stall ingest.
+        (
+            json!({"properties": {"a": {"pattern": "(a)\\1"}}}),
+            "not a valid JSON Schema",
+        ),
+        (
+            json!({"properties": {"a": {"pattern": "^(?=a)"}}}),
+            "not a valid JSON Schema",
+        ),
+        (
+            json!({"patternProperties": {"(x)\\1": {}}}),
+            "not a valid JSON Schema",
+        ),
         (json!([1, 2]), "must be a JSON object"),
     ] {
         let e = contracts::put(pool, &registration("acme", schema.clone()))
