@@ -13,5 +13,6 @@ ALTER TABLE dead_letters
         'invalid_field', 'unknown_tenant', 'tenant_exists', 'unknown_user', 'user_exists',
         'tenant_mismatch', 'out_of_range', 'too_large', 'archived_month',
         'unsupported_version'));
+DROP FUNCTION ingest_view(text, text, text[], uuid[], text[], text[], text[], text[]);
 DROP TABLE activity_schemas;
 DROP FUNCTION activity_schemas_immutable();

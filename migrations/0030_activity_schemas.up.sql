@@ -42,3 +42,36 @@ ALTER TABLE dead_letters
         'invalid_field', 'unknown_tenant', 'tenant_exists', 'unknown_user', 'user_exists',
         'tenant_mismatch', 'out_of_range', 'too_large', 'archived_month',
         'unsupported_version', 'schema_violation'));
+
+-- A batch's view with the schemas it is held to, still one round trip: the view as before,
+-- plus the current version for each (tenant, activity type) the batch's activities name.
+CREATE FUNCTION ingest_view(
+    p_stream text, p_lock_timeout text,
+    p_tenants text[], p_commands uuid[], p_user_tenants text[], p_users text[],
+    p_typed_tenants text[], p_types text[],
+    OUT checkpoint_seq bigint, OUT checkpoint_epoch bigint,
+    OUT applied_tenants text[], OUT applied_commands uuid[],
+    OUT known_tenants text[],
+    OUT known_user_tenants text[], OUT known_users text[],
+    OUT schema_tenants text[], OUT schema_types text[], OUT schema_versions integer[])
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    SELECT v.checkpoint_seq, v.checkpoint_epoch, v.applied_tenants, v.applied_commands,
+           v.known_tenants, v.known_user_tenants, v.known_users
+    INTO checkpoint_seq, checkpoint_epoch, applied_tenants, applied_commands,
+         known_tenants, known_user_tenants, known_users
+    FROM public.ingest_view(p_stream, p_lock_timeout, p_tenants, p_commands,
+                            p_user_tenants, p_users) v;
+    SELECT coalesce(array_agg(s.tenant), '{}'), coalesce(array_agg(s.activity_type), '{}'),
+           coalesce(array_agg(s.version), '{}')
+    INTO schema_tenants, schema_types, schema_versions
+    FROM (SELECT DISTINCT ON (a.tenant, a.activity_type) a.tenant, a.activity_type, a.version
+          FROM public.activity_schemas a
+          JOIN (SELECT DISTINCT * FROM unnest(p_typed_tenants, p_types)) AS k(tenant, activity_type)
+            ON a.tenant = k.tenant AND a.activity_type = k.activity_type
+          ORDER BY a.tenant, a.activity_type, a.version DESC) s;
+END
+$$;
+REVOKE ALL ON FUNCTION ingest_view(text, text, text[], uuid[], text[], text[], text[], text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ingest_view(text, text, text[], uuid[], text[], text[], text[], text[]) TO activity_writer;

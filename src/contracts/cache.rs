@@ -1,7 +1,7 @@
-//! The ingestor's view of the schemas: which version is current for each (tenant, activity
-//! type) a batch names, read in the batch's transaction, and each version compiled once.
+//! The ingestor's compiled schemas: each version compiled once per process (a version never
+//! changes); which version is current is read with the batch's view (`ingest_view`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::Value;
@@ -19,32 +19,17 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// The current contract of each of `pairs` (tenant, activity type) that has one, read
-    /// in the caller's transaction: a batch decided after `schemas put` commits is held to
-    /// the new version.
-    pub async fn current(
+    /// The compiled contract of each (tenant, activity type, current version) in `current`,
+    /// as `ingest_view` read them in the caller's transaction; versions not compiled yet
+    /// are read and compiled first.
+    pub async fn compiled(
         &self,
         conn: &mut PgConnection,
-        pairs: BTreeSet<(&str, &str)>,
+        current: Vec<(String, String, i32)>,
     ) -> Result<HashMap<Key, Arc<Contract>>, DbError> {
-        if pairs.is_empty() {
+        if current.is_empty() {
             return Ok(HashMap::new());
         }
-        let (tenants, types): (Vec<&str>, Vec<&str>) = pairs.into_iter().unzip();
-        let current: Vec<(String, String, i32)> = db(
-            sqlx::query_as(
-                "SELECT DISTINCT ON (s.tenant, s.activity_type) s.tenant, s.activity_type, s.version \
-                 FROM activity_schemas s \
-                 JOIN unnest($1::text[], $2::text[]) AS q (tenant, activity_type) \
-                   USING (tenant, activity_type) \
-                 ORDER BY s.tenant, s.activity_type, s.version DESC",
-            )
-            .bind(&tenants)
-            .bind(&types)
-            .fetch_all(&mut *conn)
-            .await,
-            "read the schemas a batch is held to",
-        )?;
         let missing: Vec<&(String, String, i32)> = {
             let compiled = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
             current

@@ -111,15 +111,19 @@ pub struct BatchView {
     pub registry: RegistryView,
 }
 
-type ViewRow = (
-    Option<i64>,
-    Option<i64>,
-    Vec<String>,
-    Vec<Uuid>,
-    Vec<String>,
-    Vec<String>,
-    Vec<String>,
-);
+#[derive(sqlx::FromRow)]
+struct ViewRow {
+    checkpoint_seq: Option<i64>,
+    checkpoint_epoch: Option<i64>,
+    applied_tenants: Vec<String>,
+    applied_commands: Vec<Uuid>,
+    known_tenants: Vec<String>,
+    known_user_tenants: Vec<String>,
+    known_users: Vec<String>,
+    schema_tenants: Vec<String>,
+    schema_types: Vec<String>,
+    schema_versions: Vec<i32>,
+}
 
 /// Takes the append lock for the caller's transaction and reads, in one round trip
 /// (`ingest_view`), the checkpoint of `stream`, which of `commands` were applied and the
@@ -146,11 +150,14 @@ pub async fn read_view<'a>(
             typed.insert((c.tenant.as_str(), activity_type.as_str()));
         }
     }
-    let row: ViewRow = db(
+    let (typed_tenants, types): (Vec<&str>, Vec<&str>) = typed.into_iter().unzip();
+    let v: ViewRow = db(
         sqlx::query_as(
             "SELECT checkpoint_seq, checkpoint_epoch, applied_tenants, applied_commands, \
-             known_tenants, known_user_tenants, known_users \
-             FROM ingest_view($1, $2, $3::text[], $4::uuid[], $5::text[], $6::text[])",
+             known_tenants, known_user_tenants, known_users, \
+             schema_tenants, schema_types, schema_versions \
+             FROM ingest_view($1, $2, $3::text[], $4::uuid[], $5::text[], $6::text[], \
+                              $7::text[], $8::text[])",
         )
         .bind(stream)
         .bind(crate::db::locks::APPEND_LOCK_TIMEOUT)
@@ -158,22 +165,38 @@ pub async fn read_view<'a>(
         .bind(&ids)
         .bind(&user_tenants)
         .bind(&users)
+        .bind(&typed_tenants)
+        .bind(&types)
         .fetch_one(&mut *conn)
         .await,
         "read what a batch is decided against",
     )?;
-    let (seq, epoch, applied_tenants, applied_ids, known, user_tenants, users) = row;
-    if epoch.unwrap_or(0) != leader_epoch {
+    if v.checkpoint_epoch.unwrap_or(0) != leader_epoch {
         return Err(DbError::Superseded {
             stream: stream.unwrap_or_default().to_owned(),
         });
     }
-    // Read after the append lock, so a schema registered before this batch binds it.
-    let contracts = contracts.current(conn, typed).await?;
+    // The versions current under the append lock, so a schema registered before this batch
+    // binds it; a version not compiled yet costs one more round trip, once per process.
+    let current = v
+        .schema_tenants
+        .into_iter()
+        .zip(v.schema_types)
+        .zip(v.schema_versions)
+        .map(|((t, a), n)| (t, a, n))
+        .collect();
+    let contracts = contracts.compiled(conn, current).await?;
     Ok(BatchView {
-        checkpoint: seq.unwrap_or(0).max(0) as u64,
-        applied: applied_tenants.into_iter().zip(applied_ids).collect(),
-        registry: RegistryView::new(known, user_tenants.into_iter().zip(users))
-            .with_contracts(contracts),
+        checkpoint: v.checkpoint_seq.unwrap_or(0).max(0) as u64,
+        applied: v
+            .applied_tenants
+            .into_iter()
+            .zip(v.applied_commands)
+            .collect(),
+        registry: RegistryView::new(
+            v.known_tenants,
+            v.known_user_tenants.into_iter().zip(v.known_users),
+        )
+        .with_contracts(contracts),
     })
 }

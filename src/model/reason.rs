@@ -135,7 +135,8 @@ mod tests {
                 "out_of_range",
                 "too_large",
                 "archived_month",
-                "unsupported_version"
+                "unsupported_version",
+                "schema_violation"
             ]
         );
     }

@@ -31,7 +31,7 @@ async fn a_command_of_an_unknown_contract_version_is_dead_lettered_and_the_next_
     assert!(message.contains("supports version 1"), "{message}");
 
     // Kept, not lost: the reason cannot be migrated away under it.
-    let refused = activity_store::log::migrate::down(&p.db.pool, 1)
+    let refused = crate::fixtures::down_to_before(&p.db.pool, 29)
         .await
         .unwrap_err();
     assert!(
@@ -42,7 +42,7 @@ async fn a_command_of_an_unknown_contract_version_is_dead_lettered_and_the_next_
         .execute(&p.db.pool)
         .await
         .unwrap();
-    activity_store::log::migrate::down(&p.db.pool, 1)
+    crate::fixtures::down_to_before(&p.db.pool, 29)
         .await
         .unwrap();
     activity_store::log::migrate::up(&p.db.pool).await.unwrap();
