@@ -30,8 +30,36 @@ pub enum MigrateAction {
         #[arg(default_value_t = 1)]
         steps: usize,
     },
-    /// Show each migration and whether it is applied.
+    /// Show each migration and whether it is applied, and each data migration with its
+    /// rows done and left.
     Status,
+    /// Run a data migration (a backfill over a table, in batches beside ingest and reads),
+    /// or take one back.
+    Data {
+        #[command(subcommand)]
+        action: DataAction,
+    },
+}
+
+/// `migrate data` actions.
+#[derive(Debug, Subcommand)]
+pub enum DataAction {
+    /// Run it to the end, resuming where an interrupted run stopped.
+    Up {
+        /// The data migration (`migrate status` lists them).
+        name: String,
+        /// Rows a batch (one transaction each), 1 to 10,000.
+        #[arg(long, default_value_t = crate::log::backfill::MAX_BATCH_ROWS)]
+        batch_rows: i64,
+    },
+    /// Take it back to the form before, in batches the same way.
+    Down {
+        /// The data migration.
+        name: String,
+        /// Rows a batch, 1 to 10,000.
+        #[arg(long, default_value_t = crate::log::backfill::MAX_BATCH_ROWS)]
+        batch_rows: i64,
+    },
 }
 
 /// `partitions` actions.
@@ -105,7 +133,11 @@ pub async fn migrate(cli: &Cli, action: &MigrateAction) -> Result<(), CliError> 
                 let state = if m.applied { "applied" } else { "pending" };
                 println!("{:04}  {state:8} {}", m.version, m.description);
             }
+            for d in crate::log::backfill::status(&pool).await? {
+                println!("data  {}  {}", d.name, super::backfill::describe(&d));
+            }
         }
+        MigrateAction::Data { action } => super::backfill::run(&pool, action).await?,
     }
     Ok(())
 }

@@ -72,6 +72,9 @@ pub enum CliError {
     /// A schema was not registered or found.
     #[error(transparent)]
     Contract(#[from] crate::contracts::ContractError),
+    /// A data migration did not run to the end (it resumes where it stopped).
+    #[error(transparent)]
+    Backfill(#[from] crate::log::backfill::BackfillError),
     /// Waiting for a signal failed.
     #[error("could not listen for signals: {0}")]
     Signal(std::io::Error),

@@ -1,6 +1,7 @@
 //! The command line: flags, and the calls each subcommand makes into the library.
 
 mod admin;
+mod backfill;
 mod dead_letters;
 mod error;
 mod forget;

@@ -2,6 +2,7 @@
 
 mod append;
 pub mod archive;
+pub mod backfill;
 pub mod copy;
 mod grant;
 pub mod migrate;

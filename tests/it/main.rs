@@ -14,6 +14,7 @@ mod append;
 mod append_grants;
 mod append_path;
 mod archived;
+mod backfill;
 mod batching;
 mod cache;
 mod cache_forgery;
