@@ -40,6 +40,8 @@ pub async fn show(
 ) -> Result<Response, ApiError> {
     let token = bearer(&headers)?;
     let (tenant, activity_type) = path(p)?;
+    crate::model::fields::activity_type(&activity_type)
+        .map_err(|r| ApiError::bad("type", r.message))?;
     let version = pairs(query, &["version"])?.version()?;
     let mut session = Session::open(&state, token, &tenant, "activity_feed").await?;
     let s = contracts::show_in(&mut *session.tx, &tenant, &activity_type, version)

@@ -24,6 +24,9 @@ pub enum DeadLettersAction {
         /// Only this tenant (as the subject named it).
         #[arg(long)]
         tenant: Option<String>,
+        /// Only those whose bytes name this command type (e.g. record_activity).
+        #[arg(long = "type")]
+        command_type: Option<String>,
         /// Only those received since this time (2026-11-30, 2026-11-30T12:00:00Z, "2 days ago").
         #[arg(long)]
         since: Option<String>,
@@ -76,6 +79,7 @@ pub async fn run(cli: &Cli, action: &DeadLettersAction) -> Result<(), CliError> 
         DeadLettersAction::List {
             reason,
             tenant,
+            command_type,
             since,
             all,
             limit,
@@ -88,6 +92,7 @@ pub async fn run(cli: &Cli, action: &DeadLettersAction) -> Result<(), CliError> 
             let filter = Filter {
                 reason: reason.clone(),
                 tenant: tenant.clone(),
+                command_type: command_type.clone(),
                 since,
                 all: *all,
                 limit: *limit,

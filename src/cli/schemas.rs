@@ -130,13 +130,29 @@ pub async fn run(cli: &Cli, action: &SchemasAction) -> Result<(), CliError> {
     Ok(())
 }
 
+/// A schema file: JSON, read no further than a little past the largest schema stored.
 fn read(file: &PathBuf) -> Result<serde_json::Value, CliError> {
-    let text = if file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin())
+    use std::io::Read;
+    let limit = 4 * crate::contracts::MAX_SCHEMA_BYTES as u64;
+    let input: Box<dyn Read> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin())
     } else {
-        std::fs::read_to_string(file)
+        Box::new(
+            std::fs::File::open(file)
+                .map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?,
+        )
+    };
+    let mut text = String::new();
+    input
+        .take(limit + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
+    if text.len() as u64 > limit {
+        return Err(CliError::Input(format!(
+            "{} is larger than {limit} bytes; a schema is at most 64 KiB",
+            file.display()
+        )));
     }
-    .map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
     serde_json::from_str(&text)
         .map_err(|e| CliError::Input(format!("{} is not JSON: {e}", file.display())))
 }

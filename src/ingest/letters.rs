@@ -14,6 +14,8 @@ pub struct Filter {
     pub reason: Option<String>,
     /// Only this tenant (as the subject named it).
     pub tenant: Option<String>,
+    /// Only those whose bytes name this command type.
+    pub command_type: Option<String>,
     /// Only those received since.
     pub since: Option<DateTime<Utc>>,
     /// Those a redrive resolved too.
@@ -31,6 +33,8 @@ pub struct Listed {
     pub field: Option<String>,
     pub message: String,
     pub tenant: Option<String>,
+    /// The command type its bytes name, if they are JSON naming one.
+    pub command_type: Option<String>,
     pub subject: Option<String>,
     pub stream_seq: Option<i64>,
     pub raw_length: i64,
@@ -50,8 +54,8 @@ pub struct Shown {
     pub raw_sha256: Vec<u8>,
 }
 
-const COLUMNS: &str = "id, received_at, reason, field, message, tenant, subject, stream_seq, \
-     raw_length, resolution, redrives";
+const COLUMNS: &str = "id, received_at, reason, field, message, tenant, command_type, subject, \
+     stream_seq, raw_length, resolution, redrives";
 
 /// The dead letters `filter` selects, newest first.
 pub async fn list(pool: &PgPool, filter: &Filter) -> Result<Vec<Listed>, DbError> {
@@ -59,6 +63,7 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> Result<Vec<Listed>, DbError
         "SELECT {COLUMNS} FROM dead_letters \
          WHERE ($1::text IS NULL OR reason = $1) AND ($2::text IS NULL OR tenant = $2) \
            AND ($3::timestamptz IS NULL OR received_at >= $3) AND ($4 OR resolved_at IS NULL) \
+           AND ($6::text IS NULL OR command_type = $6) \
          ORDER BY received_at DESC, id DESC LIMIT $5"
     );
     db(
@@ -68,6 +73,7 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> Result<Vec<Listed>, DbError
             .bind(filter.since)
             .bind(filter.all)
             .bind(filter.limit)
+            .bind(&filter.command_type)
             .fetch_all(pool)
             .await,
         "list dead letters",

@@ -237,6 +237,30 @@ async fn a_killed_run_resumes_after_its_last_committed_batch_and_status_shows_wh
     .await
     .unwrap();
     assert_eq!(untyped_json, 0);
+
+    // What it was for: operators find refused commands by type.
+    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_activity-store"))
+        .args([
+            "dead-letters",
+            "list",
+            "--type",
+            "register_user",
+            "--json",
+            "--limit",
+            "3",
+        ])
+        .env("DATABASE_URL", db.url())
+        .output()
+        .unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{listed:?}");
+    assert!(
+        lines.iter().all(|l| l["command_type"] == "register_user"),
+        "{lines:?}"
+    );
 }
 
 #[tokio::test]

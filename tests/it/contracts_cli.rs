@@ -133,6 +133,21 @@ async fn an_operator_puts_lists_and_shows_schemas_and_is_told_what_existing_even
     );
     assert!(!o.status.success());
     assert!(text(&o).contains("is not JSON"), "{}", text(&o));
+    // A file far past any schema is refused before it is read whole.
+    let huge = file("huge.json", &" ".repeat(300 * 1024));
+    let o = cli(
+        &side.db,
+        &[
+            "put",
+            "--tenant",
+            "acme",
+            "--type",
+            "purchase",
+            huge.to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("at most 64 KiB"), "{}", text(&o));
 }
 
 #[tokio::test]
@@ -183,12 +198,17 @@ async fn a_tenant_reads_its_own_schemas_through_the_api_and_no_one_elses() {
             a.text
         );
     }
-    for bad in ["version=0", "version=x", "limit=3"] {
+    for bad in [
+        "purchase?version=0",
+        "purchase?version=x",
+        "purchase?limit=3",
+        // Odd bytes in the type are a 400 naming it, never a database error.
+        "pur%00chase",
+        "%FF",
+        "Purchase",
+    ] {
         let a = api
-            .get(
-                &format!("/v1/tenants/acme/schemas/purchase?{bad}"),
-                Some(&acme),
-            )
+            .get(&format!("/v1/tenants/acme/schemas/{bad}"), Some(&acme))
             .await;
         assert_eq!(a.status, 400, "{bad}: {}", a.text);
     }
