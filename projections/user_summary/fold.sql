@@ -21,14 +21,17 @@ END
 $$;
 
 -- Registrations, then email changes, then activities in (lo, hi]: within a segment a user is
--- registered before anything else happens to them.
+-- registered before anything else happens to them. Payloads are read in today's shape
+-- (`events_current`): one that cannot be upcast is skipped here and kept, with its reason,
+-- in event_upcast_failures.
 CREATE OR REPLACE FUNCTION {{state}}.fold_user_summary_segment(lo bigint, hi bigint)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO {{analytics}}.user_summary (tenant, user_id, name, email, position)
-    SELECT tenant, user_id, data->>'name', data->>'email', tenant_position
-    FROM events
-    WHERE position > lo AND position <= hi AND event_type = 'user_registered';
+    SELECT tenant, user_id, data->>'display_name', data->>'email', tenant_position
+    FROM events_current
+    WHERE position > lo AND position <= hi AND event_type = 'user_registered'
+      AND data IS NOT NULL;
 
     UPDATE {{analytics}}.user_summary s
     SET email = c.email, position = greatest(s.position, c.position)

@@ -183,7 +183,7 @@ async fn scan(
     loop {
         let rows: Vec<(i64, Value)> = db(
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT position, data FROM events WHERE {WHERE} AND position > $3 \
+                "SELECT position, data FROM events_current WHERE {WHERE} AND position > $3 \
                  ORDER BY position LIMIT $4"
             )))
             .bind(r.tenant)

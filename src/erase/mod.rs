@@ -210,7 +210,8 @@ async fn complete(pool: &PgPool, id: i64, done: &Done) -> Result<Receipt, EraseE
     Ok(receipt)
 }
 
-/// What to look for: the user's id, and every email and name their events gave.
+/// What to look for: the user's id, and every email and name their events gave, in every
+/// shape they were stored in (read as stored, so no payload escapes for failing to upcast).
 async fn personal_values(
     pool: &PgPool,
     tenant: &str,
@@ -220,7 +221,7 @@ async fn personal_values(
     let mut values: Vec<String> = db(
         sqlx::query_scalar(
             "SELECT DISTINCT v FROM events e, \
-             LATERAL (VALUES (e.data->>'email'), (e.data->>'name')) AS x(v) \
+             LATERAL (VALUES (e.data->>'email'), (e.data->>'name'), (e.data->>'display_name')) AS x(v) \
              WHERE e.tenant = $1 AND e.user_id = $2 AND e.position <= $3 AND v IS NOT NULL \
                AND e.event_type IN ('user_registered', 'user_email_changed')",
         )

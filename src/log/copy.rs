@@ -13,8 +13,8 @@ use crate::model::NewEvent;
 /// The log columns a COPY fills; `recorded_at` and `tx_id` take their defaults.
 pub const EVENT_COLUMNS: &str = "position, event_id, command_id, tenant, user_id, event_type, \
      activity_type, data, occurred_at, received_at, subject, stream_seq, delivery_count, \
-     tenant_position";
-const EVENT_FIELDS: i16 = 14;
+     tenant_position, schema_version";
+const EVENT_FIELDS: i16 = 15;
 /// Microseconds between the Unix epoch and PostgreSQL's epoch, 2000-01-01.
 const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 
@@ -51,6 +51,11 @@ impl CopyRows {
 
     /// A `bigint`.
     pub fn int8(&mut self, v: i64) {
+        self.field(&v.to_be_bytes());
+    }
+
+    /// A `smallint`.
+    pub fn int2(&mut self, v: i16) {
         self.field(&v.to_be_bytes());
     }
 
@@ -160,6 +165,7 @@ pub fn encode_event(rows: &mut CopyRows, place: Place, e: &NewEvent) {
             .map(|d| d.min(i32::MAX as u64) as i32),
     );
     rows.int8(place.tenant_position);
+    rows.int2(e.event_type.schema_version());
 }
 
 /// Rows encoded per COPY message: the server works on one while the next is encoded.

@@ -32,6 +32,17 @@ impl EventType {
             EventType::UserForgotten => "user_forgotten",
         }
     }
+
+    /// The version of the payload's shape this store writes (`events.schema_version`);
+    /// older events are read in it through the upcasters of migration 0032
+    /// (`event_schema_version` there must say the same: `tests/it/upcasting.rs` checks).
+    pub fn schema_version(self) -> i16 {
+        match self {
+            // 2: `name` became `display_name`.
+            EventType::UserRegistered => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// Where a command came from: kept with its event for ever.
@@ -85,7 +96,7 @@ impl NewEvent {
             CommandBody::RegisterUser { email, name, .. } => {
                 data.insert("email".into(), Value::String(email));
                 if let Some(name) = name {
-                    data.insert("name".into(), Value::String(name));
+                    data.insert("display_name".into(), Value::String(name));
                 }
                 EventType::UserRegistered
             }
@@ -165,9 +176,10 @@ mod tests {
             json!({"type": "register_user", "id": "6f1d3c1e-8f4a-4a57-9d1e-1f0b2c3d4e5f",
             "tenant": "acme", "user": "u", "email": "u@x.io", "name": "U"}),
         );
+        // Version 2 of user_registered: the name is a display name, and called so.
         assert_eq!(
-            Value::Object(e.data),
-            json!({"email": "u@x.io", "name": "U"})
+            (Value::Object(e.data), e.event_type.schema_version()),
+            (json!({"email": "u@x.io", "display_name": "U"}), 2)
         );
         let e = event_of(
             json!({"type": "forget_user", "id": "6f1d3c1e-8f4a-4a57-9d1e-1f0b2c3d4e5f",
@@ -175,5 +187,13 @@ mod tests {
         );
         assert_eq!((e.event_type, e.data.len()), (EventType::UserForgotten, 0));
         assert_eq!(EventType::UserEmailChanged.as_str(), "user_email_changed");
+        for t in [
+            EventType::TenantCreated,
+            EventType::UserEmailChanged,
+            EventType::ActivityRecorded,
+            EventType::UserForgotten,
+        ] {
+            assert_eq!(t.schema_version(), 1, "{t:?}");
+        }
     }
 }

@@ -85,6 +85,14 @@ async fn fold_into(
     position: &mut Frontier,
     upto: &Frontier,
 ) -> Result<(), ProjectError> {
+    // A rebuild folds every event or fails: one that cannot be upcast stops it, named,
+    // instead of being skipped as a live fold skips it.
+    db(
+        sqlx::query("SELECT set_config('activity.strict_upcast', 'on', true)")
+            .execute(&mut *conn)
+            .await,
+        "make a rebuild's upcasting strict",
+    )?;
     for (shard, to) in upto.iter() {
         let from = position.get(shard);
         if to <= from {

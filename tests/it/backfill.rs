@@ -9,7 +9,7 @@ use activity_store::log::migrate;
 use sqlx::PgPool;
 
 use crate::fixtures::down_to_before;
-use crate::ingest_support::{Pipeline, activity, create_tenant, register};
+use crate::ingest_support::{Pipeline, create_tenant};
 use crate::support::TestDb;
 
 const NAME: &str = "dead_letter_command_type";
@@ -68,9 +68,6 @@ async fn a_data_migration_runs_in_batches_beside_ingest_and_goes_back_without_lo
 
     let pool = db.pool.clone();
     let p = Pipeline::on_pool(db, pool.clone()).await;
-    p.publish(create_tenant("acme")).await;
-    p.publish(register("acme", "ann")).await;
-    p.drain().await;
 
     // The migration in the background; ingest commits a batch at a time meanwhile.
     let migrating = tokio::spawn({
@@ -89,7 +86,7 @@ async fn a_data_migration_runs_in_batches_beside_ingest_and_goes_back_without_lo
     });
     let (mut committed_while_migrating, mut published) = (0, 0);
     while !migrating.is_finished() {
-        p.publish(activity("acme", "ann")).await;
+        p.publish(create_tenant(&format!("t{published}"))).await;
         published += 1;
         if p.drain().await > 0 {
             committed_while_migrating += 1;
@@ -110,7 +107,7 @@ async fn a_data_migration_runs_in_batches_beside_ingest_and_goes_back_without_lo
     );
     p.drain().await;
     let landed = p
-        .count("SELECT count(*) FROM events WHERE event_type = 'activity_recorded'")
+        .count("SELECT count(*) FROM events WHERE event_type = 'tenant_created'")
         .await;
     assert_eq!(
         landed, published,
@@ -142,14 +139,14 @@ async fn a_data_migration_runs_in_batches_beside_ingest_and_goes_back_without_lo
     assert_eq!((again.rows, again.batches), (0, 0));
 
     // The schema migration cannot go while its data migration is applied.
-    let refused = migrate::down(&pool, 1).await.unwrap_err();
+    let refused = down_to_before(&pool, 31).await.unwrap_err();
     assert!(refused.to_string().contains(NAME), "{refused}");
     let back = backfill::run(&pool, NAME, Direction::Down, 10_000, &mut |_, _| {})
         .await
         .unwrap();
     assert_eq!((back.rows, back.batches), (ROWS, 10));
     assert_eq!(types(&pool).await, [(None, ROWS)]);
-    assert_eq!(migrate::down(&pool, 1).await.unwrap(), [31]);
+    assert_eq!(down_to_before(&pool, 31).await.unwrap(), [31]);
     assert_eq!(
         fingerprint(&pool).await,
         before,

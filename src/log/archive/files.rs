@@ -24,11 +24,11 @@ pub(super) async fn write_archive(
     let file = format!("{table}.copy.gz");
     let data_path = dir.join(&file);
     let mut conn = db(pool.acquire().await, "connect to archive a month")?;
-    // A month detached before the log had tenant positions lacks the column.
-    let tenant_positions: bool = db(
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = $1::regclass \
-             AND attname = 'tenant_position' AND NOT attisdropped)",
+    // A month detached before the log had tenant positions (or versions) lacks the column.
+    let (tenant_positions, schema_versions): (bool, bool) = db(
+        sqlx::query_as(
+            "SELECT bool_or(attname = 'tenant_position'), bool_or(attname = 'schema_version') \
+             FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped",
         )
         .bind(table)
         .fetch_one(&mut *conn)
@@ -51,6 +51,7 @@ pub(super) async fn write_archive(
         written_at: chrono::Utc::now(),
         erased_through,
         tenant_positions,
+        schema_versions,
     };
     let manifest_path = dir.join(format!("{table}.manifest.json"));
     write_manifest(&manifest_path, &manifest)?;

@@ -100,6 +100,10 @@ pub struct Manifest {
     /// events still in the log).
     #[serde(default)]
     pub tenant_positions: bool,
+    /// Whether its rows carry their payload's version; archives written before migration
+    /// 0032 do not (every event was version 1 then).
+    #[serde(default)]
+    pub schema_versions: bool,
 }
 
 /// A month detached.

@@ -25,35 +25,49 @@ pub(super) async fn stage(conn: &mut PgConnection) -> Result<(), DbError> {
 }
 
 /// Stages an archive's rows (see [`stage`]); returns the rows restored. An archive written
-/// before tenant positions gets each event's position as its tenant position, as the
-/// upgrade gave the events still in the log.
+/// before a column existed is staged without it, then given the column as the upgrade gave
+/// the events still in the log: an event's tenant position is its position (before 0025),
+/// its payload's version is 1 (before 0032).
 pub(super) async fn restore(
     conn: &mut PgConnection,
     manifest: &super::Manifest,
     data_path: &Path,
 ) -> Result<i64, ArchiveError> {
     stage(conn).await?;
-    if manifest.tenant_positions {
-        return copy_in_gz(conn, STAGE, data_path).await;
+    let later = [
+        (
+            "tenant_position",
+            manifest.tenant_positions,
+            "bigint; UPDATE {STAGE} SET tenant_position = position",
+        ),
+        (
+            "schema_version",
+            manifest.schema_versions,
+            "smallint NOT NULL DEFAULT 1",
+        ),
+    ];
+    let lacking: Vec<_> = later.iter().filter(|(_, has, _)| !has).collect();
+    for (column, _, _) in &lacking {
+        let drop = format!("ALTER TABLE {STAGE} DROP COLUMN {column}");
+        db(
+            sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+                .execute(&mut *conn)
+                .await,
+            "stage an archive written before a column existed",
+        )?;
     }
-    let before = format!("ALTER TABLE {STAGE} DROP COLUMN tenant_position");
-    db(
-        sqlx::raw_sql(sqlx::AssertSqlSafe(before))
-            .execute(&mut *conn)
-            .await,
-        "stage an archive without tenant positions",
-    )?;
     let rows = copy_in_gz(conn, STAGE, data_path).await?;
-    let after = format!(
-        "ALTER TABLE {STAGE} ADD COLUMN tenant_position bigint; \
-         UPDATE {STAGE} SET tenant_position = position"
-    );
-    db(
-        sqlx::raw_sql(sqlx::AssertSqlSafe(after))
-            .execute(&mut *conn)
-            .await,
-        "give an archive's events their tenant positions",
-    )?;
+    // Added back in the log's column order, so the stage's rows match the log's.
+    for (column, _, add) in &lacking {
+        let add =
+            format!("ALTER TABLE {STAGE} ADD COLUMN {column} {add}").replace("{STAGE}", STAGE);
+        db(
+            sqlx::raw_sql(sqlx::AssertSqlSafe(add))
+                .execute(&mut *conn)
+                .await,
+            "give an archive's events a column written after it",
+        )?;
+    }
     Ok(rows)
 }
 
@@ -190,6 +204,7 @@ async fn rescrub_one(pool: &PgPool, path: &Path) -> Result<Rescrubbed, ArchiveEr
         manifest.file = file;
         manifest.written_at = chrono::Utc::now();
         manifest.tenant_positions = true;
+        manifest.schema_versions = true;
     }
     manifest.erased_through = manifest.erased_through.max(through);
     write_manifest(&manifest_path, &manifest)?;
