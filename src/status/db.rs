@@ -49,6 +49,7 @@ pub(super) async fn read(
             Vec::new()
         },
         dead_letters: dead_letters(conn).await?,
+        upcast_failures: upcast_failures(conn).await?,
         caches: Vec::new(),
         tenant: match &config.tenant {
             Some(t) => Some(super::tenants::of_tenant(conn, t).await?),
@@ -189,6 +190,25 @@ pub async fn partitions(conn: &mut PgConnection) -> Result<Vec<PartitionStatus>,
         });
     }
     Ok(out)
+}
+
+/// Events the folds could not upcast.
+async fn upcast_failures(conn: &mut PgConnection) -> Result<super::UpcastFailures, DbError> {
+    let (count, position, reason): (i64, Option<i64>, Option<String>) = db(
+        sqlx::query_as(
+            "SELECT (SELECT count(*) FROM event_upcast_failures), f.position, f.reason \
+             FROM (SELECT 1) one \
+             LEFT JOIN (SELECT position, reason FROM event_upcast_failures \
+                        ORDER BY position LIMIT 1) f ON true",
+        )
+        .fetch_one(conn)
+        .await,
+        "count the events that could not be upcast",
+    )?;
+    Ok(super::UpcastFailures {
+        count,
+        first: position.zip(reason),
+    })
 }
 
 /// Dead letters no redrive has resolved, by reason.

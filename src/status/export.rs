@@ -34,6 +34,7 @@ pub fn export(s: &Status) {
         exported.insert(d.reason.clone());
     }
     drop(exported);
+    metrics::gauge!("activity_event_upcast_failures").set(s.upcast_failures.count as f64);
     let pending: u64 = s
         .ingest
         .iter()

@@ -188,11 +188,22 @@ pub struct Status {
     pub partitions: Vec<PartitionStatus>,
     /// Dead letters by reason.
     pub dead_letters: Vec<DeadLetterCount>,
+    /// Events the folds skipped because they could not be upcast, and the first of them.
+    pub upcast_failures: UpcastFailures,
     /// Cache buckets, when NATS was asked.
     pub caches: Vec<CacheStatus>,
     /// The tenant asked for (`status --tenant`), in every projection.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<Vec<TenantLag>>,
+}
+
+/// Events left out of the views because they could not be upcast (`event_upcast_failures`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UpcastFailures {
+    /// How many.
+    pub count: i64,
+    /// The first, by position: its position and the reason.
+    pub first: Option<(i64, String)>,
 }
 
 impl Status {
@@ -271,6 +282,13 @@ fn judge(s: &mut Status, config: &StatusConfig) {
             "an append transaction has been open {seconds:.0} s and holds the projectors back: \
              pid {} ({})",
             h.pid, h.application_name
+        ));
+    }
+    if let Some((position, reason)) = &s.upcast_failures.first {
+        problems.push(format!(
+            "{} events could not be upcast and are left out of the views (the first at \
+             position {position}: {reason}); fix the upcaster and rebuild",
+            s.upcast_failures.count
         ));
     }
     for i in &s.ingest {

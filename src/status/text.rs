@@ -158,6 +158,13 @@ tenant {tenant}: last position {head}"
         for d in &self.dead_letters {
             let _ = writeln!(out, "  {:<20} {}", d.reason, d.count);
         }
+        if self.upcast_failures.count > 0 {
+            let _ = writeln!(
+                out,
+                "\nevents that could not be upcast (left out of the views): {}",
+                self.upcast_failures.count
+            );
+        }
     }
 
     fn caches_text(&self, out: &mut String) {

@@ -283,6 +283,23 @@ async fn an_event_that_cannot_be_upcast_is_skipped_and_recorded_live_and_fails_a
         reason.contains("unknown version 9 of user_registered"),
         "{reason}"
     );
+    // Operators see it: status is degraded and names the first.
+    let config = activity_store::status::StatusConfig {
+        max_lag: std::time::Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let s = activity_store::status::gather(&side.db.pool, None, &config)
+        .await
+        .unwrap();
+    assert_eq!(s.upcast_failures.count, 1);
+    let named = format!("position {broken}");
+    assert!(
+        s.problems
+            .iter()
+            .any(|p| p.contains("could not be upcast") && p.contains(&named)),
+        "{:?}",
+        s.problems
+    );
 
     let e = rebuilder(&side)
         .await
