@@ -27,6 +27,7 @@ SET data = CASE WHEN data ? 'display_name'
 WHERE event_type = 'user_registered' AND schema_version = 2;
 ALTER TABLE events ENABLE TRIGGER events_append_only;
 DROP FUNCTION upcast_event(bigint, text, smallint, jsonb);
+DROP FUNCTION upcast_known(text, smallint, jsonb);
 DROP TABLE event_upcast_failures;
 DROP FUNCTION upcast_user_registered_1(jsonb);
 DROP FUNCTION event_schema_version(text);

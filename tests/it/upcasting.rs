@@ -145,6 +145,14 @@ async fn events_record_their_version_and_the_upcaster_is_pure_and_total() {
             .unwrap();
         assert_eq!(up, v2, "{v1}");
     }
+    // Only the log's owner records upcast failures: a writer or reader login cannot.
+    for role in ["activity_writer", "activity_reader"] {
+        let (_, login) = crate::fixtures::login_in(&side.db, role).await;
+        let r = sqlx::query("SELECT upcast_event(1, 'user_registered', 9::smallint, '{}')")
+            .execute(&login)
+            .await;
+        assert_eq!(crate::fixtures::sqlstate(r), "42501", "{role}");
+    }
     // The stored version never changes, even for the log's owner.
     let r =
         sqlx::query("UPDATE events SET schema_version = 1 WHERE event_type = 'user_registered'")
