@@ -119,35 +119,20 @@ async fn an_operator_puts_lists_and_shows_schemas_and_is_told_what_existing_even
         assert!(!o.status.success(), "{args:?}");
         assert!(text(&o).contains(expect), "{args:?}: {}", text(&o));
     }
-    let not_json = file("bad.json", "{\"type\": ");
-    let o = cli(
-        &side.db,
-        &[
-            "put",
-            "--tenant",
-            "acme",
-            "--type",
-            "purchase",
-            not_json.to_str().unwrap(),
-        ],
-    );
-    assert!(!o.status.success());
-    assert!(text(&o).contains("is not JSON"), "{}", text(&o));
-    // A file far past any schema is refused before it is read whole.
-    let huge = file("huge.json", &" ".repeat(300 * 1024));
-    let o = cli(
-        &side.db,
-        &[
-            "put",
-            "--tenant",
-            "acme",
-            "--type",
-            "purchase",
-            huge.to_str().unwrap(),
-        ],
-    );
-    assert!(!o.status.success());
-    assert!(text(&o).contains("at most 64 KiB"), "{}", text(&o));
+    // Files that are no schema: not JSON; far past any schema (refused before read whole).
+    for (name, body, expect) in [
+        ("bad.json", "{\"type\": ".to_owned(), "is not JSON"),
+        ("huge.json", " ".repeat(300 * 1024), "at most 64 KiB"),
+    ] {
+        let path = file(name, &body);
+        let path = path.to_str().unwrap();
+        let o = cli(
+            &side.db,
+            &["put", "--tenant", "acme", "--type", "purchase", path],
+        );
+        assert!(!o.status.success(), "{name}");
+        assert!(text(&o).contains(expect), "{name}: {}", text(&o));
+    }
 }
 
 #[tokio::test]

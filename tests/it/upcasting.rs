@@ -34,48 +34,53 @@ async fn rebuilder(side: &ReadSide) -> Projector {
     p
 }
 
-/// Rewrites the events at `positions` as the store of migration 0031 wrote them: a
-/// `user_registered` in version 1, `name` for `display_name`. (The log refuses this to
-/// everyone; a superuser's replica-role session gets past its triggers, as a restore would.)
-async fn as_version_1(pool: &PgPool, positions: &[i64]) {
-    let mut conn = pool.acquire().await.unwrap();
-    sqlx::query("SET session_replication_role = replica")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    sqlx::query(
-        "UPDATE events SET schema_version = 1, \
-           data = CASE WHEN data ? 'display_name' \
-             THEN (data - 'display_name') || jsonb_build_object('name', data->'display_name') \
-             ELSE data END \
-         WHERE position = ANY($1) AND event_type = 'user_registered'",
-    )
-    .bind(positions)
-    .execute(&mut *conn)
+/// Runs `update` on the log past its guards, as a superuser's replica-role session (a
+/// restore) can: the log refuses it to everyone else.
+async fn past_the_guards(pool: &PgPool, update: String) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET session_replication_role = replica; {update}; RESET session_replication_role"
+    )))
+    .execute(&mut *pool.acquire().await.unwrap())
     .await
     .unwrap();
-    sqlx::query("RESET session_replication_role")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+}
+
+/// Rewrites the registrations at `positions` as the store of migration 0031 wrote them:
+/// version 1, `name` for `display_name`.
+async fn as_version_1(pool: &PgPool, positions: &[i64]) {
+    let list: Vec<String> = positions.iter().map(i64::to_string).collect();
+    past_the_guards(
+        pool,
+        format!(
+            "UPDATE events SET schema_version = 1, \
+               data = CASE WHEN data ? 'display_name' \
+                 THEN (data - 'display_name') || jsonb_build_object('name', data->'display_name') \
+                 ELSE data END \
+             WHERE position = ANY('{{{}}}'::bigint[]) AND event_type = 'user_registered'",
+            list.join(",")
+        ),
+    )
+    .await;
 }
 
 async fn set_version(pool: &PgPool, position: i64, version: i16) {
-    let mut conn = pool.acquire().await.unwrap();
-    sqlx::query("SET session_replication_role = replica")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE events SET schema_version = $2 WHERE position = $1")
-        .bind(position)
-        .bind(version)
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    sqlx::query("RESET session_replication_role")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+    past_the_guards(
+        pool,
+        format!("UPDATE events SET schema_version = {version} WHERE position = {position}"),
+    )
+    .await;
+}
+
+/// A store with two registrations, ann's and bob's.
+async fn ann_and_bob() -> ReadSide {
+    let side = ReadSide::new().await;
+    side.apply(&[
+        tenant("acme"),
+        register("acme", "ann", "Ann"),
+        register("acme", "bob", "Bob"),
+    ])
+    .await;
+    side
 }
 
 async fn registrations(pool: &PgPool) -> Vec<(i64, i16, Value)> {
@@ -263,13 +268,7 @@ async fn a_log_mixing_versions_replays_to_exactly_the_views_of_todays_versions()
 
 #[tokio::test]
 async fn an_event_that_cannot_be_upcast_is_skipped_and_recorded_live_and_fails_a_rebuild() {
-    let side = ReadSide::new().await;
-    side.apply(&[
-        tenant("acme"),
-        register("acme", "ann", "Ann"),
-        register("acme", "bob", "Bob"),
-    ])
-    .await;
+    let side = ann_and_bob().await;
     let regs = registrations(&side.db.pool).await;
     let broken = regs[0].0;
     // A version no store wrote: from a newer binary, or a restore gone wrong.
@@ -338,13 +337,7 @@ async fn an_event_that_cannot_be_upcast_is_skipped_and_recorded_live_and_fails_a
 
 #[tokio::test]
 async fn migrating_down_past_versions_writes_registrations_back_in_version_1() {
-    let side = ReadSide::new().await;
-    side.apply(&[
-        tenant("acme"),
-        register("acme", "ann", "Ann"),
-        register("acme", "bob", "Bob"),
-    ])
-    .await;
+    let side = ann_and_bob().await;
     crate::fixtures::down_to_before(&side.db.pool, 32)
         .await
         .unwrap();
