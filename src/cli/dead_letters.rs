@@ -141,7 +141,7 @@ async fn time(pool: &PgPool, text: &str) -> Result<DateTime<Utc>, CliError> {
 fn print_list(rows: &[Listed], json: bool) {
     if !json {
         println!(
-            "{:>8}  {:<20} {:<15} {:<12} {:>8} {:>8}  {:<10} message",
+            "{:>8}  {:<20} {:<19} {:<12} {:>8} {:>8}  {:<10} message",
             "id", "received", "reason", "tenant", "seq", "bytes", "resolution"
         );
     }
@@ -151,7 +151,7 @@ fn print_list(rows: &[Listed], json: bool) {
             continue;
         }
         println!(
-            "{:>8}  {:<20} {:<15} {:<12} {:>8} {:>8}  {:<10} {}",
+            "{:>8}  {:<20} {:<19} {:<12} {:>8} {:>8}  {:<10} {}",
             r.id,
             r.received_at.format("%Y-%m-%d %H:%M:%S"),
             r.reason,
