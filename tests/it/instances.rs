@@ -134,6 +134,41 @@ pub(crate) async fn publish(nats: String, prefix: String, commands: Vec<(String,
     }
 }
 
+/// Waits until all `total` commands are applied, then checks each is in the log once, none
+/// was refused, and each tenant's are in the order they were published.
+pub(crate) async fn every_command_once_in_tenant_order(db: &TestDb, total: i64) {
+    wait_until(
+        db,
+        "every command applied",
+        "SELECT (SELECT count(*) FROM command_ledger) + (SELECT count(*) FROM dead_letters)",
+        total,
+    )
+    .await;
+    let (events, distinct, dead): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM events), (SELECT count(DISTINCT command_id) FROM events), \
+         (SELECT count(*) FROM dead_letters)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (events, distinct, dead),
+        (total, total, 0),
+        "exactly once, none refused"
+    );
+    let out_of_order = count(
+        db,
+        "SELECT count(*) FROM (SELECT stream_seq AS n, \
+         lag(stream_seq) OVER (PARTITION BY tenant ORDER BY tenant_position) AS prev \
+         FROM events) s WHERE n <= prev",
+    )
+    .await;
+    assert_eq!(
+        out_of_order, 0,
+        "each tenant's commands in the order published"
+    );
+}
+
 pub(crate) async fn count(db: &TestDb, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
 }
@@ -236,36 +271,7 @@ async fn instances_divide_partitions_and_shards_and_take_over_from_a_killed_or_h
             .all(|m| m.get(&pb) == Some(&2) && m.get(&pc) == Some(&2))
     })
     .await;
-    wait_until(
-        &db,
-        "every command applied",
-        "SELECT (SELECT count(*) FROM command_ledger) + (SELECT count(*) FROM dead_letters)",
-        total,
-    )
-    .await;
-    let (events, distinct, dead): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM events), (SELECT count(DISTINCT command_id) FROM events), \
-         (SELECT count(*) FROM dead_letters)",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        (events, distinct, dead),
-        (total, total, 0),
-        "exactly once, none refused"
-    );
-    let out_of_order = count(
-        &db,
-        "SELECT count(*) FROM (SELECT stream_seq AS n, \
-         lag(stream_seq) OVER (PARTITION BY tenant ORDER BY tenant_position) AS prev \
-         FROM events) s WHERE n <= prev",
-    )
-    .await;
-    assert_eq!(
-        out_of_order, 0,
-        "each tenant's commands in the order published"
-    );
+    every_command_once_in_tenant_order(&db, total).await;
     // Each tenant's commands came through its one partition, as the server routed them.
     let routed = count(
         &db,

@@ -13,8 +13,8 @@ use nix::unistd::Pid;
 
 use crate::faults_cluster::{cluster_with, replicated_stream};
 use crate::instances::{
-    PARTITIONS, TENANTS, USERS, commands, count, divided, instance_with, os_pid, publish,
-    wait_until,
+    PARTITIONS, TENANTS, USERS, commands, count, divided, every_command_once_in_tenant_order,
+    instance_with, os_pid, publish, wait_until,
 };
 use crate::support::mapped::holdings;
 use crate::support::{TestDb, unique_name};
@@ -102,32 +102,7 @@ async fn a_node_and_an_instance_killed_under_load_lose_and_double_nothing() {
     node.start();
 
     publisher.await.unwrap();
-    wait_until(
-        &db,
-        "every command applied",
-        "SELECT (SELECT count(*) FROM command_ledger) + (SELECT count(*) FROM dead_letters)",
-        total,
-    )
-    .await;
-    let (all_events, distinct, dead): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM events), (SELECT count(DISTINCT command_id) FROM events), \
-         (SELECT count(*) FROM dead_letters)",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    assert_eq!((all_events, distinct, dead), (total, total, 0));
-    let out_of_order = count(
-        &db,
-        "SELECT count(*) FROM (SELECT stream_seq AS n, \
-         lag(stream_seq) OVER (PARTITION BY tenant ORDER BY tenant_position) AS prev \
-         FROM events) s WHERE n <= prev",
-    )
-    .await;
-    assert_eq!(
-        out_of_order, 0,
-        "each tenant's commands in the order published"
-    );
+    every_command_once_in_tenant_order(&db, total).await;
     wait_until(
         &db,
         "every activity folded",
