@@ -5,6 +5,7 @@
 mod fold;
 mod frontier;
 mod install;
+mod rebuilds;
 mod registry;
 pub mod shadow;
 mod share;
